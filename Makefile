@@ -1,0 +1,65 @@
+# Two set-up commands for a newcomer: `make demo` and `make test`.
+# Everything installs into .venv; Debian packages are installed only when run as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := cloud-init
+export PYTHONASYNCIODEBUG := 1
+
+.PHONY: install system-deps demo fmt lint types test test-vm cov bench dist vm-image docs clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,fast]'
+	@touch $@
+
+install: $(STAMP)
+
+# cloud-init gives `cloud-init schema`, which the cloud-init tests run on every rendered document.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	fi
+
+demo: install
+	$(BIN)/python -m inletsctl.demo
+
+fmt: install
+	$(BIN)/ruff format inletsctl providers cloud_init tunnel_core tests bench
+	$(BIN)/ruff check --fix inletsctl providers cloud_init tunnel_core tests bench
+
+lint: install
+	$(BIN)/ruff check .
+
+types: install
+	$(BIN)/mypy
+
+test: install system-deps lint types
+	$(BIN)/pytest -q
+
+cov: install system-deps
+	$(BIN)/pytest -q --cov --cov-report=term-missing
+
+test-vm: install system-deps
+	$(BIN)/pytest -q -m vm -o addopts='' tests/vm
+
+bench: install
+	bash bench/run.sh
+
+dist: install
+	$(BIN)/python scripts/build_dist.py
+
+vm-image: install
+	bash scripts/vm_image.sh
+
+docs: install
+	$(BIN)/pip install --quiet mkdocs
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""jinja2 templates of the exit-server user-data and their renderer."""

@@ -1,0 +1,1 @@
+"""The inletsctl CLI: thin commands, orchestration, host state, download."""

@@ -1,0 +1,1 @@
+"""Provider plugins: the contract, the registry and one module per cloud."""

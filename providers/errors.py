@@ -1,0 +1,71 @@
+"""Errors raised by providers.
+
+Tree::
+
+    ProviderError                  root; every provider failure the user can act on
+    ├── ProviderNotFound           no provider registered under that name
+    ├── PluginError                a provider module failed to import or is claimed twice
+    ├── CredentialsMissing         no credentials found; names the variable to set
+    ├── InvalidSpec                a region / plan / image / port the provider rejects up front
+    ├── UserDataTooLarge           rendered user-data is over the provider's limit
+    ├── ProviderAPIError           the cloud API answered with an error (code + hint)
+    ├── HostNotFound               no host with that id / ip at the provider
+    └── ProvisionTimeout           a host did not become active within the polls allowed
+
+Every error carries a one-line ``message`` and a ``hint`` that says what to do; the
+CLI prints both without a traceback. Chain SDK exceptions with ``raise ... from exc``
+so ``-v`` still shows the cause.
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Root of provider errors: a user-facing message plus a hint."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProviderNotFound(ProviderError):
+    default_hint = "Run `inletsctl create --help` to see the installed providers."
+
+
+class PluginError(ProviderError):
+    default_hint = "Reinstall the package that provides it, or remove it."
+
+
+class CredentialsMissing(ProviderError):
+    default_hint = "Pass --access-token-file, or set the variable named above."
+
+
+class InvalidSpec(ProviderError):
+    pass
+
+
+class UserDataTooLarge(ProviderError):
+    default_hint = "Use fewer or shorter options (domains, ports) so the user-data fits."
+
+
+class ProviderAPIError(ProviderError):
+    def __init__(
+        self, provider: str, message: str, hint: str | None = None, code: str = ""
+    ) -> None:
+        super().__init__(f"{provider}: {message}", hint)
+        self.provider = provider
+        self.code = code
+
+
+class HostNotFound(ProviderError):
+    default_hint = "Run `inletsctl list --all` to see the hosts inletsctl knows of."
+
+
+class ProvisionTimeout(ProviderError):
+    default_hint = "Raise --max-polls, or run `inletsctl delete --id ID` to remove the host."
