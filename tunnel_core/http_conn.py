@@ -1,0 +1,201 @@
+"""One public HTTP/1.1 connection: parsing with limits and deadlines.
+
+Shared by the HTTP data port and the fileserver, the two places where strangers
+on the internet talk HTTP to us. Everything a peer can make us hold is bounded:
+the request line (414), the header block and header count (431), malformed input
+(400), the time to finish sending headers once the first byte arrived (408; a
+slowloris client only ever holds its own connection), and the idle time between
+keep-alive requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+
+__all__ = ["HttpError", "Limits", "PublicConnection", "simple_response", "start_public_server"]
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection bounds for a public HTTP listener (bytes and seconds)."""
+
+    max_request_line: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1024
+    read_size: int = 64 * 1024
+
+
+class HttpError(Exception):
+    """A request we refuse; ``status`` is what the peer gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def simple_response(
+    status: int, body: str, headers: tuple[tuple[str, str], ...] = (), *, close: bool = True
+) -> bytes:
+    """A complete short plain-text response, for answers that need no h11 state."""
+    data = body.encode()
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
+    head += [f"{name}: {value}" for name, value in headers]
+    head += ["Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(data)}"]
+    if close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+
+
+class PublicConnection:
+    """An h11 server connection over an asyncio stream pair, with limits applied."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.limits = limits
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        peer = writer.get_extra_info("peername")
+        self.peer_ip: str = peer[0] if isinstance(peer, tuple) else ""
+
+    async def _receive(self, timeout: float) -> None:
+        data = await asyncio.wait_for(self.reader.read(self.limits.read_size), timeout)
+        self.h11.receive_data(data)
+
+    def _check_request_line(self) -> None:
+        buffered, _ = self.h11.trailing_data
+        limit = self.limits.max_request_line
+        if len(buffered) > limit and b"\n" not in buffered[: limit + 1]:
+            raise HttpError(414, "request line too long")
+
+    async def next_request(self) -> h11.Request | None:
+        """The next request head, or ``None`` when the peer left or idled out.
+
+        Raises :class:`HttpError` for a request we refuse.
+        """
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            try:
+                self._check_request_line()
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = 431 if exc.error_status_hint == 431 else 400
+                raise HttpError(status, str(exc) or "malformed request") from exc
+            if isinstance(event, h11.Request):
+                if len(event.headers) > self.limits.max_headers:
+                    raise HttpError(431, "too many header fields")
+                return event
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return None
+            buffered = bool(self.h11.trailing_data[0])
+            if deadline is None and buffered:
+                deadline = loop.time() + self.limits.header_timeout
+            timeout = (
+                self.limits.idle_timeout if deadline is None else max(0.0, deadline - loop.time())
+            )
+            try:
+                await self._receive(timeout)
+            except asyncio.TimeoutError:
+                if deadline is None:
+                    return None
+                raise HttpError(408, "request headers not received in time") from None
+            if deadline is None and self.h11.trailing_data[0]:
+                deadline = loop.time() + self.limits.header_timeout
+
+    async def next_body_event(self) -> h11.Data | h11.EndOfMessage:
+        """The next piece of the request body; the idle timeout bounds each wait."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HttpError(400, str(exc) or "malformed body") from exc
+            if isinstance(event, h11.Data | h11.EndOfMessage):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                raise HttpError(400, "connection closed in the middle of the body")
+            try:
+                await self._receive(self.limits.idle_timeout)
+            except asyncio.TimeoutError:
+                raise HttpError(408, "request body stalled") from None
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def refuse(self, error: HttpError) -> None:
+        """Answer ``error`` and mark the connection for closing."""
+        self.writer.write(simple_response(error.status, error.message + "\n"))
+        await self.writer.drain()
+
+    def reusable(self) -> bool:
+        """Start the next keep-alive cycle if both sides finished cleanly."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+async def start_public_server(
+    handler: Callable[[PublicConnection], Awaitable[None]],
+    host: str,
+    port: int,
+    limits: Limits,
+    on_count: Callable[[int], None] | None = None,
+) -> asyncio.Server:
+    """Listen on ``host:port`` and run ``handler`` per connection, at most
+    ``limits.max_connections`` at once; the rest get a 503 and are closed at once."""
+    open_count = 0
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_count
+        conn = PublicConnection(reader, writer, limits)
+        if open_count >= limits.max_connections:
+            await conn.refuse(HttpError(503, "too many connections"))
+            await conn.close()
+            return
+        open_count += 1
+        if on_count is not None:
+            on_count(open_count)
+        try:
+            await handler(conn)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            open_count -= 1
+            if on_count is not None:
+                on_count(open_count)
+            await conn.close()
+
+    return await asyncio.start_server(accept, host, port, limit=limits.read_size)
