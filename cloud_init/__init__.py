@@ -1,1 +1,26 @@
-"""jinja2 templates of the exit-server user-data and their renderer."""
+"""jinja2 templates of the exit-server user-data and their renderer.
+
+``render(server)`` gives the ``#cloud-config`` document for a ServerSpec (any
+provider and the qemu VM use the same one); ``check_size`` refuses it before any API
+call when it is over a provider's limit.
+"""
+
+from cloud_init._render import (
+    INLETS_PRO_URL,
+    INLETS_PRO_VERSION,
+    check_size,
+    encoded_size,
+    render,
+    template_name,
+)
+from cloud_init.errors import UnsafeValue
+
+__all__ = [
+    "INLETS_PRO_URL",
+    "INLETS_PRO_VERSION",
+    "UnsafeValue",
+    "check_size",
+    "encoded_size",
+    "render",
+    "template_name",
+]

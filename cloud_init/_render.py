@@ -1,0 +1,160 @@
+"""Render a ServerSpec into a ``#cloud-config`` document.
+
+Every value that reaches the document passes a filter that either quotes it for the
+place it lands (``yaml``: a double-quoted YAML scalar; ``block``: an indented literal
+block) or rejects it (``unit_arg``, ``domain``, ``email``). Commands in ``runcmd``
+are exec lists that receive values as positional arguments, so no value is ever
+parsed by a shell. StrictUndefined turns a missing variable into an error instead
+of an empty string that would ship a broken server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from functools import lru_cache
+
+import jinja2
+
+from cloud_init.errors import UnsafeValue
+from providers.errors import UserDataTooLarge
+from providers.models import Engine, ProviderFacts, ServerSpec, TunnelMode
+
+#: Upstream inlets-pro release installed by ``--engine inlets-pro``.
+INLETS_PRO_VERSION = "0.9.34"
+INLETS_PRO_URL = (
+    f"https://github.com/inlets/inlets-pro/releases/download/{INLETS_PRO_VERSION}/inlets-pro"
+)
+
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+$"
+)
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_UNIT_ARG = re.compile(r"^[A-Za-z0-9.,:_/-]+$")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FORBIDDEN_TOKEN_CHARS = set("'\"\\")
+
+
+def _yaml(value: object) -> str:
+    """A double-quoted YAML scalar; JSON strings are valid YAML and escape everything."""
+    return json.dumps(str(value), ensure_ascii=True)
+
+
+def _block(value: str, indent: int) -> str:
+    """An indented YAML literal block body; every line is indented, so none can escape."""
+    if any(ord(c) < 0x20 and c not in "\n\t" for c in value) or "\x7f" in value:
+        raise UnsafeValue("a file's content has control characters")
+    pad = " " * indent
+    return "\n".join(pad + line if line else "" for line in value.rstrip("\n").split("\n"))
+
+
+def _unit_arg(value: object) -> str:
+    """A word for a systemd ExecStart line: refuses anything a unit would reinterpret."""
+    text = str(value)
+    if not _UNIT_ARG.match(text) or "%" in text or "$" in text:
+        raise UnsafeValue(f"unsafe value for the server's command line: {text!r}")
+    return text
+
+
+def _domain(value: str) -> str:
+    if not _DOMAIN.match(value):
+        raise UnsafeValue(f"not a domain name: {value!r}")
+    return value.lower()
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise UnsafeValue(
+            f"not an email address: {value!r}", hint="Pass --letsencrypt-email you@example.com."
+        )
+    return value
+
+
+def _env_token(value: str) -> str:
+    """``INLETS_TOKEN=...`` for an EnvironmentFile, which has its own quoting rules."""
+    if not _TOKEN.match(value) or _FORBIDDEN_TOKEN_CHARS & set(value):
+        raise UnsafeValue(
+            "the tunnel token has spaces, quotes, backslashes or control characters",
+            hint="Pass --inlets-token with printable characters only, or omit it.",
+        )
+    return value
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cloud_init", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        yaml=_yaml,
+        block=_block,
+        unit_arg=_unit_arg,
+        domain=_domain,
+        email=_email,
+        env_token=_env_token,
+    )
+    return env
+
+
+def template_name(server: ServerSpec) -> str:
+    """Which template a spec uses; one per engine and mode."""
+    if server.engine is Engine.INLETS_PRO:
+        return "inlets-pro.yaml.j2"
+    if server.mode is TunnelMode.TCP:
+        return "tunnel-core-tcp.yaml.j2"
+    if server.letsencrypt_domains:
+        return "tunnel-core-https.yaml.j2"
+    return "tunnel-core-http.yaml.j2"
+
+
+def render(server: ServerSpec) -> str:
+    """The user-data that makes a fresh Debian/Ubuntu VM an exit server for ``server``."""
+    if server.engine is Engine.TUNNEL_CORE:
+        if not server.release_url.startswith(("https://", "http://")):
+            raise UnsafeValue(
+                "no release URL for tunnel-core.pyz",
+                hint="Pass --release-url or set INLETSCTL_RELEASE_URL.",
+            )
+        if not _SHA256.match(server.artifact_sha256):
+            raise UnsafeValue("the release's SHA-256 is not 64 lowercase hex digits")
+    if server.letsencrypt_domains and not server.letsencrypt_email:
+        raise UnsafeValue("Let's Encrypt needs an email address", hint="Pass --letsencrypt-email.")
+    env = _environment()
+    context = {"s": server, "inlets_pro_url": INLETS_PRO_URL}
+    files = {
+        "unit": env.get_template(
+            "inlets-pro.service.j2"
+            if server.engine is Engine.INLETS_PRO
+            else "tunnel-core.service.j2"
+        ).render(context),
+        "caddyfile": env.get_template("Caddyfile.j2").render(context)
+        if server.letsencrypt_domains
+        else "",
+        "fetch": env.get_template("fetch.py.j2").render(),
+    }
+    return env.get_template(template_name(server)).render(context, **files)
+
+
+def encoded_size(user_data: str, facts: ProviderFacts) -> int:
+    """Bytes the provider's API counts: base64 grows the document by a third."""
+    raw = user_data.encode()
+    if facts.user_data_encoding == "base64":
+        return len(base64.b64encode(raw))
+    return len(raw)
+
+
+def check_size(user_data: str, facts: ProviderFacts, provider: str = "") -> None:
+    """Refuse before any API call, so a too-large document never half-creates a host."""
+    size = encoded_size(user_data, facts)
+    if size > facts.user_data_limit:
+        who = f"{provider}: " if provider else ""
+        raise UserDataTooLarge(
+            f"{who}user-data is {size} bytes; the limit is {facts.user_data_limit}"
+        )
