@@ -1,0 +1,186 @@
+"""Host state: which hosts inletsctl made, where, and how to reach them.
+
+SQLite (stdlib) in the user state dir (``INLETSCTL_STATE_DIR`` overrides it), file
+mode 0600 because it holds the tunnel tokens the user asked us to keep. WAL and a
+busy timeout let two CLIs write at once without losing a row. The schema version
+lives in ``PRAGMA user_version``; a newer or unreadable file is an error, never
+silently replaced. Rows are marked deleted, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+
+from inletsctl.errors import HostUnknown, StateError
+
+STATE_DIR_ENV = "INLETSCTL_STATE_DIR"
+SCHEMA_VERSION = 1
+DB_NAME = "hosts.sqlite3"
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hosts (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    provider_id TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL,
+    region TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    ip TEXT NOT NULL DEFAULT '',
+    mode TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    control_port INTEGER NOT NULL,
+    data_port INTEGER NOT NULL,
+    ports TEXT NOT NULL DEFAULT '',
+    domains TEXT NOT NULL DEFAULT '',
+    fingerprint TEXT NOT NULL,
+    token TEXT NOT NULL,
+    additional TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """One host as inletsctl remembers it. ``token`` is the tunnel token, not a cloud secret."""
+
+    id: str
+    provider: str
+    name: str
+    status: str
+    mode: str
+    engine: str
+    control_port: int
+    data_port: int
+    fingerprint: str
+    token: str = field(repr=False)
+    provider_id: str = ""
+    region: str = ""
+    ip: str = ""
+    ports: str = ""
+    domains: str = ""
+    additional: Mapping[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def state_dir() -> Path:
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env) if env else Path(platformdirs.user_state_dir("inletsctl"))
+
+
+class Store:
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = state_dir() if directory is None else directory
+        self.path = self.directory / DB_NAME
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot open the host state at {self.path}: {exc.strerror}",
+                hint=f"Check the directory's permissions, or set {STATE_DIR_ENV}.",
+            ) from exc
+        try:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)) as conn:
+                conn.row_factory = sqlite3.Row
+                self._migrate(conn)
+                with conn:
+                    yield conn
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"the host state at {self.path} is unreadable: {exc}",
+                hint="Move the file aside (it is not replaced automatically) and retry.",
+            ) from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"the host state at {self.path} has schema {version}; "
+                f"this inletsctl knows {SCHEMA_VERSION}",
+                hint="Upgrade inletsctl, or set INLETSCTL_STATE_DIR to another directory.",
+            )
+        if version < SCHEMA_VERSION:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def add(self, record: HostRecord) -> HostRecord:
+        now = time.time()
+        record = replace(record, created_at=now, updated_at=now)
+        row = asdict(record)
+        row["additional"] = json.dumps(dict(record.additional), sort_keys=True)
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self._connect() as conn:
+            conn.execute(f"INSERT INTO hosts ({cols}) VALUES ({marks})", row)
+        return record
+
+    def update(self, host_id: str, **changes: object) -> HostRecord:
+        if "additional" in changes:
+            changes["additional"] = json.dumps(changes["additional"], sort_keys=True)
+        changes["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = :{k}" for k in changes)
+        with self._connect() as conn:
+            cur = conn.execute(
+                f"UPDATE hosts SET {sets} WHERE id = :id", {**changes, "id": host_id}
+            )
+            if cur.rowcount == 0:
+                raise _unknown(host_id)
+        return self.get(host_id)
+
+    def get(self, host_id: str) -> HostRecord:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM hosts WHERE id = ?", (host_id,)).fetchone()
+        if row is None:
+            raise _unknown(host_id)
+        return _record(row)
+
+    def find_ip(self, ip: str) -> list[HostRecord]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM hosts WHERE ip = ? AND status != 'deleted' ORDER BY created_at",
+                (ip,),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def all(self, include_deleted: bool = False) -> list[HostRecord]:
+        query = "SELECT * FROM hosts"
+        if not include_deleted:
+            query += " WHERE status != 'deleted'"
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY created_at, id").fetchall()
+        return [_record(r) for r in rows]
+
+
+def _record(row: sqlite3.Row) -> HostRecord:
+    values = dict(row)
+    values["additional"] = json.loads(values["additional"])
+    return HostRecord(**values)
+
+
+def _unknown(host_id: str) -> HostUnknown:
+    return HostUnknown(
+        f"no host {host_id!r} in the state",
+        hint="Run `inletsctl list --all`, or pass --provider to look it up at the provider.",
+    )
