@@ -1,0 +1,300 @@
+"""The embedded default provider: the "VM" is a detached tunnel-core server on loopback.
+
+It needs no account, so a fresh machine can run the whole create -> connect ->
+delete flow. It starts the server from the same ServerSpec the cloud-init would
+carry (token, certificate, mode, ports), except that the control and HTTP data
+ports are free loopback ports chosen here (reported in ``Host.additional``), so
+several local hosts never collide with each other or with the user's services.
+
+Each host is a directory ``<state_dir>/local/<host_id>/`` holding the token (0600),
+certificate and key (0600), the server's log and ``host.json`` (PID and ports). The
+server's command line names that directory, which is how ``delete`` makes sure a PID
+is still ours before it signals it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
+from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
+
+LOOPBACK = "127.0.0.1"
+META = "host.json"
+#: Seconds ``create`` waits for the server's /healthz before calling it failed.
+START_TIMEOUT_S = 15.0
+#: Seconds between two /healthz probes while the server starts.
+READY_POLL_S = 0.05
+#: Seconds ``delete`` waits for a SIGTERMed server before SIGKILL.
+STOP_TIMEOUT_S = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def healthz(host: str, port: int, fingerprint: str, timeout: float = 2.0) -> dict[str, object]:
+    """GET /healthz over TLS, trusting only the certificate with ``fingerprint``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # trust comes from the pinned fingerprint below
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    try:
+        conn.connect()
+        assert isinstance(conn.sock, ssl.SSLSocket)
+        der = conn.sock.getpeercert(binary_form=True) or b""
+        if "sha256:" + hashlib.sha256(der).hexdigest() != normalise_fingerprint(fingerprint):
+            raise ssl.SSLError("server certificate does not match the pinned fingerprint")
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise OSError(f"/healthz answered {resp.status}")
+        doc = json.loads(body)
+        return doc if isinstance(doc, dict) else {}
+    finally:
+        conn.close()
+
+
+def normalise_fingerprint(value: str) -> str:
+    hexpart = value.lower().removeprefix("sha256:").replace(":", "")
+    return "sha256:" + hexpart
+
+
+class LocalProvider:
+    name: ClassVar[str] = "local"
+    facts: ClassVar[ProviderFacts] = ProviderFacts(
+        default_region="local",
+        default_plan="process",
+        default_image="tunnel-core",
+        user_data_limit=1 << 20,
+        regions=("local",),
+        plans=("process",),
+    )
+
+    def __init__(self, config: ProviderConfig) -> None:
+        if not config.state_dir:
+            raise InvalidSpec("local: no state directory configured")
+        self.root = Path(config.state_dir) / "local"
+        #: The interpreter that runs the server; tests point it at a failing one.
+        self.python = sys.executable
+        self.start_timeout = START_TIMEOUT_S
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- contract -----------------------------------------------------------------
+
+    def create(self, spec: HostSpec) -> Host:
+        hdir = self.root / spec.host_id
+        try:
+            hdir.mkdir(parents=True, mode=0o700)
+        except FileExistsError as exc:
+            raise InvalidSpec(f"local: host {spec.host_id} already exists") from exc
+        try:
+            return self._start(spec, hdir)
+        except BaseException:
+            self._stop(spec.host_id)
+            raise
+
+    def _start(self, spec: HostSpec, hdir: Path) -> Host:
+        server = spec.server
+        _write(hdir / "token", server.token)
+        _write(hdir / "tls.crt", server.tls_cert_pem)
+        _write(hdir / "tls.key", server.tls_key_pem)
+        control = free_port()
+        data = free_port() if server.mode is TunnelMode.HTTP else 0
+        argv = [self.python, "-m", "tunnel_core", server.mode.value, "server"]
+        argv += ["--bind", LOOPBACK, "--control-port", str(control)]
+        argv += ["--token-file", str(hdir / "token")]
+        argv += ["--tls-cert", str(hdir / "tls.crt"), "--tls-key", str(hdir / "tls.key")]
+        if server.mode is TunnelMode.HTTP:
+            argv += ["--port", str(data)]
+        else:
+            argv += ["--allow-ports", server.allow_ports]
+        with open(hdir / "server.log", "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=hdir,
+            )
+        self._children[spec.host_id] = proc
+        meta = {
+            "id": spec.host_id,
+            "name": spec.name,
+            "pid": proc.pid,
+            "control_port": control,
+            "data_port": data,
+            "fingerprint": server.tls_fingerprint,
+            "mode": server.mode.value,
+        }
+        _write(hdir / META, json.dumps(meta))
+        self._wait_ready(spec.host_id, meta, proc)
+        return self.status(spec.host_id)
+
+    def _wait_ready(
+        self, host_id: str, meta: dict[str, object], proc: subprocess.Popen[bytes]
+    ) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ProviderAPIError(
+                    "local",
+                    f"the tunnel server exited ({proc.returncode}): {self._log_tail(host_id)}",
+                    hint="Check that tunnel-core runs: python -m tunnel_core --help.",
+                    code="server-exited",
+                )
+            if self._healthy(meta):
+                return
+            time.sleep(READY_POLL_S)
+        raise ProviderAPIError(
+            "local",
+            f"the tunnel server did not answer /healthz within {self.start_timeout:.0f}s",
+            code="server-timeout",
+        )
+
+    def status(self, host_id: str) -> Host:
+        meta = self._meta(host_id)
+        if not self._is_ours(host_id, int(str(meta["pid"]))):
+            state = HostStatus.FAILED
+        elif self._healthy(meta):
+            state = HostStatus.ACTIVE
+        else:
+            state = HostStatus.CREATING
+        return self._host(meta, state)
+
+    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+        if host_id is None:
+            host_id = self._find_by_ip(ip)
+        self._meta(host_id)
+        self._stop(host_id)
+
+    def list(self) -> list[Host]:
+        if not self.root.is_dir():
+            return []
+        hosts = []
+        for hdir in sorted(self.root.iterdir()):
+            if (hdir / META).is_file():
+                hosts.append(self.status(hdir.name))
+        return hosts
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _find_by_ip(self, ip: str | None) -> str:
+        live = [h.id for h in self.list() if h.ip == ip]
+        if len(live) != 1:
+            found = "no local host" if not live else f"{len(live)} local hosts ({', '.join(live)})"
+            raise HostNotFound(
+                f"local: {found} with IP {ip}",
+                hint="Every local host is on 127.0.0.1: delete it with --id.",
+            )
+        return live[0]
+
+    def _meta(self, host_id: str) -> dict[str, object]:
+        path = self.root / host_id / META
+        if not host_id or "/" in host_id or not path.is_file():
+            raise HostNotFound(f"local: no host {host_id!r}")
+        doc = json.loads(path.read_text())
+        assert isinstance(doc, dict)
+        return doc
+
+    def _host(self, meta: dict[str, object], state: HostStatus) -> Host:
+        host_id = str(meta["id"])
+        return Host(
+            id=host_id,
+            name=str(meta["name"]),
+            provider=self.name,
+            region="local",
+            status=state,
+            ip=LOOPBACK,
+            additional={
+                "pid": str(meta["pid"]),
+                "control_port": str(meta["control_port"]),
+                "data_port": str(meta["data_port"]),
+                "state_dir": str(self.root / host_id),
+            },
+        )
+
+    def _healthy(self, meta: dict[str, object]) -> bool:
+        try:
+            healthz(LOOPBACK, int(str(meta["control_port"])), str(meta["fingerprint"]), 1.0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _is_ours(self, host_id: str, pid: int) -> bool:
+        """True only if ``pid`` is alive and its command line names this host's directory."""
+        child = self._children.get(host_id)
+        if child is not None and child.pid == pid and child.poll() is not None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return str(self.root / host_id).encode() in cmdline
+
+    def _stop(self, host_id: str) -> None:
+        """Stop the server if it is still ours, then remove its files."""
+        hdir = self.root / host_id
+        meta_path = hdir / META
+        if meta_path.is_file():
+            pid = int(json.loads(meta_path.read_text())["pid"])
+            if self._is_ours(host_id, pid):
+                _terminate(pid)
+        child = self._children.pop(host_id, None)
+        if child is not None:
+            child.wait(timeout=STOP_TIMEOUT_S)
+        shutil.rmtree(hdir, ignore_errors=True)
+
+    def _log_tail(self, host_id: str) -> str:
+        try:
+            lines = (self.root / host_id / "server.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(empty log)"
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie: a zombie's parent (us, in tests) has yet to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
