@@ -1,0 +1,95 @@
+"""The one place where botocore exceptions become ``providers.errors``.
+
+Everything the EC2 provider sends to AWS runs inside :func:`aws_errors`, so a
+botocore type never reaches the CLI and every AWS failure is one line with a
+hint. botocore is imported inside the function body: importing this module must
+stay free (``inletsctl --help`` never loads boto3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from providers.errors import CredentialsMissing, HostNotFound, ProviderAPIError
+
+PROVIDER = "ec2"
+
+_CREDENTIALS_HINT = (
+    "Set AWS_PROFILE (or pass --profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "or pass --access-token-file and --secret-key-file."
+)
+
+#: AWS error code -> hint. Codes are matched exactly, then by prefix before the dot.
+_HINTS: dict[str, str] = {
+    "AuthFailure": _CREDENTIALS_HINT,
+    "InvalidClientTokenId": _CREDENTIALS_HINT,
+    "SignatureDoesNotMatch": "The secret key does not match the access key id; "
+    + _CREDENTIALS_HINT,
+    "ExpiredToken": "The session token has expired; refresh it (e.g. `aws sso login`).",
+    "RequestExpired": "Check this machine's clock; AWS rejects requests signed too long ago.",
+    "UnauthorizedOperation": (
+        "Grant the IAM identity ec2:RunInstances, ec2:TerminateInstances, ec2:Describe*, "
+        "ec2:CreateSecurityGroup, ec2:AuthorizeSecurityGroupIngress, "
+        "ec2:DeleteSecurityGroup and ec2:CreateTags."
+    ),
+    "OptInRequired": "Enable this region for your account in the AWS console, or pick another.",
+    "Unsupported": "Pick another --plan or --zone; this instance type is not offered there.",
+    "InvalidInstanceType": "Pick an instance type offered in this region, e.g. --plan t3.nano.",
+    "InvalidAMIID": "Pass --image ubuntu-22.04, ubuntu-24.04 or an AMI id from this region.",
+    "InstanceLimitExceeded": "Raise the instance quota (Service Quotas) or delete unused hosts.",
+    "VcpuLimitExceeded": "Raise the vCPU quota (Service Quotas) or pick a smaller --plan.",
+    "InsufficientInstanceCapacity": "AWS has no capacity for this type now; try another --zone.",
+    "Throttling": (
+        "AWS kept throttling after retries; wait a minute, or set AWS_RETRY_MODE=adaptive "
+        "and a higher AWS_MAX_ATTEMPTS."
+    ),
+    "RequestLimitExceeded": (
+        "AWS kept throttling after retries; wait a minute, or set AWS_RETRY_MODE=adaptive "
+        "and a higher AWS_MAX_ATTEMPTS."
+    ),
+    "DependencyViolation": (
+        "The security group is still in use; run the same `inletsctl delete` again shortly."
+    ),
+}
+_DEFAULT_HINT = "See the AWS error code above; `-v` shows the full response."
+
+
+def hint_for(code: str) -> str:
+    """The hint for an AWS error code (``InvalidAMIID.NotFound`` falls back to ``InvalidAMIID``)."""
+    return _HINTS.get(code) or _HINTS.get(code.split(".", 1)[0], _DEFAULT_HINT)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+@contextmanager
+def aws_errors(action: str) -> Iterator[None]:
+    """Translate botocore failures raised while doing ``action`` (e.g. "launch the instance")."""
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except bx.ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        if code.startswith("InvalidInstanceID"):
+            raise HostNotFound(f"{PROVIDER}: no such instance ({message})") from exc
+        raise ProviderAPIError(
+            PROVIDER, f"could not {action}: {code}: {message}", hint_for(code), code=code
+        ) from exc
+    except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ProfileNotFound) as exc:
+        raise CredentialsMissing(f"{PROVIDER}: {exc}", hint=_CREDENTIALS_HINT) from exc
+    except bx.EndpointConnectionError as exc:
+        raise ProviderAPIError(
+            PROVIDER,
+            f"could not {action}: cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}",
+            "Check the network, --region, and --endpoint-url / AWS_ENDPOINT_URL if you set one.",
+        ) from exc
+    except bx.BotoCoreError as exc:
+        raise ProviderAPIError(PROVIDER, f"could not {action}: {exc}", _DEFAULT_HINT) from exc
