@@ -1,0 +1,289 @@
+"""DigitalOcean: a droplet booted from our user-data, behind a Cloud Firewall.
+
+The droplet carries two tags, ``inletsctl`` (so ``list`` finds every exit server)
+and ``inletsctl-host-<host id>``; the firewall is attached by that second tag, so
+it follows the droplet without knowing its id, and ``delete`` finds it the same
+way. python-digitalocean is imported lazily and reached through its own
+``end_point`` setting (``DIGITALOCEAN_END_POINT``), so emulators and our test fake
+see the SDK's real HTTP traffic.
+
+The SDK drops the status code of a failed call, so a response hook on its session
+remembers the last answer (status and ``ratelimit-*`` / ``retry-after`` headers);
+POSTs bypass that session, and for them the documented error message tells a 401
+or a 429 apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from providers.cloudapi import require_known, token_rejected, token_source
+from providers.credentials import resolve_token
+from providers.errors import HostNotFound, ProviderAPIError, ProviderError
+from providers.models import (
+    HOST_ID_TAG,
+    TAG_KEY,
+    Host,
+    HostSpec,
+    HostStatus,
+    ProviderConfig,
+    ProviderFacts,
+)
+from providers.ports import inbound_ports
+
+__all__ = ["DigitalOceanProvider"]
+
+NAME = "digitalocean"
+TOKEN_ENV = ("DIGITALOCEAN_ACCESS_TOKEN",)
+ENDPOINT_ENV = "DIGITALOCEAN_END_POINT"
+DEFAULT_ENDPOINT = "https://api.digitalocean.com/v2/"
+ANYWHERE = ["0.0.0.0/0", "::/0"]
+#: droplet states as the API reports them, normalised
+_STATUS = {
+    "new": HostStatus.CREATING,
+    "active": HostStatus.ACTIVE,
+    "off": HostStatus.FAILED,
+    "archive": HostStatus.DELETED,
+}
+#: documented error messages, for calls whose status code the SDK hides
+_MESSAGE_STATUS = {"Unable to authenticate you": 401, "API Rate limit exceeded": 429}
+
+T = TypeVar("T")
+
+
+class _LastResponse:
+    """A requests response hook: status and headers of the SDK's last answer."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.status = 0
+        self.headers: Mapping[str, str] = {}
+
+    def __call__(self, response: Any, *args: Any, **kwargs: Any) -> Any:
+        self.status = int(response.status_code)
+        self.headers = response.headers
+        return response
+
+
+def host_tag(host_id: str) -> str:
+    return f"{HOST_ID_TAG}-{host_id}"
+
+
+class DigitalOceanProvider:
+    """Droplet + Cloud Firewall per host; found again by tag."""
+
+    name: ClassVar[str] = NAME
+    facts: ClassVar[ProviderFacts] = ProviderFacts(
+        default_region="lon1",
+        default_plan="s-1vcpu-512mb-10gb",
+        default_image="debian-13-x64",
+        user_data_limit=64 * 1024,
+    )
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``max_retries`` 429s are waited out, each for what the API asks (``retry-after``
+        or ``ratelimit-reset``) or else ``backoff * 2**n`` seconds, never over ``max_wait``."""
+        import digitalocean
+
+        self._sdk: Any = digitalocean
+        token = resolve_token(NAME, config, TOKEN_ENV)
+        self._token_source = token_source(config, TOKEN_ENV)
+        endpoint = config.endpoint_url or os.environ.get(ENDPOINT_ENV, "") or DEFAULT_ENDPOINT
+        self._endpoint = endpoint.rstrip("/") + "/"
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._max_wait = max_wait
+        self._sleep = sleep
+        self._clock = clock
+        self._last = _LastResponse()
+        self._manager: Any = digitalocean.Manager(token=token, end_point=self._endpoint)
+        self._manager._session.hooks["response"].append(self._last)
+        self._kw: dict[str, Any] = {
+            "token": token,
+            "end_point": self._endpoint,
+            "_session": self._manager._session,
+        }
+
+    # -- the Provider contract ------------------------------------------------
+    def create(self, spec: HostSpec) -> Host:
+        sdk = self._sdk
+        regions = self._call(self._manager.get_all_regions)
+        require_known(NAME, "region", spec.region, (r.slug for r in regions if r.available))
+        sizes = self._call(self._manager.get_all_sizes)
+        require_known(NAME, "size", spec.plan, (s.slug for s in sizes if s.available))
+        tag = host_tag(spec.host_id)
+        droplet = sdk.Droplet(
+            name=spec.name,
+            region=spec.region,
+            size_slug=spec.plan,
+            image=spec.image,
+            user_data=spec.user_data,
+            tags=[TAG_KEY, tag],
+            ipv6=True,
+            **self._kw,
+        )
+        self._call(droplet.create)
+        try:
+            firewall = self._create_firewall(spec, tag)
+        except ProviderError as exc:
+            try:
+                self._call(droplet.destroy)
+            except ProviderError as undo:
+                raise ProviderAPIError(
+                    NAME,
+                    f"{exc.message}; removing droplet {droplet.id} failed too: {undo.message}",
+                    hint=f"Run `inletsctl delete --provider {NAME} --id {droplet.id}`.",
+                ) from exc
+            raise
+        return Host(
+            id=str(droplet.id),
+            name=spec.name,
+            provider=NAME,
+            region=spec.region,
+            status=HostStatus.CREATING,
+            additional={"host_id": spec.host_id, "firewall_id": str(firewall.id)},
+        )
+
+    def status(self, host_id: str) -> Host:
+        return self._to_host(self._load(host_id))
+
+    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+        if host_id is None:
+            host_id = self._find_by_ip(ip or "")
+        droplet = self._load(host_id)
+        ours = {t for t in droplet.tags or [] if t.startswith(f"{HOST_ID_TAG}-")}
+        for firewall in self._call(self._manager.get_all_firewalls):
+            if ours & set(firewall.tags or []):
+                self._call(self._sdk.Firewall(id=firewall.id, **self._kw).destroy)
+        self._call(droplet.destroy)
+
+    def list(self) -> list[Host]:
+        droplets = self._call(lambda: self._manager.get_all_droplets(tag_name=TAG_KEY))
+        return [self._to_host(d) for d in droplets]
+
+    # -- helpers -----------------------------------------------------------
+    def _create_firewall(self, spec: HostSpec, tag: str) -> Any:
+        sdk = self._sdk
+        inbound = [
+            sdk.InboundRule(protocol="tcp", ports=p, sources=sdk.Sources(addresses=ANYWHERE))
+            for p in inbound_ports(spec.server)
+        ]
+        outbound = [
+            sdk.OutboundRule(
+                protocol=proto,
+                ports="" if proto == "icmp" else "all",
+                destinations=sdk.Destinations(addresses=ANYWHERE),
+            )
+            for proto in ("tcp", "udp", "icmp")
+        ]
+        firewall = sdk.Firewall(
+            name=f"inletsctl-{spec.host_id}",
+            tags=[tag],
+            droplet_ids=[],
+            inbound_rules=inbound,
+            outbound_rules=outbound,
+            **self._kw,
+        )
+        with warnings.catch_warnings():
+            # The SDK's own jsonpickle call warns about a future default; not ours to fix.
+            warnings.filterwarnings("ignore", "keys will default", DeprecationWarning)
+            return self._call(firewall.create)
+
+    def _load(self, host_id: str) -> Any:
+        if not host_id.isdigit():
+            raise HostNotFound(f"{NAME}: no droplet with id {host_id!r}")
+        droplet = self._sdk.Droplet(id=int(host_id), **self._kw)
+        try:
+            return self._call(droplet.load)
+        except _Missing as exc:
+            raise HostNotFound(f"{NAME}: no droplet with id {host_id}") from exc
+
+    def _find_by_ip(self, ip: str) -> str:
+        for host in self.list():
+            if ip and ip in (host.ip, host.ipv6):
+                return host.id
+        raise HostNotFound(f"{NAME}: no droplet tagged {TAG_KEY!r} has IP {ip!r}")
+
+    def _to_host(self, droplet: Any) -> Host:
+        def public(version: str) -> str:
+            nets = (droplet.networks or {}).get(version) or []
+            return next((n["ip_address"] for n in nets if n.get("type") == "public"), "")
+
+        region = droplet.region
+        tags = droplet.tags or []
+        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in tags if t.startswith(f"{HOST_ID_TAG}-")]
+        return Host(
+            id=str(droplet.id),
+            name=droplet.name,
+            provider=NAME,
+            region=region["slug"] if isinstance(region, dict) else str(region),
+            status=_STATUS.get(droplet.status, HostStatus.CREATING),
+            ip=public("v4"),
+            ipv6=public("v6"),
+            additional={"host_id": ours[0]} if ours else {},
+        )
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one SDK call: wait out 429s, translate the SDK's errors to ours."""
+        sdk = self._sdk
+        attempt = 0
+        while True:
+            self._last.clear()
+            try:
+                return fn()
+            except sdk.NotFoundError as exc:
+                raise _Missing(f"{NAME}: not found") from exc
+            except sdk.DataReadError as exc:
+                status = self._status_of(str(exc))
+                if status == 429 and attempt < self._max_retries:
+                    self._sleep(self._retry_delay(attempt))
+                    attempt += 1
+                    continue
+                if status == 401:
+                    raise token_rejected(NAME, self._token_source) from exc
+                raise ProviderAPIError(NAME, str(exc), code=str(status or "")) from exc
+            except (sdk.Error, OSError) as exc:
+                raise ProviderAPIError(
+                    NAME,
+                    f"no usable answer from {self._endpoint}: {exc}",
+                    hint=f"Check the network, or {ENDPOINT_ENV} / --endpoint-url.",
+                ) from exc
+
+    def _status_of(self, message: str) -> int:
+        if self._last.status >= 400:
+            return self._last.status
+        return next((s for m, s in _MESSAGE_STATUS.items() if message.startswith(m)), 0)
+
+    def _retry_delay(self, attempt: int) -> float:
+        headers = self._last.headers
+        delay = self._backoff * 2.0**attempt
+        try:
+            if "retry-after" in headers:
+                delay = float(headers["retry-after"])
+            elif self._last.status == 429 and "ratelimit-reset" in headers:
+                delay = float(headers["ratelimit-reset"]) - self._clock()
+        except ValueError:
+            pass
+        return min(max(delay, 0.0), self._max_wait)
+
+
+class _Missing(ProviderAPIError):
+    """A 404 from the SDK; callers turn it into a HostNotFound naming what is missing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(NAME, message, code="404")

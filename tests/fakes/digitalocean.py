@@ -1,0 +1,226 @@
+"""A stateful fake of the DigitalOcean API v2 endpoints that the provider uses.
+
+Shapes follow the API reference: ``{"droplet": ...}`` with ``links.actions`` on
+create, ``links.pages`` / ``meta.total`` on lists, ``{"id", "message"}`` error
+bodies, ``ratelimit-*`` headers on every answer and ``retry-after`` on a 429.
+A new droplet is ``new`` without an address, and ``active`` with one from the
+second time it is read, as the real API reports a booting droplet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from typing import Any
+
+from tests.fakes.jsonapi import JSON, JsonApiFake, Request, Response, page
+
+REGIONS = ("lon1", "fra1", "ams3", "nyc1", "sfo3", "sgp1")
+SIZES = {"s-1vcpu-512mb-10gb": 4.0, "s-1vcpu-1gb": 6.0, "s-2vcpu-2gb": 18.0}
+IMAGES = ("debian-13-x64", "debian-12-x64", "ubuntu-24-04-x64")
+#: documented body of a 429
+RATE_LIMITED = {"id": "too_many_requests", "message": "API Rate limit exceeded."}
+
+
+class FakeDigitalOcean(JsonApiFake):
+    failure_points = ("create_droplet", "create_firewall")
+    prefix = "/v2"
+
+    def __init__(self, token: str = "test-token", retry_after: int = 7) -> None:
+        super().__init__(token)
+        self.retry_after = retry_after
+        self.max_per_page = 200
+        self.droplets: dict[int, JSON] = {}
+        self.firewalls: dict[str, JSON] = {}
+        self.tags: set[str] = set()
+        self.user_data: dict[int, str] = {}
+        self._reads: dict[int, int] = {}
+        self._ids = itertools.count(3164444)
+        self._ips = itertools.count(10)
+        self.route("GET", r"/regions/?", self._list_regions)
+        self.route("GET", r"/sizes/?", self._list_sizes)
+        self.route("POST", r"/droplets/?", self._create_droplet)
+        self.route("GET", r"/droplets/?", self._list_droplets)
+        self.route("GET", r"/droplets/(\d+)/?", self._get_droplet)
+        self.route("DELETE", r"/droplets/(\d+)/?", self._delete_droplet)
+        self.route("POST", r"/firewalls/?", self._create_firewall)
+        self.route("GET", r"/firewalls/?", self._list_firewalls)
+        self.route("GET", r"/firewalls/([0-9a-f-]+)/?", self._get_firewall)
+        self.route("DELETE", r"/firewalls/([0-9a-f-]+)/?", self._delete_firewall)
+
+    # -- the FakeCloud protocol ---------------------------------------------
+    def resources(self) -> set[str]:
+        with self.lock:
+            return {f"droplet:{i}" for i in self.droplets} | {
+                f"firewall:{i}" for i in self.firewalls
+            }
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        return Response(status, {"id": code, "message": message})
+
+    def rate_limited(self) -> Response:
+        return Response(429, dict(RATE_LIMITED), {"retry-after": str(self.retry_after)})
+
+    def common_headers(self) -> dict[str, str]:
+        return {
+            "ratelimit-limit": "5000",
+            "ratelimit-remaining": "4999",
+            "ratelimit-reset": str(int(time.time()) + 60),
+        }
+
+    # -- lists ----------------------------------------------------------------
+    def _paged(self, key: str, everything: list[JSON], request: Request) -> Response:
+        items, number, last = page(everything, request, self.max_per_page)
+        pages: JSON = {}
+        if number < last:
+            per_page = min(int(request.query.get("per_page", ["25"])[0]), self.max_per_page)
+            query = f"page={number + 1}&per_page={per_page}"
+            if "tag_name" in request.query:
+                query += f"&tag_name={request.query['tag_name'][0]}"
+            pages["next"] = f"{self.base_url}/{key}?{query}"
+            pages["last"] = f"{self.base_url}/{key}?page={last}&per_page={per_page}"
+        return Response(
+            200, {key: items, "links": {"pages": pages}, "meta": {"total": len(everything)}}
+        )
+
+    def _list_regions(self, request: Request, _: re.Match[str]) -> Response:
+        regions = [
+            {
+                "slug": slug,
+                "name": slug.upper(),
+                "sizes": list(SIZES),
+                "features": ["ipv6", "metadata"],
+                "available": True,
+            }
+            for slug in REGIONS
+        ]
+        return self._paged("regions", regions, request)
+
+    def _list_sizes(self, request: Request, _: re.Match[str]) -> Response:
+        sizes = [
+            {
+                "slug": slug,
+                "memory": 512,
+                "vcpus": 1,
+                "disk": 10,
+                "transfer": 0.5,
+                "price_monthly": price,
+                "price_hourly": round(price / 672, 5),
+                "regions": list(REGIONS),
+                "available": True,
+                "description": "Basic",
+            }
+            for slug, price in SIZES.items()
+        ]
+        return self._paged("sizes", sizes, request)
+
+    # -- droplets -------------------------------------------------------------
+    def _create_droplet(self, request: Request, _: re.Match[str]) -> Response:
+        body = request.body or {}
+        if self.should_fail("create_droplet"):
+            return self.error(500, "server_error", "Unexpected server-side error")
+        for field, known in (("region", REGIONS), ("size", SIZES), ("image", IMAGES)):
+            if body.get(field) not in known:
+                return self.error(
+                    422,
+                    "unprocessable_entity",
+                    f"You specified an invalid {field} for Droplet creation.",
+                )
+        droplet_id = next(self._ids)
+        tags = list(body.get("tags") or [])
+        self.tags.update(tags)
+        self.user_data[droplet_id] = body.get("user_data", "")
+        self.droplets[droplet_id] = {
+            "id": droplet_id,
+            "name": body["name"],
+            "memory": 512,
+            "vcpus": 1,
+            "disk": 10,
+            "locked": False,
+            "status": "new",
+            "created_at": "2026-11-23T10:00:00Z",
+            "features": [],
+            "backup_ids": [],
+            "snapshot_ids": [],
+            "image": {"slug": body["image"], "distribution": "Debian"},
+            "volume_ids": [],
+            "size": {"slug": body["size"]},
+            "size_slug": body["size"],
+            "networks": {"v4": [], "v6": []},
+            "region": {"slug": body["region"], "name": body["region"].upper()},
+            "tags": tags,
+            "vpc_uuid": str(uuid.uuid4()),
+        }
+        self._reads[droplet_id] = 0
+        action = {"id": next(self._ids), "rel": "create", "href": f"{self.base_url}/actions/1"}
+        return Response(202, {"droplet": self.droplets[droplet_id], "links": {"actions": [action]}})
+
+    def _read(self, droplet_id: int) -> JSON:
+        """The droplet as the API shows it now: booted from its second read on."""
+        droplet = self.droplets[droplet_id]
+        self._reads[droplet_id] += 1
+        if droplet["status"] == "new" and self._reads[droplet_id] >= 2:
+            droplet["status"] = "active"
+            droplet["networks"]["v4"] = [
+                {
+                    "ip_address": f"203.0.113.{next(self._ips)}",
+                    "netmask": "255.255.255.0",
+                    "gateway": "203.0.113.1",
+                    "type": "public",
+                }
+            ]
+        return droplet
+
+    def _list_droplets(self, request: Request, _: re.Match[str]) -> Response:
+        tag = request.query.get("tag_name", [""])[0]
+        items = [self._read(i) for i, d in self.droplets.items() if not tag or tag in d["tags"]]
+        return self._paged("droplets", items, request)
+
+    def _get_droplet(self, request: Request, match: re.Match[str]) -> Response:
+        droplet_id = int(match.group(1))
+        if droplet_id not in self.droplets:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        return Response(200, {"droplet": self._read(droplet_id)})
+
+    def _delete_droplet(self, request: Request, match: re.Match[str]) -> Response:
+        if self.droplets.pop(int(match.group(1)), None) is None:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        return Response(204)
+
+    # -- firewalls ------------------------------------------------------------
+    def _create_firewall(self, request: Request, _: re.Match[str]) -> Response:
+        body: dict[str, Any] = request.body or {}
+        if self.should_fail("create_firewall"):
+            return self.error(500, "server_error", "Unexpected server-side error")
+        missing = [t for t in body.get("tags") or [] if t not in self.tags]
+        if missing:
+            return self.error(422, "unprocessable_entity", f"tag {missing[0]} does not exist")
+        firewall_id = str(uuid.uuid4())
+        self.firewalls[firewall_id] = {
+            "id": firewall_id,
+            "name": body["name"],
+            "status": "waiting",
+            "created_at": "2026-11-23T10:00:01Z",
+            "pending_changes": [],
+            "droplet_ids": body.get("droplet_ids") or [],
+            "tags": body.get("tags") or [],
+            "inbound_rules": body.get("inbound_rules") or [],
+            "outbound_rules": body.get("outbound_rules") or [],
+        }
+        return Response(202, {"firewall": self.firewalls[firewall_id]})
+
+    def _list_firewalls(self, request: Request, _: re.Match[str]) -> Response:
+        return self._paged("firewalls", list(self.firewalls.values()), request)
+
+    def _get_firewall(self, request: Request, match: re.Match[str]) -> Response:
+        firewall = self.firewalls.get(match.group(1))
+        if firewall is None:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        return Response(200, {"firewall": firewall})
+
+    def _delete_firewall(self, request: Request, match: re.Match[str]) -> Response:
+        if self.firewalls.pop(match.group(1), None) is None:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        return Response(204)

@@ -1,0 +1,176 @@
+"""Plumbing shared by the fake cloud APIs: a JSON HTTP server on loopback.
+
+A fake subclasses ``JsonApiFake``, lists its routes and says how its API spells
+an error body. This base does the rest the same way for every cloud: bearer-token
+auth, one-shot faults per step (``fail_at``), a one-shot 429 (``throttle_once``),
+and a record of every request so tests can look at what the real SDK sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request, "re.Match[str]"], Response]
+
+
+class JsonApiFake:
+    """A stateful fake of a JSON REST API, served from a thread on 127.0.0.1:0."""
+
+    #: the steps ``fail_at`` accepts, in the order ``create`` reaches them
+    failure_points: Sequence[str] = ()
+    #: the API's path prefix, e.g. "/v2"
+    prefix = ""
+
+    def __init__(self, token: str = "test-token") -> None:
+        self.token = token
+        self.lock = threading.RLock()
+        self.requests: list[Request] = []
+        self._faults: set[str] = set()
+        self._throttle: list[str] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    # -- life cycle -------------------------------------------------------
+    def start(self) -> JsonApiFake:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}{self.prefix}"
+
+    # -- control ----------------------------------------------------------
+    def fail_at(self, step: str) -> None:
+        if step not in self.failure_points:
+            raise ValueError(f"unknown step {step!r}; known: {self.failure_points}")
+        with self.lock:
+            self._faults.add(step)
+
+    def throttle_once(self, pattern: str = ".*") -> None:
+        """Answer the next request matching ``pattern`` ("POST /v2/droplets") with a 429."""
+        with self.lock:
+            self._throttle.append(pattern)
+
+    def should_fail(self, step: str) -> bool:
+        """True once after ``fail_at(step)``; handlers call it at their step."""
+        with self.lock:
+            if step in self._faults:
+                self._faults.discard(step)
+                return True
+            return False
+
+    def calls(self, method: str, pattern: str) -> list[Request]:
+        return [r for r in self.requests if r.method == method and re.fullmatch(pattern, r.path)]
+
+    # -- what a subclass provides -----------------------------------------
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((method, re.compile(self.prefix + pattern), handler))
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        raise NotImplementedError
+
+    def rate_limited(self) -> Response:
+        raise NotImplementedError
+
+    def common_headers(self) -> dict[str, str]:
+        return {}
+
+    # -- dispatch ---------------------------------------------------------
+    def dispatch(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append(request)
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return self.error(401, "unauthorized", "Unable to authenticate you")
+            line = f"{request.method} {request.path}"
+            for pattern in self._throttle:
+                if re.fullmatch(pattern, line):
+                    self._throttle.remove(pattern)
+                    return self.rate_limited()
+            for method, pattern, handler in self._routes:
+                match = pattern.fullmatch(request.path)
+                if match and method == request.method:
+                    return handler(request, match)
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+
+
+def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as two writes
+
+        def _serve(self) -> None:
+            split = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            request = Request(
+                method=self.command,
+                path=split.path,
+                query=parse_qs(split.query),
+                body=body,
+                headers={k.lower(): v for k, v in self.headers.items()},
+            )
+            response = fake.dispatch(request)
+            payload = b"" if response.body is None else json.dumps(response.body).encode()
+            self.send_response(response.status)
+            for key, value in {**fake.common_headers(), **response.headers}.items():
+                self.send_header(key, value)
+            if payload:
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: pytest shows failures, not every request."""
+
+    return _Handler
+
+
+def page(items: list[JSON], request: Request, max_per_page: int) -> tuple[list[JSON], int, int]:
+    """(items on the requested page, page number, last page) as both APIs paginate."""
+    per_page = min(int(request.query.get("per_page", ["25"])[0]), max_per_page)
+    number = int(request.query.get("page", ["1"])[0])
+    last = max(1, -(-len(items) // per_page))
+    start = (number - 1) * per_page
+    return items[start : start + per_page], number, last

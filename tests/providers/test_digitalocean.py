@@ -1,0 +1,205 @@
+"""DigitalOcean through python-digitalocean's real HTTP traffic, against the local fake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from providers.digitalocean import DigitalOceanProvider
+from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
+from providers.models import ProviderConfig, TunnelMode
+from tests.fakes.digitalocean import FakeDigitalOcean
+from tests.providers.conformance import ProviderConformance, wait_active
+
+
+@pytest.fixture
+def do_fake() -> Iterator[FakeDigitalOcean]:
+    fake = FakeDigitalOcean().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def do(do_fake: FakeDigitalOcean, sleeps: list[float]) -> DigitalOceanProvider:
+    config = ProviderConfig(access_token=do_fake.token, endpoint_url=do_fake.base_url)
+    return DigitalOceanProvider(config, sleep=sleeps.append, backoff=0.5, clock=lambda: 1000.0)
+
+
+class TestDigitalOceanConformance(ProviderConformance):
+    @pytest.fixture
+    def provider(self, do: DigitalOceanProvider) -> DigitalOceanProvider:
+        return do
+
+    @pytest.fixture
+    def fake(self, do_fake: FakeDigitalOcean) -> FakeDigitalOcean:
+        return do_fake
+
+
+def spec_for(provider: DigitalOceanProvider, **server_kw: object):
+    spec = ProviderConformance().make_spec(provider)
+    if server_kw:
+        spec = replace(spec, server=replace(spec.server, **server_kw))
+    return spec
+
+
+def test_droplet_gets_user_data_tags_and_default_slugs(do, do_fake) -> None:
+    spec = spec_for(do)
+    host = do.create(spec)
+    droplet = do_fake.droplets[int(host.id)]
+    assert do_fake.user_data[int(host.id)] == spec.user_data
+    assert droplet["tags"] == ["inletsctl", f"inletsctl-host-{spec.host_id}"]
+    assert (droplet["region"]["slug"], droplet["size_slug"], droplet["image"]["slug"]) == (
+        "lon1",
+        "s-1vcpu-512mb-10gb",
+        "debian-13-x64",
+    )
+    assert host.additional["host_id"] == spec.host_id
+    assert wait_active(do, host).additional["host_id"] == spec.host_id
+
+
+@pytest.mark.parametrize(
+    ("server_kw", "ports"),
+    [
+        ({}, ["8123", "8080"]),
+        ({"ports": ()}, ["8123", "1024-65535"]),
+        ({"mode": TunnelMode.HTTP, "ports": ()}, ["8123", "8000"]),
+        (
+            {"mode": TunnelMode.HTTP, "letsencrypt_domains": ("a.example.com",)},
+            ["8123", "80", "443"],
+        ),
+    ],
+)
+def test_firewall_opens_exactly_the_tunnel_ports(do, do_fake, server_kw, ports) -> None:
+    spec = spec_for(do, **server_kw)
+    host = do.create(spec)
+    (firewall,) = do_fake.firewalls.values()
+    assert firewall["id"] == host.additional["firewall_id"]
+    assert firewall["tags"] == [f"inletsctl-host-{spec.host_id}"]
+    assert [r["ports"] for r in firewall["inbound_rules"]] == ports
+    assert {r["protocol"] for r in firewall["inbound_rules"]} == {"tcp"}
+    assert firewall["inbound_rules"][0]["sources"]["addresses"] == ["0.0.0.0/0", "::/0"]
+    # outbound stays open, or cloud-init could not fetch the engine
+    assert {r["protocol"] for r in firewall["outbound_rules"]} == {"tcp", "udp", "icmp"}
+
+
+def test_429_on_a_read_waits_what_retry_after_says(do, do_fake, sleeps) -> None:
+    do_fake.throttle_once("GET /v2/droplets/?")
+    assert do.list() == []
+    assert sleeps == [float(do_fake.retry_after)]
+    assert len(do_fake.calls("GET", r"/v2/droplets/?")) == 2
+
+
+def test_429_on_create_is_retried_and_the_droplet_made_once(do, do_fake, sleeps) -> None:
+    do_fake.throttle_once("POST /v2/droplets/?")
+    host = do.create(spec_for(do))
+    assert list(do_fake.droplets) == [int(host.id)]
+    # a POST's headers are out of the SDK's reach: the backoff (0.5 s) is used
+    assert sleeps == [0.5]
+
+
+def test_429_gives_up_after_max_retries(do_fake, sleeps) -> None:
+    config = ProviderConfig(access_token=do_fake.token, endpoint_url=do_fake.base_url)
+    provider = DigitalOceanProvider(config, max_retries=1, sleep=sleeps.append)
+    do_fake.throttle_once("GET .*")
+    do_fake.throttle_once("GET .*")
+    with pytest.raises(ProviderAPIError) as info:
+        provider.list()
+    assert info.value.code == "429"
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize("method", ["list", "create"])
+def test_401_is_one_line_naming_the_variable(do_fake, monkeypatch, method) -> None:
+    monkeypatch.delenv("INLETS_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", "wrong-token")
+    provider = DigitalOceanProvider(ProviderConfig(endpoint_url=do_fake.base_url))
+    with pytest.raises(ProviderAPIError) as info:
+        if method == "list":
+            provider.list()
+        else:
+            provider.create(spec_for(provider))
+    message = str(info.value)
+    assert "DIGITALOCEAN_ACCESS_TOKEN" in message and "401" in message
+    assert "\n" not in message and "wrong-token" not in message + info.value.hint
+
+
+def test_401_on_a_post_is_recognised_by_its_documented_message(do, do_fake, monkeypatch) -> None:
+    spec = spec_for(do)
+    real = do_fake.dispatch
+
+    def refuse_posts(request):
+        if request.method == "POST":
+            return do_fake.error(401, "unauthorized", "Unable to authenticate you")
+        return real(request)
+
+    monkeypatch.setattr(do_fake, "dispatch", refuse_posts)
+    with pytest.raises(ProviderAPIError, match="--access-token.*401"):
+        do.create(spec)
+
+
+@pytest.mark.parametrize(("field", "typo", "suggestion"), [("region", "lon2", "lon1")])
+def test_unknown_region_suggests_the_closest(do, do_fake, field, typo, suggestion) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        do.create(replace(spec_for(do), **{field: typo}))
+    assert typo in str(info.value) and f"Did you mean {suggestion}" in info.value.hint
+    assert do_fake.calls("POST", r".*") == []
+
+
+def test_unknown_size_suggests_the_closest(do, do_fake) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        do.create(replace(spec_for(do), plan="s-1vcpu-512mb"))
+    assert "s-1vcpu-512mb-10gb" in info.value.hint
+    assert do_fake.calls("POST", r".*") == []
+
+
+def test_unknown_image_is_the_apis_error_and_leaves_nothing(do, do_fake) -> None:
+    with pytest.raises(ProviderAPIError, match="invalid image"):
+        do.create(replace(spec_for(do), image="debian-99-x64"))
+    assert do_fake.resources() == set()
+
+
+def test_list_follows_pagination_links(do, do_fake) -> None:
+    do_fake.max_per_page = 1
+    made = {do.create(spec_for(do)).id for _ in range(3)}
+    assert {h.id for h in do.list()} == made
+    assert len(do_fake.calls("GET", r"/v2/droplets/?")) == 3
+
+
+def test_cleanup_failure_names_the_droplet_left_behind(do, do_fake) -> None:
+    real = do_fake.dispatch
+
+    def no_deletes(request):
+        if request.method == "DELETE":
+            return do_fake.error(500, "server_error", "Unexpected server-side error")
+        return real(request)
+
+    do_fake.fail_at("create_firewall")
+    do_fake.dispatch = no_deletes  # type: ignore[method-assign]
+    with pytest.raises(ProviderError) as info:
+        do.create(spec_for(do))
+    (droplet_id,) = do_fake.droplets
+    assert f"--id {droplet_id}" in info.value.hint
+
+
+def test_token_and_endpoint_from_the_sdk_variables(do_fake, monkeypatch) -> None:
+    monkeypatch.delenv("DIGITALOCEAN_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("INLETS_ACCESS_TOKEN", do_fake.token)
+    monkeypatch.setenv("DIGITALOCEAN_END_POINT", do_fake.base_url)
+    assert DigitalOceanProvider(ProviderConfig()).list() == []
+    assert do_fake.requests[-1].headers["authorization"] == f"Bearer {do_fake.token}"
+
+
+def test_importing_the_module_does_not_import_the_sdk() -> None:
+    code = "import sys, providers.digitalocean; sys.exit('digitalocean' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
