@@ -107,6 +107,12 @@ class PublicConnection:
             if isinstance(event, h11.Request):
                 if len(event.headers) > self.limits.max_headers:
                     raise HttpError(431, "too many header fields")
+                # One read can bring a whole oversized head that h11 never saw incomplete.
+                if (
+                    sum(len(k) + len(v) + 4 for k, v in event.headers)
+                    > self.limits.max_header_bytes
+                ):
+                    raise HttpError(431, "header fields too large")
                 return event
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None

@@ -1,0 +1,349 @@
+"""The server side of HTTP mode: public requests in, tunnel streams out.
+
+Each public request is routed by its Host header to one tunnel client and
+carried on a fresh stream as plain HTTP/1.1 (one request per stream), so the
+client side stays a dumb byte pipe to its upstream. Both legs are parsed with h11
+and bodies move as they arrive, in both directions, with backpressure: nothing
+is buffered whole. Hop-by-hop headers (RFC 9110 section 7.6.1) never cross, the
+X-Forwarded-* headers are set, and a WebSocket upgrade turns both legs into a raw
+byte pipe once the upstream answered 101.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+
+from .http_conn import HttpError, Limits, PublicConnection
+from .http_router import Router
+from .metrics import Metrics
+
+__all__ = [
+    "UPSTREAM_ERROR_HEADER",
+    "Duplex",
+    "HttpProxy",
+    "OpenStream",
+    "StreamDuplex",
+    "forwarded_request",
+    "splice",
+]
+
+#: Set by the tunnel client on the 502s it makes itself, stripped by the server.
+UPSTREAM_ERROR_HEADER = b"x-tunnel-upstream-error"
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+_READ_SIZE = 64 * 1024
+
+
+class Duplex(Protocol):
+    """A reliable byte stream: a tunnel stream or a TCP connection."""
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes``; ``b""`` at EOF. Raises ConnectionError on a reset."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data``, waiting while the peer has no room for it."""
+        ...
+
+    async def write_eof(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StreamDuplex:
+    """:class:`Duplex` over an asyncio reader/writer pair."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self, max_bytes: int) -> bytes:
+        return await self.reader.read(max_bytes)
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def write_eof(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.is_closing():
+            self.writer.write_eof()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+async def _copy(src: Duplex, dst: Duplex, count: Callable[[int], None]) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await src.read(_READ_SIZE):
+            count(len(data))
+            await dst.write(data)
+        await dst.write_eof()
+
+
+async def splice(
+    a: Duplex,
+    b: Duplex,
+    a_to_b: Callable[[int], None] = lambda n: None,
+    b_to_a: Callable[[int], None] = lambda n: None,
+    *,
+    half_close: bool = True,
+) -> None:
+    """Copy bytes both ways until both directions reached EOF or either broke.
+
+    With ``half_close=False`` the first direction to end ends both, for peers
+    (keep-alive HTTP servers) that never close their side on their own.
+    """
+    forward = asyncio.ensure_future(_copy(a, b, a_to_b))
+    backward = asyncio.ensure_future(_copy(b, a, b_to_a))
+    try:
+        if half_close:
+            await asyncio.gather(forward, backward)
+        else:
+            await asyncio.wait((forward, backward), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        forward.cancel()
+        backward.cancel()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    named = {
+        token.strip().lower()
+        for key, value in headers
+        if key == b"connection"
+        for token in value.split(b",")
+    }
+    return [(k, v) for k, v in headers if k not in _HOP_BY_HOP and k not in named]
+
+
+def _is_websocket_upgrade(request: h11.Request) -> bool:
+    upgrade = _header(list(request.headers), b"upgrade")
+    connection = _header(list(request.headers), b"connection") or b""
+    return (
+        upgrade is not None
+        and upgrade.strip().lower() == b"websocket"
+        and b"upgrade" in [t.strip().lower() for t in connection.split(b",")]
+    )
+
+
+def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
+    """``request`` as the upstream gets it: hop-by-hop gone, X-Forwarded-* set."""
+    original = list(request.headers)
+    headers = _strip_hop_by_hop(original)
+    forwarded_for = _header(original, b"x-forwarded-for")
+    chain = (forwarded_for + b", " if forwarded_for else b"") + peer_ip.encode()
+    headers = [(k, v) for k, v in headers if k != b"x-forwarded-for"]
+    headers.append((b"x-forwarded-for", chain))
+    if _header(original, b"x-forwarded-proto") is None:
+        headers.append((b"x-forwarded-proto", b"http"))
+    host = _header(original, b"host")
+    if host is not None and _header(original, b"x-forwarded-host") is None:
+        headers.append((b"x-forwarded-host", host))
+    if _header(original, b"transfer-encoding") is not None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    if _is_websocket_upgrade(request):
+        headers += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+    return h11.Request(
+        method=request.method, target=request.target, headers=headers, http_version="1.1"
+    )
+
+
+class _UpstreamFailed(Exception):
+    """The stream broke or answered garbage before a response head arrived."""
+
+
+OpenStream = Callable[[Hashable], Awaitable[Duplex]]
+
+
+@dataclass
+class HttpProxy:
+    """Serves public connections of the HTTP data port.
+
+    ``open_stream(client)`` opens a tunnel stream to a client the router picked;
+    it raises ConnectionError when that client is gone.
+    """
+
+    router: Router
+    open_stream: OpenStream
+    metrics: Metrics
+    limits: Limits = Limits()
+    response_timeout: float = 60.0
+
+    async def handle(self, conn: PublicConnection) -> None:
+        while True:
+            try:
+                request = await conn.next_request()
+                if request is None:
+                    return
+                if not await self._proxy(conn, request):
+                    return
+            except HttpError as error:
+                self.metrics.count_request(error.status)
+                await conn.refuse(error)
+                return
+            if not conn.reusable():
+                return
+
+    async def _proxy(self, conn: PublicConnection, request: h11.Request) -> bool:
+        """Forward one request; ``False`` when the public connection must close."""
+        host = _header(list(request.headers), b"host")
+        if host is None:
+            raise HttpError(400, "a Host header is required")
+        client = self.router.pick(host.decode("latin-1"))
+        if client is None:
+            raise HttpError(503, f"no tunnel client serves host {host!r}")
+        try:
+            stream = await self.open_stream(client)
+        except ConnectionError:
+            self.metrics.upstream_errors += 1
+            raise HttpError(502, "the tunnel client went away") from None
+        self.metrics.streams_open += 1
+        try:
+            return await self._exchange(conn, request, stream)
+        finally:
+            self.metrics.streams_open -= 1
+            await stream.close()
+
+    async def _exchange(self, conn: PublicConnection, request: h11.Request, stream: Duplex) -> bool:
+        upstream = h11.Connection(h11.CLIENT)
+        await stream.write(upstream.send(forwarded_request(request, conn.peer_ip)))
+        sender = asyncio.ensure_future(self._send_body(conn, upstream, stream))
+        try:
+            try:
+                head = await asyncio.wait_for(
+                    self._response_head(upstream, stream, sender), self.response_timeout
+                )
+            except (_UpstreamFailed, ConnectionError, asyncio.TimeoutError):
+                self.metrics.upstream_errors += 1
+                raise HttpError(502, "the upstream did not answer") from None
+            if isinstance(head, h11.InformationalResponse):  # 101: now a raw pipe
+                await conn.send(head)
+                await self._pipe_upgraded(conn, upstream, stream, sender)
+                return False
+            await conn.send(head)
+            intact = await self._response_body(conn, upstream, stream)
+        finally:
+            if not sender.done():
+                sender.cancel()
+        return intact and sender.done() and not sender.cancelled() and sender.result()
+
+    async def _send_body(
+        self, conn: PublicConnection, upstream: h11.Connection, stream: Duplex
+    ) -> bool:
+        """Copy the request body to the stream; ``True`` if it ended cleanly."""
+        try:
+            while True:
+                event = await conn.next_body_event()
+                if isinstance(event, h11.Data):
+                    self.metrics.bytes_in += len(event.data)
+                await stream.write(upstream.send(event))
+                if isinstance(event, h11.EndOfMessage):
+                    return True
+        except (HttpError, ConnectionError, OSError, h11.LocalProtocolError):
+            return False
+
+    async def _receive(self, upstream: h11.Connection, stream: Duplex) -> h11.Event:
+        while True:
+            try:
+                event = upstream.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _UpstreamFailed(str(exc)) from exc
+            if event is h11.NEED_DATA:
+                upstream.receive_data(await stream.read(_READ_SIZE))
+            elif isinstance(event, h11.Event):
+                return event
+            else:
+                raise _UpstreamFailed("the upstream sent more than one response")
+
+    async def _response_head(
+        self, upstream: h11.Connection, stream: Duplex, sender: asyncio.Future[bool]
+    ) -> h11.Response | h11.InformationalResponse:
+        while True:
+            event = await self._receive(upstream, stream)
+            if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+                continue  # 100 Continue and friends: our public leg has no use for them
+            if isinstance(event, h11.Response | h11.InformationalResponse):
+                break
+            raise _UpstreamFailed(f"unexpected {type(event).__name__}")
+        original = list(event.headers)
+        if event.status_code == 101:
+            return h11.InformationalResponse(status_code=101, headers=original)
+        headers = [(k, v) for k, v in _strip_hop_by_hop(original) if k != UPSTREAM_ERROR_HEADER]
+        if _header(original, UPSTREAM_ERROR_HEADER) is not None:
+            self.metrics.upstream_errors += 1
+        self.metrics.count_request(event.status_code)
+        return h11.Response(status_code=event.status_code, headers=headers, reason=event.reason)
+
+    async def _response_body(
+        self, conn: PublicConnection, upstream: h11.Connection, stream: Duplex
+    ) -> bool:
+        """Copy the response body to the public side; ``True`` if it ended cleanly."""
+        while True:
+            try:
+                event = await asyncio.wait_for(
+                    self._receive(upstream, stream), self.limits.idle_timeout
+                )
+            except (_UpstreamFailed, ConnectionError, asyncio.TimeoutError):
+                self.metrics.upstream_errors += 1
+                return False
+            if isinstance(event, h11.Data):
+                self.metrics.bytes_out += len(event.data)
+                await conn.send(event)
+            elif isinstance(event, h11.EndOfMessage):
+                await conn.send(h11.EndOfMessage())
+                return True
+            else:
+                self.metrics.upstream_errors += 1
+                return False
+
+    async def _pipe_upgraded(
+        self,
+        conn: PublicConnection,
+        upstream: h11.Connection,
+        stream: Duplex,
+        sender: asyncio.Future[bool],
+    ) -> None:
+        await sender  # an upgrade request has no body, so this ends at once
+        public_rest = bytes(conn.h11.trailing_data[0])
+        upstream_rest = bytes(upstream.trailing_data[0])
+        public = StreamDuplex(conn.reader, conn.writer)
+        if public_rest:
+            self.metrics.bytes_in += len(public_rest)
+            await stream.write(public_rest)
+        if upstream_rest:
+            self.metrics.bytes_out += len(upstream_rest)
+            await public.write(upstream_rest)
+
+        def count_in(n: int) -> None:
+            self.metrics.bytes_in += n
+
+        def count_out(n: int) -> None:
+            self.metrics.bytes_out += n
+
+        await splice(public, stream, count_in, count_out)
