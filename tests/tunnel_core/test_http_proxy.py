@@ -30,6 +30,7 @@ from tunnel_core.metrics import Metrics
 
 pytestmark = pytest.mark.network
 DEADLINE = 20.0
+DEFAULT_LIMITS = Limits()
 
 
 async def _echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -124,7 +125,7 @@ class Rig:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return StreamDuplex(reader, writer)
 
-    async def start(self, limits: Limits = Limits()) -> None:
+    async def start(self, limits: Limits = DEFAULT_LIMITS) -> None:
         proxy = HttpProxy(self.router, self.open_stream, self.metrics, limits)
         server = await start_public_server(proxy.handle, "127.0.0.1", 0, limits)
         self.servers.append(server)
@@ -139,7 +140,7 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(limits: Limits = Limits()) -> AsyncIterator[Rig]:
+async def rig(limits: Limits = DEFAULT_LIMITS) -> AsyncIterator[Rig]:
     r = Rig()
     await r.start(limits)
     try:
