@@ -1,0 +1,5 @@
+import sys
+
+from inletsctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The typer app: registers one module per command and maps errors to exit codes.
+
+``InletsctlError`` (and provider errors that slipped past a boundary) are printed as
+one line plus a hint, with the traceback only under ``-v``. Exit codes: 0 success,
+1 failure, 2 usage error. To add a command, add its module to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from inletsctl.errors import InletsctlError, map_provider_errors
+from inletsctl.output import stderr
+
+COMMANDS = ("create", "delete", "list", "get", "connect", "version", "download")
+
+app = typer.Typer(
+    name="inletsctl",
+    help="Give a machine behind NAT a public IP: rent an exit server, connect a tunnel.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+_state = {"verbose": False}
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+
+
+def _register() -> None:
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"inletsctl.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"inletsctl.commands.{name}":
+                raise
+            continue  # a command whose module is not installed yet
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = stderr()
+    try:
+        with map_provider_errors():
+            app(args=argv, standalone_mode=False)
+    except InletsctlError as exc:
+        if _state["verbose"]:
+            console.print_exception()
+        console.print(f"Error: {exc.message}", style="red", markup=False)
+        if exc.hint:
+            console.print(f"Hint: {exc.hint}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        console.print("Aborted.")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""`inletsctl connect ID`: run the tunnel client for a host, in the foreground.
+
+The token reaches the client through its environment, not its argv, so it never
+shows in ``ps``. The client replaces this process, so signals reach it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from inletsctl.commands import _options as o
+from inletsctl.errors import UsageError
+from inletsctl.output import Format, emit_json
+from inletsctl.store import Store
+from inletsctl.summary import TOKEN_ENV, client_argv
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(connect)
+
+
+def connect(
+    id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
+    upstream: Annotated[
+        str, typer.Option(help="Where to forward: 127.0.0.1 (tcp) or http://127.0.0.1:8080.")
+    ] = "",
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the command instead of running it.")
+    ] = False,
+    output: o.OutputOpt = Format.text,
+) -> None:
+    """Run the tunnel client for a host."""
+    record = Store().get(id)
+    if record.status == "deleted":
+        raise UsageError(f"host {id} is deleted", hint="Create a new one: inletsctl create.")
+    argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream, None)[1:]]
+    if print_only or output is Format.json:
+        if output is Format.json:
+            emit_json({"id": record.id, "argv": argv, "env": [TOKEN_ENV]})
+        else:
+            typer.echo(" ".join(argv))
+        return
+    os.execve(sys.executable, argv, {**os.environ, TOKEN_ENV: record.token})

@@ -1,0 +1,134 @@
+"""`inletsctl create`: rent an exit server, wait for it, print how to connect."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from inletsctl import hosts
+from inletsctl.commands import _options as o
+from inletsctl.errors import UsageError
+from inletsctl.output import Format, emit_json, show_summary, stderr
+from inletsctl.progress import poll_reporter
+from inletsctl.providers_config import open_provider
+from inletsctl.store import Store
+from inletsctl.summary import summarise
+from providers.models import Engine, TunnelMode
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise UsageError(f"--poll: not a duration: {text!r}", hint="Use e.g. 2s, 500ms or 1m.")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
+
+
+def parse_ports(text: str) -> tuple[int, ...]:
+    ports: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise UsageError(f"--ports: {part!r} is not a port (1-65535)")
+        ports.append(int(part))
+    return tuple(ports)
+
+
+def mode_of(tcp: bool, http: bool, domains: list[str]) -> TunnelMode:
+    if tcp and (http or domains):
+        raise UsageError("--tcp cannot be combined with --http or --letsencrypt-domain")
+    if not (tcp or http or domains):
+        raise UsageError(
+            "say what to tunnel", hint="Pass --tcp, --http or --letsencrypt-domain DOMAIN."
+        )
+    return TunnelMode.TCP if tcp else TunnelMode.HTTP
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(create)
+
+
+def create(
+    provider: o.ProviderOpt = "local",
+    tcp: Annotated[bool, typer.Option("--tcp", help="Forward TCP ports.")] = False,
+    http: Annotated[bool, typer.Option("--http", help="Route HTTP by Host header.")] = False,
+    letsencrypt_domain: Annotated[
+        list[str], typer.Option(help="Serve HTTPS for this domain (repeatable).")
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    letsencrypt_email: Annotated[str, typer.Option(help="Let's Encrypt account email.")] = "",
+    ports: Annotated[str, typer.Option(help="TCP ports to expose, e.g. 80,443.")] = "",
+    upstream: Annotated[
+        str, typer.Option(help="Where the printed client command forwards to.")
+    ] = "",
+    name: Annotated[str, typer.Option(help="Host name at the provider.")] = "",
+    plan: Annotated[str, typer.Option(help="VM size; the provider's default if empty.")] = "",
+    image: Annotated[str, typer.Option(help="OS image; the provider's default if empty.")] = "",
+    inlets_token: Annotated[
+        str, typer.Option(help="Tunnel token to use instead of a random one.")
+    ] = "",
+    engine: Annotated[Engine, typer.Option(help="Tunnel server to install.")] = (
+        Engine.TUNNEL_CORE
+    ),
+    release_url: Annotated[
+        str, typer.Option(help="Base URL of the releases (or INLETSCTL_RELEASE_URL).")
+    ] = "",
+    poll: Annotated[str, typer.Option(help="Time between status polls.")] = "2s",
+    max_polls: Annotated[int, typer.Option(min=1, help="Polls before giving up.")] = 500,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and check the user-data; create nothing.")
+    ] = False,
+    output: o.OutputOpt = Format.text,
+    region: o.RegionOpt = "",
+    access_token: o.AccessTokenOpt = "",
+    access_token_file: o.AccessTokenFileOpt = None,
+    secret_key: o.SecretKeyOpt = "",
+    secret_key_file: o.SecretKeyFileOpt = None,
+    session_token: o.SessionTokenOpt = "",
+    profile: o.ProfileOpt = "",
+    endpoint_url: o.EndpointOpt = "",
+) -> None:
+    """Create an exit server and print the client command that connects to it."""
+    mode = mode_of(tcp, http, letsencrypt_domain)
+    port_list = parse_ports(ports)
+    if mode is TunnelMode.TCP and not port_list:
+        raise UsageError("--tcp needs the ports to expose", hint="Pass --ports 8080,2222.")
+    interval = parse_duration(poll)
+    req = hosts.CreateRequest(
+        provider=provider,
+        mode=mode,
+        name=name,
+        region=region,
+        plan=plan,
+        image=image,
+        ports=port_list,
+        domains=tuple(letsencrypt_domain),
+        email=letsencrypt_email,
+        token=inlets_token,
+        engine=engine,
+        release_url=release_url,
+    )
+    store = Store()
+    access = o.access(
+        access_token,
+        access_token_file,
+        secret_key,
+        secret_key_file,
+        session_token,
+        profile,
+        endpoint_url,
+        region,
+    )
+    prov = open_provider(provider, access, store.directory)
+    spec = hosts.build_spec(req, prov, hosts.new_host_id())
+    if dry_run:
+        if output is Format.json:
+            emit_json({"provider": provider, "host_id": spec.host_id, "user_data": spec.user_data})
+        else:
+            typer.echo(spec.user_data, nl=False)
+        return
+    with poll_reporter(stderr()) as progress:
+        record = hosts.create(store, prov, req, spec, max_polls, hosts.constant(interval), progress)
+    show_summary(summarise(record, show_token=True, upstream=upstream), output)

@@ -1,0 +1,26 @@
+"""`inletsctl get ID`: the create summary again (token only with --show-token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inletsctl.commands import _options as o
+from inletsctl.output import Format, show_summary
+from inletsctl.store import Store
+from inletsctl.summary import summarise
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(get)
+
+
+def get(
+    id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
+    show_token: Annotated[bool, typer.Option(help="Include the tunnel token.")] = False,
+    upstream: Annotated[str, typer.Option(help="Upstream for the client command.")] = "",
+    output: o.OutputOpt = Format.text,
+) -> None:
+    """Show a host from the state."""
+    show_summary(summarise(Store().get(id), show_token, upstream), output)

@@ -1,0 +1,76 @@
+"""`inletsctl list`: hosts in the state, or found at a provider by tag (--remote)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inletsctl.commands import _options as o
+from inletsctl.errors import UsageError, map_provider_errors
+from inletsctl.output import Format, emit_json, show_table, stdout
+from inletsctl.providers_config import open_provider
+from inletsctl.store import Store
+from inletsctl.summary import summarise
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_hosts)
+
+
+def list_hosts(
+    all: Annotated[bool, typer.Option("--all", help="Include deleted hosts.")] = False,
+    provider: Annotated[str, typer.Option("--provider", "-p", help="Only this provider.")] = "",
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Ask the provider's API (needs --provider).")
+    ] = False,
+    output: o.OutputOpt = Format.text,
+    region: o.RegionOpt = "",
+    access_token: o.AccessTokenOpt = "",
+    access_token_file: o.AccessTokenFileOpt = None,
+    secret_key: o.SecretKeyOpt = "",
+    secret_key_file: o.SecretKeyFileOpt = None,
+    session_token: o.SessionTokenOpt = "",
+    profile: o.ProfileOpt = "",
+    endpoint_url: o.EndpointOpt = "",
+) -> None:
+    """List hosts."""
+    store = Store()
+    if not remote:
+        rows = [summarise(r, show_token=False) for r in store.all(include_deleted=all)]
+        show_table([r for r in rows if not provider or r.provider == provider], output)
+        return
+    if not provider:
+        raise UsageError("--remote needs --provider")
+    access = o.access(
+        access_token,
+        access_token_file,
+        secret_key,
+        secret_key_file,
+        session_token,
+        profile,
+        endpoint_url,
+        region,
+    )
+    prov = open_provider(provider, access, store.directory)
+    with map_provider_errors():
+        found = prov.list()
+    docs = [
+        {
+            "id": h.id,
+            "name": h.name,
+            "provider": h.provider,
+            "region": h.region,
+            "status": h.status.value,
+            "ip": h.ip,
+        }
+        for h in found
+    ]
+    if output is Format.json:
+        emit_json(docs)
+        return
+    for d in docs:
+        stdout().print(
+            "\t".join((d["id"], d["provider"], d["status"], d["ip"] or "-", d["name"])),
+            markup=False,
+        )

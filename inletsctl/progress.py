@@ -1,0 +1,32 @@
+"""Poll progress on stderr: a rich status line on a TTY, plain lines otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+from inletsctl.hosts import Progress
+from providers.models import Host
+
+
+def line(n: int, total: int, host: Host) -> str:
+    return f"[{n}/{total}] Host: {host.id}, status: {host.status.value}"
+
+
+@contextmanager
+def poll_reporter(console: Console) -> Iterator[Progress]:
+    if not console.is_terminal:
+
+        def plain(n: int, total: int, host: Host) -> None:
+            console.print(line(n, total, host), markup=False)
+
+        yield plain
+        return
+    with console.status("Creating host") as status:
+
+        def live(n: int, total: int, host: Host) -> None:
+            status.update(line(n, total, host).replace("[", "\\["))
+
+        yield live

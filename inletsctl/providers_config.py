@@ -1,0 +1,60 @@
+"""Provider access from CLI flags: config (never stored) and the provider instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from inletsctl.errors import UsageError, map_provider_errors
+from providers import registry
+from providers.base import Provider
+from providers.models import ProviderConfig
+
+
+@dataclass(frozen=True)
+class Access:
+    """Credential and endpoint flags as given; files are read only when used."""
+
+    access_token: str = ""
+    access_token_file: Path | None = None
+    secret_key: str = ""
+    secret_key_file: Path | None = None
+    session_token: str = ""
+    profile: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+
+
+def _secret(value: str, path: Path | None, flag: str) -> str:
+    if value and path is not None:
+        raise UsageError(f"pass either {flag} or {flag}-file, not both")
+    if path is None:
+        return value
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read {flag}-file {path}: {exc.strerror}") from exc
+
+
+def config(access: Access, state_dir: Path) -> ProviderConfig:
+    return ProviderConfig(
+        region=access.region,
+        access_token=_secret(access.access_token, access.access_token_file, "--access-token"),
+        secret_key=_secret(access.secret_key, access.secret_key_file, "--secret-key"),
+        session_token=access.session_token,
+        profile=access.profile,
+        endpoint_url=access.endpoint_url,
+        state_dir=str(state_dir),
+    )
+
+
+def provider_class(name: str) -> type[Provider]:
+    with map_provider_errors():
+        return registry.load(name)
+
+
+def open_provider(name: str, access: Access, state_dir: Path) -> Provider:
+    cls = provider_class(name)
+    cfg = config(access, state_dir)
+    with map_provider_errors():
+        return cls(cfg)
