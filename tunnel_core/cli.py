@@ -1,0 +1,36 @@
+"""``tunnel-core``: one subcommand per mode; each mode module registers its own flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import tcp_cli
+from .runner import setup_logging
+
+#: Each mode module has ``register(subparsers)`` that sets ``func`` on its parsers.
+MODES = [tcp_cli.register]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunnel-core",
+        description="TCP and HTTP tunnels over a TLS WebSocket.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for register in MODES:
+        register(modes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

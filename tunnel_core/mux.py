@@ -1,0 +1,367 @@
+"""The stream multiplexer: a sans-I/O state machine over the frame codec.
+
+Rules of this file: everything that changes a stream's state lives here, driven by
+the transition table ``TRANSITIONS``; nothing here does I/O or knows about asyncio,
+TLS or WebSockets. A driver feeds received bytes with :meth:`Mux.receive_data`, then
+empties :meth:`Mux.events_received` and :meth:`Mux.data_to_send` (outbox style: the mux
+emits WINDOW and PONG frames without being asked).
+
+Flow control: each side grants the other ``initial_window`` bytes of credit per stream;
+a sender never sends DATA beyond its credit, and the receiver grants more with WINDOW
+frames once its application consumed the bytes (:meth:`Mux.consumed`), batched so that
+one WINDOW covers at least a quarter of the window. Sending beyond credit is a local
+error; receiving beyond it is a remote one.
+
+Stream ids: the server opens even ids, the client odd ones; 0 is the connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .frames import (
+    DEFAULT_MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    data_header,
+    json_payload,
+    window_frame,
+)
+
+DEFAULT_WINDOW = 1 << 20
+DEFAULT_MAX_DATA_FRAME = 128 * 1024
+
+
+class Role(Enum):
+    SERVER = 0
+    CLIENT = 1
+
+
+class StreamState(Enum):
+    OPEN = "open"
+    HALF_CLOSED_LOCAL = "half-closed (local)"  # we sent EOF, the peer may still send
+    HALF_CLOSED_REMOTE = "half-closed (remote)"  # the peer sent EOF, we may still send
+    CLOSED = "closed"
+
+
+class Cause(Enum):
+    SEND_EOF = "send EOF"
+    RECV_EOF = "receive EOF"
+    SEND_RESET = "send RESET"
+    RECV_RESET = "receive RESET"
+
+
+S, C = StreamState, Cause
+#: (state, cause) -> next state. A missing pair is a protocol error.
+TRANSITIONS: dict[tuple[StreamState, Cause], StreamState] = {
+    (S.OPEN, C.SEND_EOF): S.HALF_CLOSED_LOCAL,
+    (S.OPEN, C.RECV_EOF): S.HALF_CLOSED_REMOTE,
+    (S.HALF_CLOSED_LOCAL, C.RECV_EOF): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, C.SEND_EOF): S.CLOSED,
+    (S.OPEN, C.SEND_RESET): S.CLOSED,
+    (S.OPEN, C.RECV_RESET): S.CLOSED,
+    (S.HALF_CLOSED_LOCAL, C.SEND_RESET): S.CLOSED,
+    (S.HALF_CLOSED_LOCAL, C.RECV_RESET): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, C.SEND_RESET): S.CLOSED,
+    (S.HALF_CLOSED_REMOTE, C.RECV_RESET): S.CLOSED,
+}
+#: States in which each direction may still carry DATA.
+CAN_SEND = frozenset({S.OPEN, S.HALF_CLOSED_REMOTE})
+CAN_RECEIVE = frozenset({S.OPEN, S.HALF_CLOSED_LOCAL})
+
+
+# Events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The client's registration: mode, ports, hosts... (an extensible JSON object)."""
+
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The server's answer to Hello: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``."""
+
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    stream_id: int
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer sent EOF on this stream (half-close); we may still send."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    stream_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreditAvailable:
+    """A WINDOW frame raised our send credit on this stream to ``credit``."""
+
+    stream_id: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    reason: str
+
+
+Event = (
+    Hello
+    | Welcome
+    | StreamOpened
+    | StreamData
+    | StreamEnded
+    | StreamReset
+    | CreditAvailable
+    | PingReceived
+    | PongReceived
+    | GoAway
+)
+
+
+class _Stream:
+    __slots__ = ("state", "credit", "recv_window", "unacked")
+
+    def __init__(self, window: int) -> None:
+        self.state = S.OPEN
+        self.credit = window  # bytes we may still send
+        self.recv_window = window  # bytes the peer may still send
+        self.unacked = 0  # consumed bytes not yet granted back
+
+
+class Mux:
+    """One side of a multiplexed connection. Never does I/O."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        initial_window: int = DEFAULT_WINDOW,
+        max_data_frame: int = DEFAULT_MAX_DATA_FRAME,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_streams: int = 65536,
+    ) -> None:
+        if not 0 < max_data_frame <= max_payload:
+            raise ValueError("max_data_frame must be positive and at most max_payload")
+        self.role = role
+        self.initial_window = initial_window
+        self.max_data_frame = max_data_frame
+        self.max_streams = max_streams
+        self._grant_threshold = max(1, initial_window // 4)
+        self._decoder = FrameDecoder(max_payload)
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 2 if role is Role.SERVER else 1
+        self._highest_remote = 0
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+
+    # Outbox ---------------------------------------------------------------------
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    # Queries --------------------------------------------------------------------
+
+    def state(self, stream_id: int) -> StreamState:
+        stream = self._streams.get(stream_id)
+        return stream.state if stream else S.CLOSED
+
+    def credit(self, stream_id: int) -> int:
+        stream = self._streams.get(stream_id)
+        return stream.credit if stream and stream.state in CAN_SEND else 0
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    # Commands -------------------------------------------------------------------
+
+    def send_hello(self, info: dict[str, Any]) -> None:
+        self._out.append(Frame(FrameType.HELLO, 0, json_payload(info)).serialize())
+
+    def send_welcome(self, info: dict[str, Any]) -> None:
+        self._out.append(Frame(FrameType.WELCOME, 0, json_payload(info)).serialize())
+
+    def ping(self, payload: bytes = b"") -> None:
+        self._out.append(Frame(FrameType.PING, 0, payload).serialize())
+
+    def go_away(self, reason: str = "") -> None:
+        self._out.append(Frame(FrameType.GOAWAY, 0, reason.encode()).serialize())
+
+    def open_stream(self, metadata: dict[str, Any]) -> int:
+        """Open a stream towards the peer; it may carry DATA at once (no round trip)."""
+        if len(self._streams) >= self.max_streams:
+            raise LocalProtocolError(f"more than {self.max_streams} open streams")
+        stream_id = self._next_id
+        if stream_id >= 1 << 32:
+            raise LocalProtocolError("stream ids exhausted; reconnect")
+        self._next_id += 2
+        self._out.append(Frame(FrameType.OPEN, stream_id, json_payload(metadata)).serialize())
+        self._streams[stream_id] = _Stream(self.initial_window)
+        return stream_id
+
+    def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
+        """Send as much of ``data`` as the credit allows; return how many bytes went."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state not in CAN_SEND:
+            raise LocalProtocolError(
+                f"stream {stream_id} cannot send in state {self.state(stream_id).value}"
+            )
+        view = memoryview(data)
+        total = min(len(view), stream.credit)
+        step = self.max_data_frame
+        out = self._out
+        for pos in range(0, total, step):
+            chunk = view[pos : min(pos + step, total)]
+            out.append(data_header(stream_id, len(chunk)))
+            out.append(bytes(chunk))
+        stream.credit -= total
+        return total
+
+    def send_eof(self, stream_id: int) -> None:
+        self._transition(stream_id, C.SEND_EOF, local=True)
+        self._out.append(Frame(FrameType.EOF, stream_id).serialize())
+
+    def reset(self, stream_id: int, reason: str = "") -> None:
+        """Abort a stream both ways; resetting a closed stream is a no-op (races are normal)."""
+        if stream_id not in self._streams:
+            return
+        self._transition(stream_id, C.SEND_RESET, local=True)
+        self._out.append(Frame(FrameType.RESET, stream_id, reason[:1024].encode()).serialize())
+
+    def consumed(self, stream_id: int, nbytes: int) -> None:
+        """The application took ``nbytes`` of this stream's data; grant them back (batched)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state not in CAN_RECEIVE:
+            return
+        stream.unacked += nbytes
+        if stream.unacked >= self._grant_threshold:
+            stream.recv_window += stream.unacked
+            self._out.append(window_frame(stream_id, stream.unacked))
+            stream.unacked = 0
+
+    # Receiving ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Parse bytes from the peer into events; raises RemoteProtocolError on abuse."""
+        for frame in self._decoder.feed(data):
+            self._handle(frame)
+
+    def _handle(self, frame: Frame) -> None:
+        ftype, sid = frame.type, frame.stream_id
+        if ftype is FrameType.DATA:
+            stream = self._streams.get(sid)
+            if stream is None or stream.state not in CAN_RECEIVE:
+                self._check_known(sid)
+                return  # late data for a stream we already reset
+            size = len(frame.payload)
+            if size > stream.recv_window:
+                raise RemoteProtocolError(f"stream {sid}: peer sent beyond its credit")
+            stream.recv_window -= size
+            self._events.append(StreamData(sid, frame.payload))
+        elif ftype is FrameType.WINDOW:
+            stream = self._streams.get(sid)
+            if stream is None:
+                self._check_known(sid)
+                return
+            stream.credit += frame.increment()
+            if stream.credit > 1 << 31:
+                raise RemoteProtocolError(f"stream {sid}: window overflow")
+            if stream.state in CAN_SEND:
+                self._events.append(CreditAvailable(sid, stream.credit))
+        elif ftype is FrameType.OPEN:
+            self._receive_open(sid, frame.json())
+        elif ftype is FrameType.EOF:
+            if sid in self._streams:
+                self._transition(sid, C.RECV_EOF, local=False)
+                self._events.append(StreamEnded(sid))
+            else:
+                self._check_known(sid)
+        elif ftype is FrameType.RESET:
+            if sid in self._streams:
+                self._transition(sid, C.RECV_RESET, local=False)
+                self._events.append(StreamReset(sid, frame.payload.decode()))
+            else:
+                self._check_known(sid)
+        elif ftype is FrameType.PING:
+            self._out.append(Frame(FrameType.PONG, 0, frame.payload).serialize())
+            self._events.append(PingReceived(frame.payload))
+        elif ftype is FrameType.PONG:
+            self._events.append(PongReceived(frame.payload))
+        elif ftype is FrameType.HELLO:
+            if self.role is not Role.SERVER:
+                raise RemoteProtocolError("HELLO sent to a client")
+            self._events.append(Hello(frame.json()))
+        elif ftype is FrameType.WELCOME:
+            if self.role is not Role.CLIENT:
+                raise RemoteProtocolError("WELCOME sent to a server")
+            self._events.append(Welcome(frame.json()))
+        else:  # GOAWAY: the only type left
+            self._events.append(GoAway(frame.payload.decode()))
+
+    def _receive_open(self, sid: int, metadata: dict[str, Any]) -> None:
+        remote_parity = 1 if self.role is Role.SERVER else 0
+        if sid % 2 != remote_parity or sid <= self._highest_remote:
+            raise RemoteProtocolError(f"peer opened stream {sid} out of order")
+        if len(self._streams) >= self.max_streams:
+            raise RemoteProtocolError(f"peer opened more than {self.max_streams} streams")
+        self._highest_remote = sid
+        self._streams[sid] = _Stream(self.initial_window)
+        self._events.append(StreamOpened(sid, metadata))
+
+    def _check_known(self, sid: int) -> None:
+        """A frame for a stream not in the table is fine only if that stream existed."""
+        local = sid % 2 == (0 if self.role is Role.SERVER else 1)
+        existed = sid < self._next_id if local else sid <= self._highest_remote
+        if not existed:
+            raise RemoteProtocolError(f"frame for stream {sid}, which was never opened")
+
+    def _transition(self, sid: int, cause: Cause, *, local: bool) -> None:
+        stream = self._streams.get(sid)
+        state = stream.state if stream else S.CLOSED
+        new = TRANSITIONS.get((state, cause))
+        if stream is None or new is None:
+            error = LocalProtocolError if local else RemoteProtocolError
+            raise error(f"stream {sid}: cannot {cause.value} in state {state.value}")
+        stream.state = new
+        if new is S.CLOSED:
+            del self._streams[sid]

@@ -1,0 +1,379 @@
+"""The asyncio driver of one control connection after the WebSocket upgrade.
+
+:class:`Session` is the ``asyncio.Protocol`` of the upgraded TLS transport: it unframes
+WebSocket messages, feeds the :class:`~tunnel_core.mux.Mux`, dispatches its events to
+:class:`Stream` objects, and writes the mux's outbox once per loop iteration so that
+WINDOW updates and small frames share one WebSocket message.
+
+A :class:`Stream` is what data planes use. Two ways to consume it:
+
+* the coroutine API: ``await stream.read()``, ``stream.write()``, ``await stream.drain()``,
+  ``stream.write_eof()``, ``stream.reset()``;
+* the hot path: ``stream.set_sink(sink)`` with a :class:`StreamSink` (see
+  :class:`tunnel_core.splice.SpliceProtocol`), which gets callbacks and tells the stream
+  when it consumed bytes, so credit goes back to the peer only when a socket took them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import ws
+from .errors import LocalProtocolError, ProtocolError, StreamClosedError
+from .mux import (
+    CreditAvailable,
+    Event,
+    Mux,
+    Role,
+    StreamData,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    StreamState,
+)
+
+log = logging.getLogger("tunnel_core")
+#: Largest WebSocket message the session writes; bigger outboxes are split.
+MAX_WS_MESSAGE = 1 << 20
+
+
+class StreamSink(Protocol):
+    """Callbacks of a stream's consumer (the hot path); the consumer calls ``consumed``."""
+
+    def stream_data(self, data: bytes) -> None: ...
+    def stream_eof(self) -> None: ...
+    def stream_reset(self, reason: str) -> None: ...
+    def pause_producing(self) -> None: ...
+    def resume_producing(self) -> None: ...
+
+
+class Stream:
+    """One multiplexed byte stream with credit-based backpressure both ways."""
+
+    def __init__(self, session: Session, stream_id: int, metadata: dict[str, Any]) -> None:
+        self.session = session
+        self.id = stream_id
+        self.metadata = metadata
+        self._sink: StreamSink | None = None
+        self._pending: deque[bytes] = deque()  # written, waiting for credit
+        self._eof_pending = False
+        self._eof_sent = False
+        self._producing = True
+        self._rbuf: deque[bytes] = deque()  # received, no sink yet
+        self._eof_received = False
+        self._reset_reason: str | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # Sending ----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once the stream is fully closed or reset (nothing more will happen)."""
+        return self.session.mux.state(self.id) is StreamState.CLOSED
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes; never blocks. A producer pauses when ``stream.paused`` or via its sink."""
+        if self._eof_sent or self._eof_pending or self._reset_reason is not None:
+            if self._reset_reason is not None:
+                return  # the peer is gone; drop silently like a socket after RST
+            raise LocalProtocolError(f"stream {self.id}: write after write_eof")
+        if not data:
+            return
+        if self._pending:
+            self._pending.append(data)
+            return
+        sent = self.session.mux.send_data(self.id, data)
+        self.session.schedule_flush()
+        if sent < len(data):
+            self._pending.append(data[sent:])
+            self._update_producing()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._pending) or self.session.write_paused
+
+    async def drain(self) -> None:
+        """Wait until every written byte was handed to the connection."""
+        while self.paused and self._reset_reason is None:
+            await self._wait()
+        if self._reset_reason is not None:
+            raise StreamClosedError(f"stream reset: {self._reset_reason}")
+
+    def write_eof(self) -> None:
+        """Half-close: no more data from us; the peer may keep sending."""
+        if self._eof_sent or self._eof_pending or self._reset_reason is not None:
+            return
+        if self._pending:
+            self._eof_pending = True
+        else:
+            self._send_eof()
+
+    def close(self) -> None:
+        """Finish our direction; the stream ends when the peer finishes theirs."""
+        self.write_eof()
+
+    def reset(self, reason: str = "") -> None:
+        """Abort both directions at once; the peer gets ``reason``."""
+        if self._reset_reason is not None or self.done:
+            return
+        self._reset_reason = reason or "reset"
+        self._pending.clear()
+        self.session.mux.reset(self.id, reason)
+        self.session.schedule_flush()
+        self.session.forget(self.id)
+        self._wake()
+
+    def _send_eof(self) -> None:
+        self._eof_sent = True
+        self.session.mux.send_eof(self.id)
+        self.session.schedule_flush()
+        if self.done:
+            self.session.forget(self.id)
+
+    def _credit(self) -> None:
+        pending, mux = self._pending, self.session.mux
+        while pending:
+            chunk = pending[0]
+            sent = mux.send_data(self.id, chunk)
+            if sent < len(chunk):
+                pending[0] = chunk[sent:]
+                break
+            pending.popleft()
+        self.session.schedule_flush()
+        if not pending:
+            if self._eof_pending:
+                self._eof_pending = False
+                self._send_eof()
+            self._update_producing()
+            self._wake()
+
+    def _update_producing(self) -> None:
+        producing = not self.paused
+        if producing != self._producing and self._sink is not None:
+            self._producing = producing
+            if producing:
+                self._sink.resume_producing()
+            else:
+                self._sink.pause_producing()
+
+    # Receiving ----------------------------------------------------------------------
+
+    def set_sink(self, sink: StreamSink) -> None:
+        """Hand received data to ``sink`` from now on (first what arrived before)."""
+        self._sink = sink
+        self._producing = True
+        while self._rbuf:
+            sink.stream_data(self._rbuf.popleft())
+        if self._reset_reason is not None:
+            sink.stream_reset(self._reset_reason)
+            return
+        if self._eof_received:
+            sink.stream_eof()
+        self._update_producing()
+
+    def consumed(self, nbytes: int) -> None:
+        """The sink took ``nbytes``; the peer may send that much more."""
+        self.session.mux.consumed(self.id, nbytes)
+        self.session.schedule_flush()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all buffered if -1); ``b""`` at EOF; raises if reset."""
+        if self._sink is not None:
+            raise LocalProtocolError("read() on a stream that has a sink")
+        while not self._rbuf:
+            if self._reset_reason is not None:
+                raise StreamClosedError(f"stream reset: {self._reset_reason}")
+            if self._eof_received:
+                return b""
+            await self._wait()
+        data = self._rbuf.popleft() if n < 0 or len(self._rbuf[0]) <= n else b""
+        if not data:
+            head = self._rbuf[0]
+            data, self._rbuf[0] = head[:n], head[n:]
+        self.consumed(len(data))
+        return data
+
+    async def wait_closed(self) -> None:
+        while not self.done and self._reset_reason is None:
+            await self._wait()
+
+    def _on_data(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.stream_data(data)
+        else:
+            self._rbuf.append(data)
+            self._wake()
+
+    def _on_eof(self) -> None:
+        self._eof_received = True
+        if self._sink is not None:
+            self._sink.stream_eof()
+        self._wake()
+
+    def _on_reset(self, reason: str) -> None:
+        if self._reset_reason is not None:
+            return
+        self._reset_reason = reason or "reset"
+        self._pending.clear()
+        if self._sink is not None:
+            self._sink.stream_reset(self._reset_reason)
+        self._wake()
+
+    def _wait(self) -> asyncio.Future[None]:
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Session(asyncio.Protocol):
+    """One upgraded control connection: WebSocket framing + mux + streams."""
+
+    def __init__(
+        self,
+        role: Role,
+        transport: asyncio.Transport,
+        *,
+        on_stream: Callable[[Stream], None],
+        on_event: Callable[[Event], None],
+        initial_window: int | None = None,
+        peer: str = "",
+    ) -> None:
+        self.role = role
+        self.peer = peer
+        self.transport = transport
+        self.mux = Mux(role) if initial_window is None else Mux(role, initial_window=initial_window)
+        self._on_stream = on_stream
+        self._on_event = on_event
+        self._ws = ws.WsDecoder(expect_mask=role is Role.SERVER)
+        self._mask = role is Role.CLIENT
+        self.streams: dict[int, Stream] = {}
+        self.write_paused = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.close_reason = ""
+
+    # Data planes call these -------------------------------------------------------------
+
+    def open_stream(self, metadata: dict[str, Any]) -> Stream:
+        """Open a stream to the peer, which gets ``metadata`` with it."""
+        if self.closed.done():
+            raise StreamClosedError("the control connection is closed")
+        stream_id = self.mux.open_stream(metadata)
+        self.schedule_flush()
+        stream = self.streams[stream_id] = Stream(self, stream_id, metadata)
+        return stream
+
+    def close(self, reason: str = "", code: int = 1000) -> None:
+        """Say goodbye and close the connection once the outbox is written."""
+        if self.transport.is_closing():
+            return
+        self.close_reason = self.close_reason or reason
+        self.mux.go_away(reason)
+        self._flush()
+        self.transport.write(ws.encode(ws.Opcode.CLOSE, ws.close_payload(code), mask=self._mask))
+        self.transport.close()
+
+    def schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def forget(self, stream_id: int) -> None:
+        self.streams.pop(stream_id, None)
+
+    # asyncio.Protocol --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads, controls = self._ws.feed(data)
+            for payload in payloads:
+                self.mux.receive_data(payload)
+                self._dispatch()
+        except ProtocolError as exc:
+            log.warning("dropping %s: %s", self.peer or "peer", exc)
+            self.close_reason = str(exc)
+            self.transport.abort()
+            return
+        for opcode, payload in controls:
+            if opcode is ws.Opcode.CLOSE:
+                self.transport.close()
+            elif opcode is ws.Opcode.PING:
+                self.transport.write(ws.encode(ws.Opcode.PONG, payload, mask=self._mask))
+        self.schedule_flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            stream._update_producing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            stream._update_producing()
+            stream._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream._on_reset("control connection lost")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # Internals ----------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        streams = self.streams
+        for event in self.mux.events_received():
+            if isinstance(event, StreamData):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_data(event.data)
+            elif isinstance(event, CreditAvailable):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream._credit()
+            elif isinstance(event, StreamEnded):
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    if stream.done:
+                        del streams[event.stream_id]
+                    stream._on_eof()
+            elif isinstance(event, StreamReset):
+                stream = streams.pop(event.stream_id, None)
+                if stream is not None:
+                    stream._on_reset(event.reason)
+            elif isinstance(event, StreamOpened):
+                stream = streams[event.stream_id] = Stream(self, event.stream_id, event.metadata)
+                self._on_stream(stream)
+            else:
+                self._on_event(event)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        chunks = self.mux.data_to_send()
+        if not chunks or self.transport.is_closing():
+            return
+        write, mask = self.transport.write, self._mask
+        batch: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            if size + len(chunk) > MAX_WS_MESSAGE and batch:
+                write(ws.encode(ws.Opcode.BINARY, b"".join(batch), mask=mask))
+                batch, size = [], 0
+            batch.append(chunk)
+            size += len(chunk)
+        write(ws.encode(ws.Opcode.BINARY, b"".join(batch), mask=mask))
