@@ -1,0 +1,172 @@
+"""`python -m bench`: every benchmark in one run, JSON lines on stdout.
+
+Progress goes to stderr; each figure is one JSON object per line on stdout, then the
+same-run ratios, then their medians, then a markdown table of the medians (stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from bench import anchors, loadgen, report
+from bench.cli_speed import help_time
+from bench.idle import idle_connections
+from bench.procs import BenchError, Procs
+from bench.stall import stalled_reader
+from bench.tunnel import start_tunnel
+from bench.upstreams import start_upstreams
+
+SECTIONS = ("throughput", "idle", "stall", "cli")
+# The throughput section needs these commands (Debian package in brackets).
+TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
+
+
+def emit(doc: dict[str, object]) -> None:
+    print(json.dumps(doc), flush=True)
+
+
+def progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__)
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=int(os.environ.get("BENCH_RUNS", "3")),
+        help="same-run repetitions of the throughput section (default 3, BENCH_RUNS)",
+    )
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=int(os.environ.get("DUR", "5")),
+        help="seconds per iperf3/wrk measurement, as the anchor script's DUR (default 5)",
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default {','.join(SECTIONS)})",
+    )
+    p.add_argument("--anchors", help="path of anchors.sh (default ../shared/bench/anchors.sh)")
+    p.add_argument(
+        "--engine",
+        default=f"{shlex.quote(sys.executable)} -m tunnel_core",
+        help="command that runs tunnel-core, e.g. 'python3 dist/tunnel-core.pyz'",
+    )
+    p.add_argument("--idle-connections", type=int, default=10_000)
+    p.add_argument("--stall-bytes", type=int, default=1 << 30)
+    p.add_argument("--max-seconds", type=int, default=3600, help="abort the whole run after this")
+    args = p.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(SECTIONS)
+    if unknown:
+        p.error(
+            f"--only: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(SECTIONS)}"
+        )
+    if args.runs < 1 or args.duration < 1:
+        p.error("--runs and --duration must be at least 1")
+    return args
+
+
+def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[str]) -> None:
+    missing = [f"{cmd} ({pkg})" for cmd, pkg in TOOLS.items() if not shutil.which(cmd)]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run bench/run.sh as root to install them")
+    script = anchors.locate(args.anchors)
+    if script is None:
+        progress(f"no anchor script at {anchors.DEFAULT}: measuring direct and tunnel-core only")
+        emit({"note": "anchors.sh absent: socat, ssh -R and stunnel not measured"})
+    up = start_upstreams(procs, work)
+    tunnel = start_tunnel(procs, work, engine, [up.iperf3_port, up.http_port], "throughput")
+    samples: list[loadgen.Sample] = []
+    for run in range(1, args.runs + 1):
+        run_samples: list[loadgen.Sample] = []
+        if script is not None:
+            progress(f"run {run}/{args.runs}: anchors (direct, socat, ssh -R, stunnel)")
+            found, notes = anchors.run_anchors(procs, script, run, args.duration)
+            run_samples += found
+            for note in notes:
+                emit({"run": run} | json.loads(note))
+        else:
+            progress(f"run {run}/{args.runs}: direct")
+            run_samples += loadgen.measure(
+                run, "direct", up.iperf3_port, up.http_port, args.duration
+            )
+        progress(f"run {run}/{args.runs}: tunnel-core")
+        pub = tunnel.public
+        run_samples += loadgen.measure(
+            run, report.OURS, pub[up.iperf3_port], pub[up.http_port], args.duration
+        )
+        for s in run_samples:
+            emit(s.as_json())
+        run_ratios = report.ratios(run_samples)
+        for r in run_ratios:
+            emit(r.as_json())
+        samples += run_samples
+    summary = report.medians(samples, report.ratios(samples))
+    for m in summary:
+        emit(m.as_json())
+    print(report.table(summary), file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    engine = shlex.split(args.engine)
+
+    def interrupted(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    def overtime(_signum: int, _frame: FrameType | None) -> None:
+        raise BenchError(f"the run took longer than --max-seconds {args.max_seconds}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGALRM, overtime)
+    signal.alarm(args.max_seconds)
+    # Asyncio debug mode (exported by `make`) would slow every tunnel process down.
+    os.environ.pop("PYTHONASYNCIODEBUG", None)
+    work = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
+    procs = Procs(work)
+    only = args.only.split(",")
+
+    def stall() -> None:
+        for direction in ("upload", "download"):
+            emit(stalled_reader(procs, work, engine, direction, args.stall_bytes))
+
+    sections: dict[str, Callable[[], None]] = {
+        "throughput": lambda: throughput(procs, work, args, engine),
+        "idle": lambda: emit(idle_connections(procs, work, engine, args.idle_connections)),
+        "stall": stall,
+        "cli": lambda: emit(help_time(work)),
+    }
+    started = time.monotonic()
+    try:
+        for name in SECTIONS:
+            if name in only:
+                progress(f"section {name}")
+                sections[name]()
+    except BenchError as exc:
+        print(f"bench: error: {exc}\nbench: logs are in {work}", file=sys.stderr)
+        return 1
+    finally:
+        procs.close()
+        signal.alarm(0)
+    shutil.rmtree(work, ignore_errors=True)
+    progress(f"done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,129 @@
+"""Our tunnel under test: `tunnel-core tcp server` and `tcp client` on 127.0.0.1.
+
+It runs exactly as a user would run it: real TLS with a pinned certificate, a token
+from a file, the client dialling its upstreams. The certificate is made here so the
+bench can verify the health endpoint against it instead of skipping verification.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import json
+import secrets
+import ssl
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    server: Popen[bytes]
+    client: Popen[bytes]
+    control_port: int
+    public: Mapping[int, int]
+    """Upstream port -> the public port on the tunnel server that reaches it."""
+
+
+def _self_signed(work: Path) -> tuple[Path, Path, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tunnel-core bench")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = work / "server.crt", work / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert_path, key_path, f"sha256:{fingerprint}"
+
+
+def health(control_port: int, cafile: Path) -> dict[str, object] | None:
+    """The server's /healthz document, or None while it is not answering yet."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{control_port}/healthz", context=ctx, timeout=2
+        ) as resp:
+            doc: dict[str, object] = json.load(resp)
+            return doc
+    except OSError:
+        return None
+
+
+def start_tunnel(
+    procs: Procs, work: Path, engine: Sequence[str], upstream_ports: Sequence[int], tag: str
+) -> Tunnel:
+    """Start a server and a client exposing each of `upstream_ports` on a fresh public port.
+
+    Returns once the client is connected and every public port listens, so the
+    first measured connection never races the tunnel's setup.
+    """
+    work = work / tag
+    work.mkdir()
+    cert, key, fingerprint = _self_signed(work)
+    token = work / "token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_urlsafe(32))
+    control = free_port()
+    public = {port: free_port() for port in upstream_ports}
+    server = procs.start(
+        f"{tag}-server",
+        [*engine, "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(control)]
+        + ["--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key)]
+        + ["--allow-ports", "1024-65535"],
+    )
+
+    def serving() -> bool:
+        if server.poll() is not None:
+            raise BenchError(f"tunnel-core server exited:\n{procs.log(f'{tag}-server')}")
+        return health(control, cert) is not None
+
+    wait_for("tunnel-core server health", serving)
+    client = procs.start(
+        f"{tag}-client",
+        [*engine, "tcp", "client", "--url", f"wss://127.0.0.1:{control}"]
+        + ["--token-file", str(token), "--tls-fingerprint", fingerprint]
+        + ["--upstream", "127.0.0.1"]
+        + ["--ports", ",".join(f"{pub}:{up}" for up, pub in public.items())],
+    )
+
+    def connected() -> bool:
+        if client.poll() is not None:
+            raise BenchError(f"tunnel-core client exited:\n{procs.log(f'{tag}-client')}")
+        doc = health(control, cert)
+        clients = doc.get("clients") if doc else None
+        return isinstance(clients, int) and clients >= 1 and all(map(is_listening, public.values()))
+
+    wait_for("tunnel-core client connected with every public port listening", connected)
+    return Tunnel(server, client, control, public)
