@@ -40,6 +40,8 @@ from pathlib import Path
 
 import platformdirs
 
+from inletsctl.errors import InletsctlError
+
 #: The project's GitHub releases; the one place the public release location is named.
 DEFAULT_RELEASE_URL = "https://github.com/inletsctl/inletsctl-py/releases"
 #: Environment variable that overrides :data:`DEFAULT_RELEASE_URL`.
@@ -60,13 +62,8 @@ _INCLUDED_NAMES = ("py.typed",)
 _MIN_PYTHON = re.compile(r">=\s*(\d+)\.(\d+)")
 
 
-class ReleaseError(Exception):
+class ReleaseError(InletsctlError):
     """The artifact cannot be built or described from this installation."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)
