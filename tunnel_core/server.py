@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -60,6 +61,8 @@ class ServerConfig:
     initial_window: int | None = None
     #: Extra GET routes on the control port (path -> JSON body factory), e.g. for status.
     routes: dict[str, Any] = field(default_factory=dict)
+    #: GET routes behind the token (path -> () -> (body, content type)), e.g. /metrics.
+    authorized_routes: dict[str, Callable[[], tuple[str, str]]] = field(default_factory=dict)
 
 
 class TunnelServer:
@@ -209,6 +212,12 @@ class _Handshake(asyncio.Protocol):
             self._answer(200, self.server.health())
         elif path in self.server.config.routes:
             self._answer(200, self.server.config.routes[path]())
+        elif path in self.server.config.authorized_routes:
+            if self.server.check_token(headers.get(b"authorization")):
+                body, content_type = self.server.config.authorized_routes[path]()
+                self._send(200, body.encode(), content_type)
+            else:
+                self._answer(401, {"error": "unauthorized"})
         elif path != "/connect":
             self._answer(404, {"error": "not found"})
         elif not self.server.check_token(headers.get(b"authorization")):
@@ -222,13 +231,15 @@ class _Handshake(asyncio.Protocol):
             self._upgrade(headers[b"sec-websocket-key"].decode("latin-1"))
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _send(self, status: int, payload: bytes, content_type: str) -> None:
         assert self.transport is not None
-        payload = json.dumps(body).encode()
         out = self.conn.send(
             h11.Response(
                 status_code=status,
                 headers=[
-                    ("content-type", "application/json"),
+                    ("content-type", content_type),
                     ("content-length", str(len(payload))),
                     ("connection", "close"),
                 ],
