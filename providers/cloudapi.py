@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from providers.credentials import INLETS_TOKEN_ENV
-from providers.errors import InvalidSpec, ProviderAPIError
+from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
 from providers.models import ProviderConfig
 
-__all__ = ["require_known", "token_rejected", "token_source"]
+__all__ = ["require_known", "token_rejected", "token_source", "undo"]
 
 
 def require_known(provider: str, kind: str, value: str, known: Iterable[str]) -> None:
@@ -51,3 +51,17 @@ def token_rejected(provider: str, source: str) -> ProviderAPIError:
         hint=f"Set {source} to a valid read/write API token.",
         code="unauthorized",
     )
+
+
+def undo(failure: ProviderError, cleanup: Callable[[], object], left: str, hint: str) -> None:
+    """After ``failure`` midway through ``create``, remove what was made.
+
+    If the removal fails as well, raise one error that names what is left and
+    how to remove it, instead of hiding either failure.
+    """
+    try:
+        cleanup()
+    except ProviderError as exc:
+        raise ProviderError(
+            f"{failure.message}; removing {left} failed too: {exc.message}", hint=hint
+        ) from failure

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from providers.cloudapi import require_known, token_rejected, token_source
+from providers.cloudapi import require_known, token_rejected, token_source, undo
 from providers.credentials import resolve_token
 from providers.errors import HostNotFound, ProviderAPIError, ProviderError
 from providers.models import (
@@ -141,14 +141,8 @@ class DigitalOceanProvider:
         try:
             firewall = self._create_firewall(spec, tag)
         except ProviderError as exc:
-            try:
-                self._call(droplet.destroy)
-            except ProviderError as undo:
-                raise ProviderAPIError(
-                    NAME,
-                    f"{exc.message}; removing droplet {droplet.id} failed too: {undo.message}",
-                    hint=f"Run `inletsctl delete --provider {NAME} --id {droplet.id}`.",
-                ) from exc
+            hint = f"Run `inletsctl delete --provider {NAME} --id {droplet.id}`."
+            undo(exc, lambda: self._call(droplet.destroy), f"droplet {droplet.id}", hint)
             raise
         return Host(
             id=str(droplet.id),
