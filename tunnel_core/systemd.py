@@ -12,48 +12,74 @@ privilege beyond owning those files.
 
 from __future__ import annotations
 
+import argparse
+import os
 import shlex
-from collections.abc import Sequence
 
-__all__ = ["DEFAULT_ENV_FILE", "server_unit"]
+__all__ = ["DEFAULT_ENV_FILE", "add_generate_arg", "server_unit"]
 
 DEFAULT_ENV_FILE = "/etc/default/tunnel-core"
 
-_TOKEN_FLAGS = ("--token", "--token-file", "--token-env")
-_DROPPED_FLAGS = ("--generate",)
+#: (argparse dest, flag) of the server options a unit carries over; paths made absolute.
+_VALUE_FLAGS = (
+    ("bind", "--bind", False),
+    ("control_port", "--control-port", False),
+    ("port", "--port", False),
+    ("metrics_port", "--metrics-port", False),
+    ("allow_ports", "--allow-ports", False),
+    ("tls_cert", "--tls-cert", True),
+    ("tls_key", "--tls-key", True),
+)
 
 
-def _strip(argv: Sequence[str]) -> list[str]:
-    """Remove token and ``--generate`` flags (with their values) from ``argv``."""
+def _flags(args: argparse.Namespace) -> list[str]:
     out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _TOKEN_FLAGS or name in _DROPPED_FLAGS:
-            skip = "=" not in arg
-            continue
-        out.append(arg)
+    for dest, flag, is_path in _VALUE_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None:
+            out += [flag, os.path.abspath(value) if is_path else str(value)]
+    if getattr(args, "auto_tls", False):
+        out.append("--auto-tls")
+        for san in getattr(args, "auto_tls_san", []):
+            out += ["--auto-tls-san", san]
     return out
+
+
+def _lowest_port(args: argparse.Namespace) -> int:
+    ports = [getattr(args, d, None) for d in ("control_port", "port", "metrics_port")]
+    lowest = min(p for p in ports if isinstance(p, int))
+    allow = getattr(args, "allow_ports", None)
+    if allow:  # TCP mode binds whatever clients ask for inside the allow-list
+        for part in str(allow).split(","):
+            first = part.strip().split("-", 1)[0]
+            if first.isdigit():
+                lowest = min(lowest, int(first))
+    return lowest
+
+
+def add_generate_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--generate",
+        choices=["systemd"],
+        help="print a hardened systemd unit for this server (token from "
+        f"{DEFAULT_ENV_FILE}, INLETS_TOKEN=...) and exit",
+    )
 
 
 def server_unit(
     mode: str,
-    server_args: Sequence[str],
+    args: argparse.Namespace,
     *,
-    ports: Sequence[int],
     exec_path: str = "/usr/local/bin/tunnel-core",
     env_file: str = DEFAULT_ENV_FILE,
 ) -> str:
-    """The unit text for ``tunnel-core <mode> server <server_args>``.
+    """The unit text for ``tunnel-core <mode> server`` with the options in ``args``.
 
-    ``ports`` are all ports the server binds; one below 1024 keeps
-    CAP_NET_BIND_SERVICE, otherwise the process gets no capabilities at all.
+    The token flags are never copied; a port below 1024 keeps CAP_NET_BIND_SERVICE,
+    otherwise the process gets no capabilities at all.
     """
-    args = [exec_path, mode, "server", *_strip(server_args), "--token-env", "INLETS_TOKEN"]
-    caps = "CAP_NET_BIND_SERVICE" if any(p < 1024 for p in ports) else ""
+    argv = [exec_path, mode, "server", *_flags(args), "--token-env", "INLETS_TOKEN"]
+    caps = "CAP_NET_BIND_SERVICE" if _lowest_port(args) < 1024 else ""
     return f"""\
 [Unit]
 Description=tunnel-core {mode} tunnel server
@@ -64,7 +90,7 @@ Wants=network-online.target
 [Service]
 Type=simple
 EnvironmentFile={env_file}
-ExecStart={shlex.join(args)}
+ExecStart={shlex.join(argv)}
 Restart=always
 RestartSec=2
 CapabilityBoundingSet={caps}
