@@ -10,6 +10,7 @@ from . import options
 from .client import ClientConfig, run_client
 from .runner import run
 from .server import ServerConfig, TunnelServer
+from .systemd import add_generate_arg, server_unit
 from .tcp import TcpServerPlane, TcpUpstreams, parse_port_map, parse_port_ranges
 
 log = logging.getLogger("tunnel_core")
@@ -31,6 +32,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="RANGES",
         help="ports clients may ask for, e.g. 1024-65535 or 80,443,8000-9000 (1024-65535)",
     )
+    add_generate_arg(server)
     server.set_defaults(func=server_main)
     client = roles.add_parser(
         "client",
@@ -52,6 +54,10 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def server_main(args: argparse.Namespace) -> int:
+    if args.generate:
+        print(server_unit("tcp", args), end="")
+        return 0
+
     def build() -> tuple[ServerConfig, TcpServerPlane, str | None]:
         ctx, fingerprint = options.server_tls(args)
         config = ServerConfig(
