@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import http_cli, tcp_cli
+from . import http_cli, status, tcp_cli
 from .runner import setup_logging
 
 #: Each mode module has ``register(subparsers)`` that sets ``func`` on its parsers.
-MODES = [tcp_cli.register, http_cli.register]
+MODES = [tcp_cli.register, http_cli.register, status.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
