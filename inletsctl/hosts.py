@@ -39,7 +39,8 @@ class CreateRequest:
     region: str = ""
     plan: str = ""
     image: str = ""
-    ports: tuple[int, ...] = ()
+    #: (public, upstream) pairs; the server opens the public ones, the client maps them.
+    ports: tuple[tuple[int, int], ...] = ()
     domains: tuple[str, ...] = ()
     email: str = ""
     token: str = field(default="", repr=False)
@@ -66,7 +67,7 @@ def build_spec(req: CreateRequest, provider: Provider, host_id: str) -> HostSpec
             f"{req.provider}: unknown plan {plan!r}", hint=f"Use one of: {', '.join(facts.plans)}."
         )
     ident = tls.generate(ip="127.0.0.1" if req.provider == "local" else "")
-    allow = f"{min([1024, *req.ports])}-65535"
+    public = tuple(p for p, _ in req.ports)
     artifact = (
         release.artifact(req.release_url or None) if req.engine is Engine.TUNNEL_CORE else None
     )
@@ -76,8 +77,8 @@ def build_spec(req: CreateRequest, provider: Provider, host_id: str) -> HostSpec
         tls_cert_pem=ident.cert_pem,
         tls_key_pem=ident.key_pem,
         tls_fingerprint=ident.fingerprint,
-        ports=req.ports,
-        allow_ports=allow,
+        ports=public,
+        allow_ports=",".join(map(str, public)) or ServerSpec.allow_ports,
         engine=req.engine,
         letsencrypt_domains=req.domains,
         letsencrypt_email=req.email,
@@ -112,7 +113,7 @@ def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:
         fingerprint=s.tls_fingerprint,
         token=s.token,
         region=spec.region,
-        ports=",".join(str(p) for p in s.ports),
+        ports=",".join(f"{p}:{u}" if p != u else str(p) for p, u in req.ports),
         domains=",".join(s.letsencrypt_domains),
     )
 

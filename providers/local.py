@@ -100,7 +100,8 @@ class LocalProvider:
     def create(self, spec: HostSpec) -> Host:
         hdir = self.root / spec.host_id
         try:
-            hdir.mkdir(parents=True, mode=0o700)
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            hdir.mkdir(mode=0o700)
         except FileExistsError as exc:
             raise InvalidSpec(f"local: host {spec.host_id} already exists") from exc
         try:
@@ -124,15 +125,20 @@ class LocalProvider:
             argv += ["--port", str(data)]
         else:
             argv += ["--allow-ports", server.allow_ports]
-        with open(hdir / "server.log", "wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=hdir,
-            )
+        try:
+            with open(hdir / "server.log", "wb") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=hdir,
+                )
+        except OSError as exc:
+            raise ProviderAPIError(
+                "local", f"cannot start {self.python}: {exc.strerror}", code="server-exec"
+            ) from exc
         self._children[spec.host_id] = proc
         meta = {
             "id": spec.host_id,
@@ -252,13 +258,13 @@ class LocalProvider:
         """Stop the server if it is still ours, then remove its files."""
         hdir = self.root / host_id
         meta_path = hdir / META
-        if meta_path.is_file():
-            pid = int(json.loads(meta_path.read_text())["pid"])
-            if self._is_ours(host_id, pid):
-                _terminate(pid)
-        child = self._children.pop(host_id, None)
-        if child is not None:
-            child.wait(timeout=STOP_TIMEOUT_S)
+        pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
+        if pid and self._is_ours(host_id, pid):
+            _terminate(pid)
+        child = self._children.get(host_id)
+        if child is not None and (child.pid == pid or not pid):
+            child.wait(timeout=STOP_TIMEOUT_S)  # reap it, so no zombie outlives delete
+            del self._children[host_id]
         shutil.rmtree(hdir, ignore_errors=True)
 
     def _log_tail(self, host_id: str) -> str:

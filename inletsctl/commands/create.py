@@ -28,13 +28,19 @@ def parse_duration(text: str) -> float:
     return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
 
 
-def parse_ports(text: str) -> tuple[int, ...]:
-    ports: list[int] = []
+def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port."""
+    pairs: list[tuple[int, int]] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise UsageError(f"--ports: {part!r} is not a port (1-65535)")
-        ports.append(int(part))
-    return tuple(ports)
+        public, _, upstream = part.partition(":")
+        nums = [public, upstream or public]
+        if not all(n.isdigit() and 1 <= int(n) <= 65535 for n in nums):
+            raise UsageError(
+                f"--ports: {part!r} is not PORT or PUBLIC:UPSTREAM with ports 1-65535",
+                hint="Pass e.g. --ports 8080,2222:22.",
+            )
+        pairs.append((int(nums[0]), int(nums[1])))
+    return tuple(pairs)
 
 
 def mode_of(tcp: bool, http: bool, domains: list[str]) -> TunnelMode:
@@ -59,7 +65,9 @@ def create(
         list[str], typer.Option(help="Serve HTTPS for this domain (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     letsencrypt_email: Annotated[str, typer.Option(help="Let's Encrypt account email.")] = "",
-    ports: Annotated[str, typer.Option(help="TCP ports to expose, e.g. 80,443.")] = "",
+    ports: Annotated[
+        str, typer.Option(help="TCP ports to expose: PORT or PUBLIC:UPSTREAM, e.g. 80,2222:22.")
+    ] = "",
     upstream: Annotated[
         str, typer.Option(help="Where the printed client command forwards to.")
     ] = "",

@@ -1,0 +1,125 @@
+"""The `local` provider against the shared conformance suite and its own promises.
+
+Its "cloud" is this machine: the resources are the host directories under the state
+dir and the live server processes; the failure point is a server that exits at start.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from providers.errors import HostNotFound, ProviderAPIError
+from providers.local import META, LocalProvider, healthz
+from providers.models import HostStatus, ProviderConfig
+from tests.providers.conformance import ProviderConformance
+
+
+class LocalMachine:
+    """Control handle of the local "cloud": what exists, and how to make a start fail."""
+
+    failure_points = ("start_server",)
+
+    def __init__(self, provider: LocalProvider, tmp: Path) -> None:
+        self.provider = provider
+        self.failing = tmp / "failing_python"
+        self.failing.write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")
+        self.failing.chmod(0o755)
+
+    def resources(self) -> set[str]:
+        found: set[str] = set()
+        root = self.provider.root
+        for hdir in root.iterdir() if root.is_dir() else ():
+            found.add(f"dir:{hdir.name}")
+            meta = hdir / META
+            if meta.is_file():
+                pid = json.loads(meta.read_text())["pid"]
+                if Path(f"/proc/{pid}").exists():
+                    found.add(f"pid:{pid}")
+        return found
+
+    def fail_at(self, step: str) -> None:
+        assert step == "start_server"
+        self.provider.python = str(self.failing)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalProvider]:
+    provider = LocalProvider(ProviderConfig(state_dir=str(tmp_path / "state")))
+    yield provider
+    provider.python = sys.executable
+    for host in provider.list():
+        provider.delete(host_id=host.id)
+
+
+class TestLocalConformance(ProviderConformance):
+    @pytest.fixture
+    def provider(self, local: LocalProvider) -> LocalProvider:
+        return local
+
+    @pytest.fixture
+    def fake(self, local: LocalProvider, tmp_path: Path) -> LocalMachine:
+        return LocalMachine(local, tmp_path)
+
+
+def test_server_is_healthy_and_pinned(local: LocalProvider) -> None:
+    spec = ProviderConformance().make_spec(local)
+    host = local.create(spec)
+    assert host.status is HostStatus.ACTIVE
+    port = int(host.additional["control_port"])
+    assert healthz("127.0.0.1", port, spec.server.tls_fingerprint)["status"] == "ok"
+    with pytest.raises(OSError):  # any other certificate is refused
+        healthz("127.0.0.1", port, "sha256:" + "0" * 64)
+    hdir = Path(host.additional["state_dir"])
+    modes = {p.name: p.stat().st_mode & 0o777 for p in hdir.iterdir()}
+    assert modes["token"] == modes["tls.key"] == 0o600
+
+
+def test_delete_stops_the_process(local: LocalProvider) -> None:
+    host = local.create(ProviderConformance().make_spec(local))
+    pid = int(host.additional["pid"])
+    assert Path(f"/proc/{pid}").exists()
+    local.delete(host_id=host.id)
+    assert not Path(f"/proc/{pid}").exists(), "the server process is gone (and reaped)"
+    assert not Path(host.additional["state_dir"]).exists()
+    with pytest.raises(HostNotFound):
+        local.status(host.id)
+
+
+def test_delete_never_signals_a_pid_that_is_not_ours(local: LocalProvider) -> None:
+    host = local.create(ProviderConformance().make_spec(local))
+    ours = local._children[host.id]
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        meta_path = Path(host.additional["state_dir"]) / META
+        meta = json.loads(meta_path.read_text())
+        meta["pid"] = stranger.pid  # as if our server died and the PID was reused
+        meta_path.write_text(json.dumps(meta))
+        assert local.status(host.id).status is HostStatus.FAILED
+        local.delete(host_id=host.id)
+        assert stranger.poll() is None, "a process that is not ours was left alone"
+    finally:
+        stranger.kill()
+        stranger.wait()
+        ours.terminate()
+        ours.wait(timeout=10)
+
+
+def test_failed_start_reports_the_server_log(local: LocalProvider, tmp_path: Path) -> None:
+    machine = LocalMachine(local, tmp_path)
+    machine.fail_at("start_server")
+    with pytest.raises(ProviderAPIError, match="cannot start"):
+        local.create(ProviderConformance().make_spec(local))
+    assert machine.resources() == set()
+
+
+def test_delete_by_ip_is_ambiguous_with_two_hosts(local: LocalProvider) -> None:
+    local.create(ProviderConformance().make_spec(local))
+    local.create(ProviderConformance().make_spec(local))
+    with pytest.raises(HostNotFound, match="2 local hosts"):
+        local.delete(ip="127.0.0.1")
