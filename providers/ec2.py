@@ -12,6 +12,7 @@ boto3 is imported inside ``__init__`` only; the helpers it uses live in
 
 from __future__ import annotations
 
+import base64
 import builtins
 import os
 import time
@@ -79,7 +80,8 @@ class EC2Provider:
         default_region="eu-west-1",
         default_plan="t3.nano",
         default_image="ubuntu-22.04",
-        # AWS counts the raw bytes, before the base64 encoding the API carries them in.
+        # Counted after base64 (as every provider's limit is): stricter than AWS's own
+        # 16 KiB-before-encoding rule, so what passes here always passes there.
         user_data_limit=16384,
         user_data_encoding="base64",
     )
@@ -156,10 +158,11 @@ class EC2Provider:
     # -- create ---------------------------------------------------------------------------
 
     def create(self, spec: HostSpec) -> Host:
-        size = len(spec.user_data.encode())
+        size = len(base64.b64encode(spec.user_data.encode()))
         if size > self.facts.user_data_limit:
             raise UserDataTooLarge(
-                f"ec2: user-data is {size} bytes; EC2 allows {self.facts.user_data_limit}"
+                f"ec2: user-data is {size} bytes base64-encoded; "
+                f"the limit is {self.facts.user_data_limit}"
             )
         permissions = ip_permissions(spec.server)
         region = spec.region or self.region
@@ -372,6 +375,10 @@ class EC2Provider:
             ),
             "",
         )
+        # AWS lists the groups on the instance; emulators may only list them per interface.
+        groups = {g["GroupId"] for g in instance.get("SecurityGroups", [])} | {
+            g["GroupId"] for n in instance.get("NetworkInterfaces", []) for g in n.get("Groups", [])
+        }
         return Host(
             id=instance["InstanceId"],
             name=_tag(instance, "Name"),
@@ -382,9 +389,7 @@ class EC2Provider:
             ipv6=ipv6,
             additional={
                 "host_id": _tag(instance, HOST_ID_TAG),
-                "security_group_id": ",".join(
-                    g["GroupId"] for g in instance.get("SecurityGroups", [])
-                ),
+                "security_group_id": ",".join(sorted(groups)),
                 "image_id": instance.get("ImageId", ""),
                 "instance_type": instance.get("InstanceType", ""),
                 "zone": instance.get("Placement", {}).get("AvailabilityZone", ""),

@@ -1,0 +1,147 @@
+"""A real moto EC2 server on loopback, and the conformance suite's handle on it.
+
+moto reads its settings (``MOTO_AMIS_PATH`` and the validation switches) when it is
+first imported, so :func:`start_moto` sets them before importing it and checks that
+they took effect. boto3 reaches the server over HTTP exactly as it reaches AWS.
+
+moto is more lenient than AWS: it deletes a security group still in use and
+terminates at once. Tests therefore also read the calls the provider made, via the
+botocore event hooks that :class:`MotoEC2` registers on the provider's client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+AMIS_PATH = Path(__file__).with_name("amis.json")
+MOTO_ENV = {
+    "MOTO_AMIS_PATH": str(AMIS_PATH),
+    "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
+    "MOTO_ENABLE_AMI_VALIDATION": "true",
+}
+REGION = "eu-west-1"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+#: a realistic AWS error for each step the conformance suite makes fail.
+FAILURES = {
+    "CreateSecurityGroup": ("SecurityGroupLimitExceeded", "The maximum number of groups"),
+    "AuthorizeSecurityGroupIngress": ("RulesPerSecurityGroupLimitExceeded", "Too many rules"),
+    "RunInstances": ("InsufficientInstanceCapacity", "No capacity in this zone"),
+    "TerminateInstances": ("RequestLimitExceeded", "Request limit exceeded."),
+    "DeleteSecurityGroup": ("DependencyViolation", "resource has a dependent object"),
+}
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A started ThreadedMotoServer on 127.0.0.1 (free port); yields its URL, stops after."""
+    os.environ.update(MOTO_ENV)
+    from moto import settings
+    from moto.ec2.models.amis import AMIS
+    from moto.server import ThreadedMotoServer
+
+    if not settings.ENABLE_AMI_VALIDATION or not any(a["owner_id"] == "099720109477" for a in AMIS):
+        raise RuntimeError(
+            f"moto was imported before its settings were set ({sorted(MOTO_ENV)}); "
+            f"import it only through {__name__}"
+        )
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset(url: str) -> None:
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def plain_client(url: str, region: str = REGION) -> Any:
+    """A client of our own (no hooks) to look at moto's state."""
+    return boto3.client("ec2", region_name=region, endpoint_url=url, **CREDENTIALS)
+
+
+def client_error(operation: str, code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+class MotoEC2:
+    """The conformance suite's ``FakeCloud``: moto's live resources plus fault injection.
+
+    ``calls`` records every operation the provider's client completed, in order, with
+    its parsed response, so tests can check the order moto itself does not enforce;
+    ``params`` records what was asked, for what moto ignores (e.g. interface tags).
+    """
+
+    failure_points = ("CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances")
+
+    def __init__(self, url: str, provider_client: Any) -> None:
+        self.url = url
+        self.ec2 = plain_client(url)
+        self.events = provider_client.meta.events
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.params: list[tuple[str, dict[str, Any]]] = []
+        self.events.register("before-parameter-build.ec2", self._record_params)
+        self.events.register("after-call.ec2", self._record)
+
+    def _record_params(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        self.params.append((model.name, dict(params)))
+
+    def _record(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        self.calls.append((model.name, parsed))
+
+    def sent(self, operation: str) -> list[dict[str, Any]]:
+        """The parameters of every ``operation`` call, as the provider passed them."""
+        return [params for name, params in self.params if name == operation]
+
+    def operations(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def resources(self) -> set[str]:
+        instances = {
+            i["InstanceId"]
+            for r in self.ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        }
+        groups = {
+            g["GroupId"]
+            for g in self.ec2.describe_security_groups()["SecurityGroups"]
+            if g["GroupName"] != "default"
+        }
+        volumes = {v["VolumeId"] for v in self.ec2.describe_volumes()["Volumes"]}
+        enis = {
+            n["NetworkInterfaceId"]
+            for n in self.ec2.describe_network_interfaces()["NetworkInterfaces"]
+        }
+        return instances | groups | volumes | enis
+
+    def fail_at(self, step: str, times: int = 1, after: bool = False) -> None:
+        """Make the next ``times`` calls of ``step`` fail.
+
+        ``after=True`` fails them once moto has done the work: the response is lost,
+        as on a dropped connection, so the resource exists though the caller saw an error.
+        """
+        code, message = FAILURES[step]
+        remaining = [times]
+
+        def fail(**_: Any) -> None:
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                raise client_error(step, code, message)
+
+        self.events.register(f"{'after' if after else 'before'}-call.ec2.{step}", fail)
