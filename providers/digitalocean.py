@@ -229,7 +229,10 @@ class DigitalOceanProvider:
             status=_STATUS.get(droplet.status, HostStatus.CREATING),
             ip=public("v4"),
             ipv6=public("v6"),
-            additional={"host_id": ours[0]} if ours else {},
+            additional={
+                "provider_status": str(droplet.status),
+                **({"host_id": ours[0]} if ours else {}),
+            },
         )
 
     def _call(self, fn: Callable[[], T]) -> T:

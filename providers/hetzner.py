@@ -215,7 +215,10 @@ class HetznerProvider:
             status=_STATUS.get(server.status or "", HostStatus.CREATING),
             ip=ipv4,
             ipv6=ipv6,
-            additional={"host_id": host_id} if host_id else {},
+            additional={
+                "provider_status": server.status or "",
+                **({"host_id": host_id} if host_id else {}),
+            },
         )
 
     @contextmanager

@@ -34,6 +34,10 @@ class FakeHetzner(JsonApiFake):
         self.firewalls: dict[int, JSON] = {}
         self.actions: dict[int, JSON] = {}
         self.user_data: dict[int, str] = {}
+        #: how many reads of an action still find it running (a client that
+        #: sleeps between polls is slowed by each; 0 for whole-CLI tests)
+        self.running_reads = 1
+        self._action_reads: dict[int, int] = {}
         self._ids = itertools.count(42)
         self._ips = itertools.count(10)
         self.route("GET", r"/locations", self._list("locations", self._locations))
@@ -149,9 +153,10 @@ class FakeHetzner(JsonApiFake):
         action = self.actions.get(int(match.group(1)))
         if action is None:
             return self.error(404, "not_found", f"action with ID {match.group(1)} not found")
-        response = Response(200, {"action": dict(action)})
-        action.update(status="success", progress=100, finished=NOW)
-        return response
+        if self._action_reads.setdefault(action["id"], 0) >= self.running_reads:
+            action.update(status="success", progress=100, finished=NOW)
+        self._action_reads[action["id"]] += 1
+        return Response(200, {"action": dict(action)})
 
     # -- servers --------------------------------------------------------------
     def _create_server(self, request: Request, _: re.Match[str]) -> Response:

@@ -1,0 +1,70 @@
+"""The whole CLI, as a shell script runs it, against the DigitalOcean and Hetzner fakes.
+
+``inletsctl`` runs as a child process; the only link to the fake is what a user
+would set: the SDK's token and endpoint variables and ``INLETSCTL_STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.digitalocean import FakeDigitalOcean
+from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.jsonapi import JsonApiFake
+
+CLOUDS = {
+    "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
+    "hetzner": (FakeHetzner, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"),
+}
+
+
+def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inletsctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("provider", sorted(CLOUDS))
+def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: Path) -> None:
+    fake_class, token_env, endpoint_env = CLOUDS[provider]
+    fake: JsonApiFake = fake_class().start()
+    if isinstance(fake, FakeHetzner):
+        fake.running_reads = 0  # the CLI's SDK client waits 1 s between action polls
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "INLETS_ACCESS_TOKEN"},
+            "INLETSCTL_STATE_DIR": str(tmp_path),
+            token_env: fake.token,
+            endpoint_env: fake.base_url,
+            "NO_COLOR": "1",
+        }
+        made = inletsctl(
+            env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s", "-o", "json"
+        )
+        assert made.returncode == 0, made.stderr
+        host = json.loads(made.stdout)
+        assert host["status"] == "active" and host["provider"] == provider
+        assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
+        assert len(fake.resources()) == 2, "a VM and its firewall"
+        assert fake.token not in made.stdout + made.stderr
+
+        listed = inletsctl(env, "list", "-p", provider, "--remote", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert host["provider_id"] in listed.stdout
+
+        gone = inletsctl(env, "delete", "--id", host["id"])
+        assert gone.returncode == 0, gone.stderr
+        assert fake.resources() == set()
+    finally:
+        fake.stop()
