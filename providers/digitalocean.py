@@ -122,10 +122,11 @@ class DigitalOceanProvider:
     # -- the Provider contract ------------------------------------------------
     def create(self, spec: HostSpec) -> Host:
         sdk = self._sdk
-        regions = self._call(self._manager.get_all_regions)
-        require_known(NAME, "region", spec.region, (r.slug for r in regions if r.available))
+        regions = {r.slug: r for r in self._call(self._manager.get_all_regions) if r.available}
+        require_known(NAME, "region", spec.region, regions)
         sizes = self._call(self._manager.get_all_sizes)
         require_known(NAME, "size", spec.plan, (s.slug for s in sizes if s.available))
+        require_known(NAME, f"size in {spec.region}", spec.plan, regions[spec.region].sizes)
         tag = host_tag(spec.host_id)
         droplet = sdk.Droplet(
             name=spec.name,

@@ -32,6 +32,8 @@ class FakeDigitalOcean(JsonApiFake):
         super().__init__(token)
         self.retry_after = retry_after
         self.max_per_page = 200
+        #: sizes a region offers, where it is not all of them
+        self.region_sizes: dict[str, list[str]] = {}
         self.droplets: dict[int, JSON] = {}
         self.firewalls: dict[str, JSON] = {}
         self.tags: set[str] = set()
@@ -90,7 +92,7 @@ class FakeDigitalOcean(JsonApiFake):
             {
                 "slug": slug,
                 "name": slug.upper(),
-                "sizes": list(SIZES),
+                "sizes": self.region_sizes.get(slug, list(SIZES)),
                 "features": ["ipv6", "metadata"],
                 "available": True,
             }

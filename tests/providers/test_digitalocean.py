@@ -163,6 +163,14 @@ def test_unknown_size_suggests_the_closest(do, do_fake) -> None:
     assert do_fake.calls("POST", r".*") == []
 
 
+def test_a_size_the_region_does_not_offer_is_refused_up_front(do, do_fake) -> None:
+    do_fake.region_sizes["sgp1"] = ["s-1vcpu-1gb"]
+    with pytest.raises(InvalidSpec, match="size in sgp1") as info:
+        do.create(replace(spec_for(do), region="sgp1"))
+    assert "s-1vcpu-1gb" in info.value.hint
+    assert do_fake.calls("POST", r".*") == []
+
+
 def test_unknown_image_is_the_apis_error_and_leaves_nothing(do, do_fake) -> None:
     with pytest.raises(ProviderAPIError, match="invalid image"):
         do.create(replace(spec_for(do), image="debian-99-x64"))
