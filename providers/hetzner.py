@@ -155,7 +155,14 @@ class HetznerProvider:
             )
             self._client.servers.delete(server).wait_until_finished()
         for firewall in firewalls:
-            self._delete_firewall(firewall)
+            try:
+                self._delete_firewall(firewall)
+            except ProviderError as exc:
+                raise ProviderError(
+                    f"{NAME}: server {server.id} is deleted, but not its firewall "
+                    f"{firewall.id}: {exc.message}",
+                    hint=f"Delete firewall {firewall.id} in the Hetzner Cloud console.",
+                ) from exc
 
     def list(self) -> list[Host]:
         with self._errors():

@@ -38,6 +38,8 @@ class FakeHetzner(JsonApiFake):
         #: sleeps between polls is slowed by each; 0 for whole-CLI tests)
         self.running_reads = 1
         self._action_reads: dict[int, int] = {}
+        #: ``{"code", "message"}`` with which the next action to finish fails
+        self.action_error: JSON | None = None
         self._ids = itertools.count(42)
         self._ips = itertools.count(10)
         self.route("GET", r"/locations", self._list("locations", self._locations))
@@ -154,7 +156,9 @@ class FakeHetzner(JsonApiFake):
         if action is None:
             return self.error(404, "not_found", f"action with ID {match.group(1)} not found")
         if self._action_reads.setdefault(action["id"], 0) >= self.running_reads:
-            action.update(status="success", progress=100, finished=NOW)
+            error, self.action_error = self.action_error, None
+            status = "error" if error else "success"
+            action.update(status=status, progress=100, finished=NOW, error=error)
         self._action_reads[action["id"]] += 1
         return Response(200, {"action": dict(action)})
 

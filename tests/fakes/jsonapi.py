@@ -53,6 +53,7 @@ class JsonApiFake:
         self.requests: list[Request] = []
         self._faults: set[str] = set()
         self._throttle: list[str] = []
+        self._refusals: list[tuple[str, Response]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(
@@ -85,6 +86,12 @@ class JsonApiFake:
         """Answer the next request matching ``pattern`` ("POST /v2/droplets") with a 429."""
         with self.lock:
             self._throttle.append(pattern)
+
+    def refuse(self, pattern: str, status: int, code: str, message: str) -> None:
+        """From now on, answer every request matching ``pattern`` ("DELETE /v2/.*") with
+        this error: an outage or a revoked permission, rather than a one-off fault."""
+        with self.lock:
+            self._refusals.append((pattern, self.error(status, code, message)))
 
     def should_fail(self, step: str) -> bool:
         """True once after ``fail_at(step)``; handlers call it at their step."""
@@ -121,6 +128,9 @@ class JsonApiFake:
                 if re.fullmatch(pattern, line):
                     self._throttle.remove(pattern)
                     return self.rate_limited()
+            for pattern, refusal in self._refusals:
+                if re.fullmatch(pattern, line):
+                    return refusal
             for method, pattern, handler in self._routes:
                 match = pattern.fullmatch(request.path)
                 if match and method == request.method:

@@ -134,18 +134,10 @@ def test_401_is_one_line_naming_the_variable(do_fake, monkeypatch, method) -> No
     assert "\n" not in message and "wrong-token" not in message + info.value.hint
 
 
-def test_401_on_a_post_is_recognised_by_its_documented_message(do, do_fake, monkeypatch) -> None:
-    spec = spec_for(do)
-    real = do_fake.dispatch
-
-    def refuse_posts(request):
-        if request.method == "POST":
-            return do_fake.error(401, "unauthorized", "Unable to authenticate you")
-        return real(request)
-
-    monkeypatch.setattr(do_fake, "dispatch", refuse_posts)
+def test_401_on_a_post_is_recognised_by_its_documented_message(do, do_fake) -> None:
+    do_fake.refuse("POST .*", 401, "unauthorized", "Unable to authenticate you")
     with pytest.raises(ProviderAPIError, match="--access-token.*401"):
-        do.create(spec)
+        do.create(spec_for(do))
 
 
 @pytest.mark.parametrize(("field", "typo", "suggestion"), [("region", "lon2", "lon1")])
@@ -185,15 +177,8 @@ def test_list_follows_pagination_links(do, do_fake) -> None:
 
 
 def test_cleanup_failure_names_the_droplet_left_behind(do, do_fake) -> None:
-    real = do_fake.dispatch
-
-    def no_deletes(request):
-        if request.method == "DELETE":
-            return do_fake.error(500, "server_error", "Unexpected server-side error")
-        return real(request)
-
     do_fake.fail_at("create_firewall")
-    do_fake.dispatch = no_deletes  # type: ignore[method-assign]
+    do_fake.refuse("DELETE .*", 500, "server_error", "Unexpected server-side error")
     with pytest.raises(ProviderError) as info:
         do.create(spec_for(do))
     (droplet_id,) = do_fake.droplets

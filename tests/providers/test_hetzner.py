@@ -103,6 +103,23 @@ def test_delete_waits_for_the_server_action_then_removes_the_firewall(hz, hz_fak
     assert hz_fake.resources() == set()
 
 
+def test_a_failed_delete_action_is_an_error_naming_the_action(hz, hz_fake) -> None:
+    host = hz.create(make(hz))
+    hz_fake.action_error = {"code": "server_error", "message": "host is locked"}
+    with pytest.raises(ProviderAPIError, match="delete_server failed"):
+        hz.delete(host_id=host.id)
+
+
+def test_a_firewall_left_after_delete_is_named(hz, hz_fake) -> None:
+    host = hz.create(make(hz))
+    hz_fake.refuse("DELETE /v1/firewalls/.*", 503, "unavailable", "service unavailable")
+    with pytest.raises(ProviderError) as info:
+        hz.delete(host_id=host.id)
+    assert hz_fake.servers == {}
+    assert f"firewall {host.additional['firewall_id']}" in str(info.value)
+    assert host.additional["firewall_id"] in info.value.hint
+
+
 def test_429_is_retried_by_the_sdk_and_succeeds(hz, hz_fake, retries) -> None:
     hz_fake.throttle_once("POST /v1/servers")
     host = hz.create(make(hz))
@@ -148,12 +165,7 @@ def test_list_follows_pagination(hz, hz_fake) -> None:
 
 def test_failed_cleanup_says_what_is_left(hz, hz_fake) -> None:
     hz_fake.fail_at("create_server")
-    real = hz_fake.dispatch
-    hz_fake.dispatch = lambda r: (  # type: ignore[method-assign]
-        hz_fake.error(503, "unavailable", "service unavailable")
-        if r.method == "DELETE"
-        else real(r)
-    )
+    hz_fake.refuse("DELETE .*", 503, "unavailable", "service unavailable")
     with pytest.raises(ProviderError) as info:
         hz.create(make(hz))
     (firewall_id,) = hz_fake.firewalls
