@@ -12,7 +12,6 @@ import logging
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from inletsctl.errors import InletsctlError, map_provider_errors
@@ -56,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     console = stderr()
     try:
         with map_provider_errors():
-            app(args=argv, standalone_mode=False)
+            # standalone mode: typer prints its own usage errors (exit 2) and --help
+            app(args=argv, prog_name="inletsctl")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     except InletsctlError as exc:
         if _state["verbose"]:
             console.print_exception()
@@ -64,14 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             console.print(f"Hint: {exc.hint}", markup=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.Abort:
-        console.print("Aborted.")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
     return 0
 
 

@@ -1,0 +1,203 @@
+"""CLI behaviour at its edges: exit codes, one-line errors with hints, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inletsctl.cli import main
+from inletsctl.store import Store
+from tests.inletsctl.conftest import run_cli
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (
+            ["create", "--provider", "nope", "--tcp", "--ports", "80"],
+            "unknown provider 'nope'",
+            "Installed providers: ",
+        ),
+        (["create"], "say what to tunnel", "--letsencrypt-domain"),
+        (["create", "--tcp"], "--tcp needs the ports", "--ports"),
+        (["create", "--tcp", "--http", "--ports", "80"], "cannot be combined", ""),
+        (["create", "--tcp", "--ports", "70000"], "'70000' is not PORT", "--ports 8080"),
+        (["create", "--tcp", "--ports", "8080:0"], "'8080:0' is not PORT", ""),
+        (
+            ["create", "--tcp", "--ports", "80", "--region", "mars"],
+            "unknown region 'mars'",
+            "Use one of: local",
+        ),
+        (["create", "--tcp", "--ports", "80", "--poll", "soon"], "not a duration", "2s"),
+        (["create", "--http", "--inlets-token", "two words"], "tunnel token", "--inlets-token"),
+        (["delete"], "exactly one of --id or --ip", ""),
+    ],
+)
+def test_usage_errors_exit_2_with_hint(
+    capsys: pytest.CaptureFixture[str], state_dir: Path, args: list[str], message: str, hint: str
+) -> None:
+    rc, out, err = cli(capsys, *args)
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("Error: ")
+    assert message in err
+    assert hint in err
+    assert "Traceback" not in err
+    assert Store(state_dir).all(include_deleted=True) == [], "nothing half-written"
+
+
+def test_unknown_provider_lists_installed(capsys: pytest.CaptureFixture[str], state_dir: Path):
+    _, _, err = cli(capsys, "create", "--provider", "nope", "--tcp", "--ports", "80")
+    assert "local" in err and "ec2" in err
+
+
+def test_deleting_an_unknown_id_fails_with_hint(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    rc, out, err = cli(capsys, "delete", "--id", "doesnotexist")
+    assert rc == 1
+    assert "no host with id 'doesnotexist' in the state" in err
+    assert "--provider" in err
+
+
+def test_get_unknown_id(capsys: pytest.CaptureFixture[str], state_dir: Path) -> None:
+    rc, _, err = cli(capsys, "get", "nope")
+    assert rc == 1 and "no host 'nope'" in err
+
+
+def test_verbose_shows_the_traceback(state_dir: Path) -> None:
+    res = run_cli("-v", "get", "nope")
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "HostUnknown" in res.stderr
+    assert "Traceback" not in run_cli("get", "nope").stderr
+
+
+def test_click_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str], state_dir: Path):
+    rc, _, err = cli(capsys, "create", "--no-such-flag")
+    assert rc == 2 and "No such option" in err
+
+
+def test_missing_credentials_names_the_variable(tmp_path: Path, state_dir: Path) -> None:
+    """A third-party provider that resolves its token the shared way."""
+    (tmp_path / "tokencloud.py").write_text(
+        "from providers.credentials import resolve_token\n"
+        "from providers.local import LocalProvider\n"
+        "class TokenCloud(LocalProvider):\n"
+        "    name = 'tokencloud'\n"
+        "    def __init__(self, config):\n"
+        "        resolve_token('tokencloud', config, ('TOKENCLOUD_TOKEN',))\n"
+        "        super().__init__(config)\n"
+    )
+    info = tmp_path / "tokencloud-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tokencloud\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[inletsctl.providers]\ntokencloud = tokencloud:TokenCloud\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "INLETS_ACCESS_TOKEN": "", "TOKENCLOUD_TOKEN": ""}
+    res = run_cli("create", "--provider", "tokencloud", "--tcp", "--ports", "80", env=env)
+    assert res.returncode == 2
+    assert "tokencloud: no API token found" in res.stderr
+    assert "TOKENCLOUD_TOKEN or INLETS_ACCESS_TOKEN" in res.stderr
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-value\n")
+    res = run_cli(
+        "create",
+        "--provider",
+        "tokencloud",
+        "--dry-run",
+        "--tcp",
+        "--ports",
+        "80",
+        "--access-token-file",
+        str(secret),
+        "-o",
+        "json",
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "s3cr3t-value" not in res.stdout + res.stderr
+
+
+def test_dry_run_renders_and_records_nothing(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    rc, out, _ = cli(capsys, "create", "--http", "--dry-run", "-o", "json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["provider"] == "local"
+    user_data = yaml.safe_load(doc["user_data"])
+    assert doc["user_data"].startswith("#cloud-config\n")
+    assert any(f["path"] == "/etc/tunnel-core/token.env" for f in user_data["write_files"])
+    assert Store(state_dir).all(include_deleted=True) == []
+    assert not (state_dir / "local").exists()
+    rc, out, _ = cli(capsys, "create", "--http", "--dry-run")
+    assert rc == 0 and out.startswith("#cloud-config\n")
+
+
+def test_dry_run_with_letsencrypt_and_release_url(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    rc, out, err = cli(
+        capsys,
+        "create",
+        "--dry-run",
+        "--letsencrypt-domain",
+        "t.example.com",
+        "--letsencrypt-email",
+        "me@example.com",
+        "--release-url",
+        "https://mirror.example.com/r",
+    )
+    assert rc == 0, err
+    doc = yaml.safe_load(out)
+    assert doc["packages"] == ["caddy"]
+    assert doc["runcmd"][0][4].startswith("https://mirror.example.com/r/download/v")
+
+
+def test_hostile_domain_is_a_usage_error(capsys: pytest.CaptureFixture[str], state_dir: Path):
+    rc, _, err = cli(
+        capsys,
+        "create",
+        "--dry-run",
+        "--letsencrypt-domain",
+        "x.com\nruncmd: [[reboot]]",
+        "--letsencrypt-email",
+        "me@example.com",
+    )
+    assert rc == 2 and "not a domain name" in err
+
+
+def test_version_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = cli(capsys, "version", "-o", "json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["version"] and doc["python"].count(".") == 2
+
+
+def test_list_text_and_json_when_empty(capsys: pytest.CaptureFixture[str], state_dir: Path):
+    assert cli(capsys, "list", "-o", "json")[1] == "[]\n"
+    assert cli(capsys, "list")[:2] == (0, "")
+
+
+def test_no_state_dir_permission_is_a_state_error(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        target = blocker / "state"  # a path under a regular file cannot be created, even by root
+    else:
+        target = tmp_path / "ro" / "state"
+        (tmp_path / "ro").mkdir(mode=0o500)
+    res = run_cli("list", env={"INLETSCTL_STATE_DIR": str(target)})
+    assert res.returncode == 1
+    assert "cannot open the host state" in res.stderr and "INLETSCTL_STATE_DIR" in res.stderr
