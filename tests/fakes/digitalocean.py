@@ -28,9 +28,11 @@ class FakeDigitalOcean(JsonApiFake):
     failure_points = ("create_droplet", "create_firewall")
     prefix = "/v2"
 
-    def __init__(self, token: str = "test-token", retry_after: int = 7) -> None:
+    def __init__(self, token: str = "test-token", retry_after: int | None = 7) -> None:
         super().__init__(token)
         self.retry_after = retry_after
+        #: epoch second sent as ``ratelimit-reset``
+        self.reset_at = int(time.time()) + 60
         self.max_per_page = 200
         #: sizes a region offers, where it is not all of them
         self.region_sizes: dict[str, list[str]] = {}
@@ -63,13 +65,14 @@ class FakeDigitalOcean(JsonApiFake):
         return Response(status, {"id": code, "message": message})
 
     def rate_limited(self) -> Response:
-        return Response(429, dict(RATE_LIMITED), {"retry-after": str(self.retry_after)})
+        headers = {} if self.retry_after is None else {"retry-after": str(self.retry_after)}
+        return Response(429, dict(RATE_LIMITED), headers)
 
     def common_headers(self) -> dict[str, str]:
         return {
             "ratelimit-limit": "5000",
             "ratelimit-remaining": "4999",
-            "ratelimit-reset": str(int(time.time()) + 60),
+            "ratelimit-reset": str(self.reset_at),
         }
 
     # -- lists ----------------------------------------------------------------

@@ -100,6 +100,14 @@ def test_429_on_a_read_waits_what_retry_after_says(do, do_fake, sleeps) -> None:
     assert len(do_fake.calls("GET", r"/v2/droplets/?")) == 2
 
 
+def test_429_without_retry_after_waits_until_ratelimit_reset(do, do_fake, sleeps) -> None:
+    do_fake.retry_after = None
+    do_fake.reset_at = 1030  # the provider's clock says 1000
+    do_fake.throttle_once("GET /v2/droplets/?")
+    assert do.list() == []
+    assert sleeps == [30.0]
+
+
 def test_429_on_create_is_retried_and_the_droplet_made_once(do, do_fake, sleeps) -> None:
     do_fake.throttle_once("POST /v2/droplets/?")
     host = do.create(spec_for(do))
