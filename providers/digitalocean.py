@@ -179,9 +179,10 @@ class DigitalOceanProvider:
             for p in inbound_ports(spec.server)
         ]
         outbound = [
+            # "0" is every port (ICMP has none), as the API reference spells it
             sdk.OutboundRule(
                 protocol=proto,
-                ports="" if proto == "icmp" else "all",
+                ports="0",
                 destinations=sdk.Destinations(addresses=ANYWHERE),
             )
             for proto in ("tcp", "udp", "icmp")
