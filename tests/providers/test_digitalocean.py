@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from providers.digitalocean import DigitalOceanProvider
-from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
+from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError
 from providers.models import ProviderConfig, TunnelMode
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.providers.conformance import ProviderConformance, wait_active
@@ -203,6 +203,15 @@ def test_token_and_endpoint_from_the_sdk_variables(do_fake, monkeypatch) -> None
     monkeypatch.setenv("DIGITALOCEAN_END_POINT", do_fake.base_url)
     assert DigitalOceanProvider(ProviderConfig()).list() == []
     assert do_fake.requests[-1].headers["authorization"] == f"Bearer {do_fake.token}"
+
+
+def test_a_deleted_host_is_not_found_by_id_or_ip(do) -> None:
+    host = wait_active(do, do.create(spec_for(do)))
+    do.delete(host_id=host.id)
+    with pytest.raises(HostNotFound):
+        do.status(host.id)
+    with pytest.raises(HostNotFound):
+        do.delete(ip=host.ip)
 
 
 def test_importing_the_module_does_not_import_the_sdk() -> None:

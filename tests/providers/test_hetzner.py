@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
+from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError
 from providers.hetzner import HetznerProvider
 from providers.models import ProviderConfig, TunnelMode
 from tests.fakes.hetzner import FakeHetzner
@@ -170,6 +170,15 @@ def test_failed_cleanup_says_what_is_left(hz, hz_fake) -> None:
         hz.create(make(hz))
     (firewall_id,) = hz_fake.firewalls
     assert f"firewall {firewall_id}" in str(info.value)
+
+
+def test_a_deleted_host_is_not_found_by_id_or_ip(hz) -> None:
+    host = wait_active(hz, hz.create(make(hz)))
+    hz.delete(host_id=host.id)
+    with pytest.raises(HostNotFound):
+        hz.status(host.id)
+    with pytest.raises(HostNotFound):
+        hz.delete(ip=host.ip)
 
 
 def test_importing_the_module_does_not_import_the_sdk() -> None:
