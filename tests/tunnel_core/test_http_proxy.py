@@ -33,7 +33,7 @@ DEADLINE = 20.0
 DEFAULT_LIMITS = Limits()
 
 
-async def _echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """An upstream that answers with what it saw, hashing (not keeping) the body."""
     conn = h11.Connection(h11.SERVER)
     try:
@@ -99,7 +99,7 @@ class Rig:
     port: int = 0
 
     async def upstream(self, name: str) -> str:
-        server = await asyncio.start_server(lambda r, w: _echo_app(name, r, w), "127.0.0.1", 0)
+        server = await asyncio.start_server(lambda r, w: echo_app(name, r, w), "127.0.0.1", 0)
         self.servers.append(server)
         return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
