@@ -134,13 +134,17 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data  # nothing buffered: parse in place, keep only the leftover
         frames: list[Frame] = []
-        pos, end = 0, len(buf)
+        pos, end = 0, len(src)
         unpack = HEADER.unpack_from
         try:
             while end - pos >= HEADER_SIZE:
-                code, stream_id, length = unpack(buf, pos)
+                code, stream_id, length = unpack(src, pos)
                 ftype = _TYPES.get(code)
                 if ftype is None:
                     raise FrameError(f"unknown frame type {code}")
@@ -149,7 +153,7 @@ class FrameDecoder:
                 stop = pos + HEADER_SIZE + length
                 if stop > end:
                     break
-                payload = bytes(buf[pos + HEADER_SIZE : stop])
+                payload = bytes(src[pos + HEADER_SIZE : stop])
                 if ftype is not FrameType.DATA or stream_id == 0:
                     problem = _problem(ftype, stream_id, payload, self.max_payload)
                     if problem:
@@ -159,7 +163,10 @@ class FrameDecoder:
         except FrameError as exc:
             self._error = exc
             raise
-        del buf[:pos]
+        if src is buf:
+            del buf[:pos]
+        else:
+            buf += data[pos:]
         return frames
 
 

@@ -32,8 +32,8 @@ from .frames import (
     window_frame,
 )
 
-DEFAULT_WINDOW = 1 << 20
-DEFAULT_MAX_DATA_FRAME = 128 * 1024
+DEFAULT_WINDOW = 4 << 20
+DEFAULT_MAX_DATA_FRAME = 256 * 1024
 
 
 class Role(Enum):
@@ -246,14 +246,18 @@ class Mux:
             raise LocalProtocolError(
                 f"stream {stream_id} cannot send in state {self.state(stream_id).value}"
             )
-        view = memoryview(data)
-        total = min(len(view), stream.credit)
+        total = min(len(data), stream.credit)
         step = self.max_data_frame
         out = self._out
-        for pos in range(0, total, step):
-            chunk = view[pos : min(pos + step, total)]
-            out.append(data_header(stream_id, len(chunk)))
-            out.append(bytes(chunk))
+        if total == len(data) <= step and isinstance(data, bytes):
+            out.append(data_header(stream_id, total))
+            out.append(data)  # the common case: one frame, no copy
+        else:
+            view = memoryview(data)
+            for pos in range(0, total, step):
+                chunk = view[pos : min(pos + step, total)]
+                out.append(data_header(stream_id, len(chunk)))
+                out.append(bytes(chunk))
         stream.credit -= total
         return total
 

@@ -54,6 +54,11 @@ class StreamSink(Protocol):
 class Stream:
     """One multiplexed byte stream with credit-based backpressure both ways."""
 
+    __slots__ = (
+        "session", "id", "metadata", "_sink", "_pending", "_eof_pending", "_eof_sent",
+        "_producing", "_rbuf", "_eof_received", "_reset_reason", "_waiter",
+    )  # fmt: skip
+
     def __init__(self, session: Session, stream_id: int, metadata: dict[str, Any]) -> None:
         self.session = session
         self.id = stream_id
@@ -367,13 +372,13 @@ class Session(asyncio.Protocol):
         chunks = self.mux.data_to_send()
         if not chunks or self.transport.is_closing():
             return
-        write, mask = self.transport.write, self._mask
+        write, mask, binary = self.transport.write, self._mask, ws.Opcode.BINARY
         batch: list[bytes] = []
         size = 0
         for chunk in chunks:
             if size + len(chunk) > MAX_WS_MESSAGE and batch:
-                write(ws.encode(ws.Opcode.BINARY, b"".join(batch), mask=mask))
+                write(ws.encode_chunks(binary, batch, size, mask=mask))
                 batch, size = [], 0
             batch.append(chunk)
             size += len(chunk)
-        write(ws.encode(ws.Opcode.BINARY, b"".join(batch), mask=mask))
+        write(ws.encode_chunks(binary, batch, size, mask=mask))

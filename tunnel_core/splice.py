@@ -20,6 +20,8 @@ from .session import Stream
 class SpliceProtocol(asyncio.Protocol):
     """The protocol of a public (server) or upstream (client) TCP connection."""
 
+    __slots__ = ("stream", "transport", "_write_paused", "_held", "_eof_in", "_eof_out")
+
     def __init__(self, stream: Stream | None = None) -> None:
         self.stream = stream
         self.transport: asyncio.Transport | None = None

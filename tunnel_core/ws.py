@@ -64,19 +64,23 @@ def apply_mask(data: bytes, mask: bytes) -> bytes:
 
 def encode(opcode: Opcode, payload: bytes, *, mask: bool) -> bytes:
     """One final frame; ``mask`` is True exactly on the client side."""
-    n = len(payload)
+    return encode_chunks(opcode, [payload], len(payload), mask=mask)
+
+
+def encode_chunks(opcode: Opcode, chunks: list[bytes], size: int, *, mask: bool) -> bytes:
+    """One final frame whose payload is ``chunks`` joined (``size`` bytes), copied once."""
     first = 0x80 | opcode
     bit = 0x80 if mask else 0
-    if n < 126:
-        header = bytes((first, bit | n))
-    elif n < 1 << 16:
-        header = bytes((first, bit | 126)) + _U16.pack(n)
+    if size < 126:
+        header = bytes((first, bit | size))
+    elif size < 1 << 16:
+        header = bytes((first, bit | 126)) + _U16.pack(size)
     else:
-        header = bytes((first, bit | 127)) + _U64.pack(n)
+        header = bytes((first, bit | 127)) + _U64.pack(size)
     if not mask:
-        return header + payload
+        return b"".join([header, *chunks])
     key = os.urandom(4)
-    return header + key + apply_mask(payload, key)
+    return header + key + apply_mask(b"".join(chunks), key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -101,13 +105,17 @@ class WsDecoder:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data  # nothing buffered: parse in place, keep only the leftover
         payloads: list[bytes] = []
         controls: list[tuple[Opcode, bytes]] = []
-        pos, end = 0, len(buf)
+        pos, end = 0, len(src)
         try:
             while end - pos >= 2:
-                b0, b1 = buf[pos], buf[pos + 1]
+                b0, b1 = src[pos], src[pos + 1]
                 if b0 & 0x70:
                     raise FrameError("WebSocket extension bits set without an extension")
                 opcode = _OPCODES.get(b0 & 0x0F)
@@ -121,12 +129,12 @@ class WsDecoder:
                 if length == 126:
                     if end - head < 2:
                         break
-                    (length,) = _U16.unpack_from(buf, head)
+                    (length,) = _U16.unpack_from(src, head)
                     head += 2
                 elif length == 127:
                     if end - head < 8:
                         break
-                    (length,) = _U64.unpack_from(buf, head)
+                    (length,) = _U64.unpack_from(src, head)
                     head += 8
                 if opcode not in _DATA_OPCODES and (length > 125 or not b0 & 0x80):
                     raise FrameError("WebSocket control frame too long or fragmented")
@@ -136,12 +144,12 @@ class WsDecoder:
                 if masked:
                     if end - head < 4:
                         break
-                    key = bytes(buf[head : head + 4])
+                    key = bytes(src[head : head + 4])
                     head += 4
                 stop = head + length
                 if stop > end:
                     break
-                payload = bytes(buf[head:stop])
+                payload = bytes(src[head:stop])
                 if masked:
                     payload = apply_mask(payload, key)
                 if opcode in _DATA_OPCODES:
@@ -153,5 +161,8 @@ class WsDecoder:
         except FrameError as exc:
             self._error = exc
             raise
-        del buf[:pos]
+        if src is buf:
+            del buf[:pos]
+        else:
+            buf += data[pos:]
         return payloads, controls
