@@ -85,6 +85,10 @@ def medians(samples: Sequence[Sample], run_ratios: Sequence[Ratio]) -> list[Medi
     return out
 
 
+def _cell(kind: str, value: float) -> str:
+    return f"{value:.2f}×" if kind == "ratio" else f"{value:,.0f}"
+
+
 def table(summary: Sequence[Median]) -> str:
     """A markdown table of the medians, for people and for docs/benchmarks.md."""
     cells = {(m.kind, m.name, m.test): m.value for m in summary}
@@ -94,10 +98,6 @@ def table(summary: Sequence[Median]) -> str:
     for kind, name, label in rows:
         found = [cells.get((kind, name, t)) for t in TESTS]
         if any(v is not None for v in found):
-            unit = "×" if kind == "ratio" else ""
-            lines.append(
-                f"| {label} | "
-                + " | ".join("-" if v is None else f"{v:g}{unit}" for v in found)
-                + " |"
-            )
+            shown = ["-" if v is None else _cell(kind, v) for v in found]
+            lines.append(f"| {label} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
