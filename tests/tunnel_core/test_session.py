@@ -1,0 +1,197 @@
+"""The control plane and the Stream API in one process, over real TLS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pytest
+
+from tests.certs import self_signed
+from tunnel_core import tls
+from tunnel_core.client import Backoff, ClientConfig, connect
+from tunnel_core.errors import ConfigError, Refused, StreamClosedError
+from tunnel_core.server import ServerConfig, TunnelServer
+from tunnel_core.session import Session, Stream
+from tunnel_core.tcp import parse_port_map, parse_port_ranges
+
+pytestmark = pytest.mark.network
+
+
+class EchoPlane:
+    """A minimal data plane: remembers sessions; tests open streams on them."""
+
+    mode = "echo"
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+        self.refuse: Refused | None = None
+
+    async def register(self, session: Session, hello: dict[str, Any]) -> dict[str, Any]:
+        if self.refuse:
+            raise self.refuse
+        self.sessions.append(session)
+        return {"echo": hello.get("name")}
+
+    def unregister(self, session: Session) -> None:
+        self.sessions.remove(session)
+
+    def on_stream(self, session: Session, stream: Stream) -> None:
+        stream.reset("no")
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
+async def echo_handler(stream: Stream) -> None:
+    """The client side: echo every byte back, then half-close."""
+    while data := await stream.read():
+        stream.write(data)
+        await stream.drain()
+    stream.write_eof()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def start(window: int | None = None) -> tuple[TunnelServer, EchoPlane, ClientConfig]:
+    cert, key, fingerprint = self_signed()
+    plane = EchoPlane()
+    server = TunnelServer(
+        ServerConfig(
+            token="t0ken",
+            ssl_context=tls.server_context_from_pem(cert, key),
+            bind="127.0.0.1",
+            control_port=0,
+            initial_window=window,
+        ),
+        plane,
+    )
+    await server.start()
+    config = ClientConfig(
+        url=f"wss://127.0.0.1:{server.port}",
+        token="t0ken",
+        hello={"mode": "echo", "name": "x"},
+        fingerprint=fingerprint,
+        initial_window=window,
+    )
+    return server, plane, config
+
+
+def spawn(stream: Stream) -> None:
+    asyncio.get_running_loop().create_task(echo_handler(stream))
+
+
+def test_streams_echo_with_the_coroutine_api_under_small_windows():
+    async def main() -> None:
+        server, plane, config = await start(window=4096)
+        session, welcome = await connect(config, spawn)
+        assert welcome["ok"] and welcome["echo"] == "x"
+        payloads = [os.urandom(50_000 + i) for i in range(5)]
+
+        async def roundtrip(payload: bytes) -> bytes:
+            stream = plane.sessions[0].open_stream({"n": len(payload)})
+            writer = asyncio.ensure_future(_write_all(stream, payload))
+            got = bytearray()
+            while chunk := await stream.read():
+                got += chunk
+            await writer
+            return bytes(got)
+
+        results = await asyncio.gather(*(roundtrip(p) for p in payloads))
+        assert results == payloads
+        session.close()
+        await server.close()
+
+    run(main())
+
+
+async def _write_all(stream: Stream, payload: bytes) -> None:
+    for pos in range(0, len(payload), 7000):
+        stream.write(payload[pos : pos + 7000])
+        await stream.drain()
+    stream.write_eof()
+
+
+def test_reset_reaches_the_reader_and_other_streams_continue():
+    async def main() -> None:
+        server, plane, config = await start()
+        opened: list[Stream] = []
+        session, _ = await connect(config, opened.append)
+        a = plane.sessions[0].open_stream({})
+        b = plane.sessions[0].open_stream({})
+        await _until(lambda: len(opened) == 2)
+        opened[0].reset("upstream unreachable")
+        with pytest.raises(StreamClosedError, match="upstream unreachable"):
+            await a.read()
+        opened[1].write(b"fine")
+        assert await b.read() == b"fine"
+        session.close()
+        await server.close()
+
+    run(main())
+
+
+def test_refusal_carries_the_message_and_retry_flag():
+    async def main() -> None:
+        server, plane, config = await start()
+        plane.refuse = Refused("port 80 outside the allow-list", retry=False)
+        with pytest.raises(Refused, match="port 80 outside") as info:
+            await connect(config, spawn)
+        assert info.value.retry is False
+        await server.close()
+
+    run(main())
+
+
+def test_losing_the_connection_resets_its_streams():
+    async def main() -> None:
+        server, plane, config = await start()
+        session, _ = await connect(config, spawn)
+        stream = plane.sessions[0].open_stream({})
+        session.transport.abort()
+        with pytest.raises(StreamClosedError):
+            while await stream.read():
+                pass
+        await _until(lambda: not plane.sessions)
+        await server.close()
+
+    run(main())
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+def test_backoff_is_capped_exponential_with_injectable_jitter():
+    low = Backoff(initial=1, cap=8, jitter=lambda: 0.0)
+    high = Backoff(initial=1, cap=8, jitter=lambda: 1.0)
+    assert [low.delay(n) for n in range(6)] == [0.5, 1, 2, 4, 4, 4]
+    assert [high.delay(n) for n in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert high.delay(10_000) == 8
+
+
+def test_fingerprints_accept_colons_and_upper_case():
+    hexdigits = "ab" * 32
+    colons = ":".join(hexdigits[i : i + 2] for i in range(0, 64, 2)).upper()
+    assert tls.parse_fingerprint(f"SHA256:{colons}") == f"sha256:{hexdigits}"
+    assert tls.parse_fingerprint(hexdigits) == f"sha256:{hexdigits}"
+    with pytest.raises(ConfigError):
+        tls.parse_fingerprint("sha1:" + hexdigits)
+
+
+def test_port_flags():
+    assert parse_port_map("8000,2222:22") == {8000: 8000, 2222: 22}
+    assert parse_port_ranges("1024-65535,80") == [(1024, 65535), (80, 80)]
+    for bad in ("", "x", "70000", "8000,8000", "1:2:3"):
+        with pytest.raises(ConfigError):
+            parse_port_map(bad)
+    for bad in ("", "9-1", "0-10", "a-b"):
+        with pytest.raises(ConfigError):
+            parse_port_ranges(bad)
