@@ -71,7 +71,7 @@ class _LastResponse:
         return response
 
 
-def host_tag(host_id: str) -> str:
+def _host_tag(host_id: str) -> str:
     return f"{HOST_ID_TAG}-{host_id}"
 
 
@@ -127,7 +127,7 @@ class DigitalOceanProvider:
         sizes = self._call(self._manager.get_all_sizes)
         require_known(NAME, "size", spec.plan, (s.slug for s in sizes if s.available))
         require_known(NAME, f"size in {spec.region}", spec.plan, regions[spec.region].sizes)
-        tag = host_tag(spec.host_id)
+        tag = _host_tag(spec.host_id)
         droplet = sdk.Droplet(
             name=spec.name,
             region=spec.region,
