@@ -227,6 +227,7 @@ def fetch(url: str, out: BinaryIO, retry: Retry, progress: Progress | None = Non
                     raise http.client.IncompleteRead(b"", total - done)
                 return
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
             if exc.code == 416 and done:  # nothing left to send: we already have it all
                 return
             if exc.code < 500 and exc.code != 429:
@@ -257,8 +258,10 @@ def latest_tag(base: str, retry: Retry) -> str:
         if attempt > 1:
             retry.pause(attempt - 1)
         try:
-            opener.open(urllib.request.Request(url, method="HEAD"), timeout=retry.timeout)
+            with opener.open(urllib.request.Request(url, method="HEAD"), timeout=retry.timeout):
+                break  # answered without redirecting: not a release server we understand
         except urllib.error.HTTPError as exc:
+            exc.close()
             location = exc.headers.get("Location", "") if exc.code in (301, 302, 303, 307) else ""
             if location:
                 found = location.rstrip("/").rsplit("/", 1)[-1]
@@ -317,7 +320,10 @@ def _total_length(resp: http.client.HTTPResponse, done: int) -> int | None:
 def _open(url: str, timeout: float, headers: dict[str, str]) -> http.client.HTTPResponse:
     if not url.startswith(("https://", "http://")):
         raise UsageError(f"not an http(s) URL: {url}", hint="Check --release-url.")
-    resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    # A fresh opener reads the *_proxy variables now; urlopen's global one froze them
+    # at its first use in this process.
+    opener = urllib.request.build_opener()
+    resp = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
     return resp  # type: ignore[no-any-return]
 
 

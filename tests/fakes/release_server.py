@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 PREFIX = "/releases"
 
@@ -35,6 +36,7 @@ class Seen:
     method: str
     path: str
     range: str | None
+    target: str  # the request line's target: absolute-form when sent through a proxy
 
 
 @dataclass
@@ -82,7 +84,10 @@ def _handler(state: ReleaseServer) -> type[BaseHTTPRequestHandler]:
             self.do_GET()
 
         def do_GET(self) -> None:
-            state.requests.append(Seen(self.command, self.path, self.headers.get("Range")))
+            target = self.path
+            # A proxy receives absolute URLs; this server doubles as one for proxy tests.
+            self.path = urlsplit(target).path if target.startswith("http") else target
+            state.requests.append(Seen(self.command, self.path, self.headers.get("Range"), target))
             if self.path == f"{PREFIX}/latest" and state.latest:
                 self.send_response(302)
                 self.send_header("Location", f"{PREFIX}/tag/{state.latest}")
@@ -146,7 +151,7 @@ def release_server() -> Iterator[ReleaseServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.port = int(httpd.server_address[1])
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state
