@@ -58,6 +58,8 @@ class ClientConfig:
     fingerprint: str | None = None  # None only with insecure=True
     insecure: bool = False
     connect_timeout: float = 10.0
+    #: Ping this often; a connection silent for three intervals is dead (no FIN came).
+    keepalive: float = 25.0
     backoff: Backoff = field(default_factory=Backoff)
     initial_window: int | None = None
 
@@ -247,8 +249,10 @@ async def run_client(
             attempt = 0
             on_connected(info)
             stopping = asyncio.ensure_future(stop.wait())
+            pinging = asyncio.ensure_future(_keepalive(session, config.keepalive))
             await asyncio.wait((session.closed, stopping), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            pinging.cancel()
             if stop.is_set():
                 session.close("client shutting down", 1001)
                 await asyncio.wait((session.closed,), timeout=2)
@@ -261,3 +265,17 @@ async def run_client(
             await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
             pass
+
+
+async def _keepalive(session: Session, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    while not session.closed.done():
+        await asyncio.wait((session.closed,), timeout=interval)
+        if session.closed.done():
+            return
+        if loop.time() - session.last_received > 3 * interval:
+            session.close_reason = f"no answer for {3 * interval:.0f}s"
+            session.transport.abort()
+            return
+        session.mux.ping()
+        session.schedule_flush()

@@ -35,6 +35,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await main(stop)
 
+    _raise_fd_limit()
     try:
         if os.environ.get("TUNNEL_CORE_LOOP") != "asyncio":
             try:
@@ -50,6 +51,22 @@ def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     except TunnelError as exc:
         _report(exc)
         return 1
+
+
+def _raise_fd_limit() -> None:
+    """Every tunnelled connection costs a descriptor; 1024 is a common, too low default."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            log.debug("could not raise the descriptor limit from %d", soft)
 
 
 def _report(exc: TunnelError) -> None:

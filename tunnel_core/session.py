@@ -265,6 +265,7 @@ class Session(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason = ""
+        self.last_received = self._loop.time()
 
     # Data planes call these -------------------------------------------------------------
 
@@ -297,6 +298,7 @@ class Session(asyncio.Protocol):
     # asyncio.Protocol --------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self.last_received = self._loop.time()
         try:
             payloads, controls = self._ws.feed(data)
             for payload in payloads:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.certs import self_signed
 from tunnel_core import tls
-from tunnel_core.client import Backoff, ClientConfig, connect
+from tunnel_core.client import Backoff, ClientConfig, connect, run_client
 from tunnel_core.errors import ConfigError, Refused, StreamClosedError
 from tunnel_core.server import ServerConfig, TunnelServer
 from tunnel_core.session import Session, Stream
@@ -195,3 +195,24 @@ def test_port_flags():
     for bad in ("", "9-1", "0-10", "a-b"):
         with pytest.raises(ConfigError):
             parse_port_ranges(bad)
+
+
+def test_silent_server_is_detected_by_keepalive_and_the_client_reconnects():
+    async def main() -> None:
+        server, plane, config = await start()
+        config.keepalive = 0.1
+        config.backoff = Backoff(initial=0.01, cap=0.02, jitter=lambda: 0.0)
+        connected: list[dict[str, Any]] = []
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run_client(config, spawn, stop, connected.append))
+        await _until(lambda: len(plane.sessions) == 1)
+        first = plane.sessions[0]
+        first.transport.pause_reading()  # alive at TCP level, but never answers a ping
+        await _until(lambda: len(connected) == 2)
+        assert plane.sessions[-1] is not first
+        stop.set()
+        await task
+        first.transport.abort()
+        await server.close()
+
+    run(main())
