@@ -158,6 +158,7 @@ def main(argv: list[str]) -> int:
         "cli": cli,
     }
     started = time.monotonic()
+    emit({"note": "machine at start", "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]})
     try:
         for name in SECTIONS:
             if name in only:
@@ -169,6 +170,7 @@ def main(argv: list[str]) -> int:
     finally:
         procs.close()
         signal.alarm(0)
+    emit({"note": "machine at end", "loadavg_1m": os.getloadavg()[0]})
     shutil.rmtree(work, ignore_errors=True)
     progress(f"done in {time.monotonic() - started:.0f} s")
     return 0
