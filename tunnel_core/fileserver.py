@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import h11
 
-from .http_conn import HttpError, Limits, PublicConnection, start_public_server
+from .http_conn import HttpError, Limits, PublicConnection, serve_requests, start_public_server
 
 __all__ = ["FileServer", "run_fileserver"]
 
@@ -52,7 +52,10 @@ class FileServer:
         return False
 
     def _resolve(self, target: bytes) -> Path:
-        path = unquote(urlsplit(target.decode("ascii", "replace")).path, errors="strict")
+        try:
+            path = unquote(urlsplit(target.decode("ascii")).path, errors="strict")
+        except UnicodeDecodeError:
+            raise HttpError(400, "the path is not valid percent-encoded UTF-8") from None
         if "\x00" in path or "\\" in path:
             raise HttpError(400, "bad path")
         root = self.webroot.resolve()
@@ -97,43 +100,31 @@ class FileServer:
                     await conn.send(h11.Data(data=chunk))
         await conn.send(h11.EndOfMessage())
 
-    async def _serve_one(self, conn: PublicConnection, request: h11.Request) -> None:
+    async def _serve_one(self, conn: PublicConnection, request: h11.Request) -> bool:
         while not isinstance(await conn.next_body_event(), h11.EndOfMessage):
             pass  # GET/HEAD bodies are meaningless; read and drop them
         if not self._authorized(request):
             body = b"authentication required\n"
             headers = [("WWW-Authenticate", _REALM), ("Content-Type", "text/plain")]
             await self._respond(conn, 401, headers, body)
-            return
+            return True
         if request.method not in (b"GET", b"HEAD"):
             await self._respond(conn, 405, [("Allow", "GET, HEAD")], b"method not allowed\n")
-            return
+            return True
         path = self._resolve(request.target)
         head_only = request.method == b"HEAD"
         if path.is_file():
             await self._serve_file(conn, path, head_only)
-            return
+            return True
         if not self.allow_browsing or not os.access(path, os.R_OK | os.X_OK):
             raise HttpError(403, "directory listing is disabled (start with --allow-browsing)")
         body = self._listing(path, unquote(urlsplit(request.target.decode()).path))
         headers = [("Content-Type", "text/html; charset=utf-8")]
         await self._respond(conn, 200, headers, b"" if head_only else body)
+        return True
 
     async def handle(self, conn: PublicConnection) -> None:
-        while True:
-            try:
-                request = await conn.next_request()
-                if request is None:
-                    return
-                await self._serve_one(conn, request)
-            except HttpError as error:
-                await conn.refuse(error)
-                return
-            except UnicodeDecodeError:
-                await conn.refuse(HttpError(400, "path is not valid UTF-8"))
-                return
-            if not conn.reusable():
-                return
+        await serve_requests(conn, self._serve_one)
 
 
 async def run_fileserver(

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import h11
 
-__all__ = ["HttpError", "Limits", "PublicConnection", "simple_response", "start_public_server"]
+__all__ = [
+    "HttpError",
+    "Limits",
+    "PublicConnection",
+    "serve_requests",
+    "simple_response",
+    "start_public_server",
+]
 
 _REASONS = {
     400: "Bad Request",
@@ -171,6 +178,30 @@ class PublicConnection:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def serve_requests(
+    conn: PublicConnection,
+    serve_one: Callable[[PublicConnection, h11.Request], Awaitable[bool]],
+    refused: Callable[[int], None] = lambda status: None,
+) -> None:
+    """The keep-alive loop: serve requests until one ends the connection.
+
+    ``serve_one`` returns ``False`` when the connection cannot carry another request;
+    an :class:`HttpError` from it or from parsing is answered, reported to ``refused``
+    (for metrics) and closes the connection.
+    """
+    while True:
+        try:
+            request = await conn.next_request()
+            if request is None or not await serve_one(conn, request):
+                return
+        except HttpError as error:
+            refused(error.status)
+            await conn.refuse(error)
+            return
+        if not conn.reusable():
+            return
 
 
 async def start_public_server(

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import h11
 
-from .http_conn import HttpError, Limits, PublicConnection
+from .http_conn import HttpError, Limits, PublicConnection, serve_requests
 from .http_router import Router
 from .metrics import Metrics
 
@@ -196,19 +196,7 @@ class HttpProxy:
     response_timeout: float = 60.0
 
     async def handle(self, conn: PublicConnection) -> None:
-        while True:
-            try:
-                request = await conn.next_request()
-                if request is None:
-                    return
-                if not await self._proxy(conn, request):
-                    return
-            except HttpError as error:
-                self.metrics.count_request(error.status)
-                await conn.refuse(error)
-                return
-            if not conn.reusable():
-                return
+        await serve_requests(conn, self._proxy, self.metrics.count_request)
 
     async def _proxy(self, conn: PublicConnection, request: h11.Request) -> bool:
         """Forward one request; ``False`` when the public connection must close."""

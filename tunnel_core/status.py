@@ -8,16 +8,16 @@ same order the tunnel client keeps.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import ssl
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import options, tls
 from .errors import AuthRejected, ConfigError, ConnectError, TunnelError
-from .runner import _report
+from .runner import run
 
 __all__ = ["fetch_status", "register"]
 
@@ -90,16 +90,15 @@ def render(document: dict[str, Any]) -> str:
 
 
 def status_main(args: argparse.Namespace) -> int:
-    try:
-        document = fetch_status(
-            args.url, options.resolve_token(args), options.client_pin(args), args.timeout
+    async def main(stop: asyncio.Event) -> int:
+        document = await asyncio.to_thread(
+            fetch_status,
+            args.url,
+            options.resolve_token(args),
+            options.client_pin(args),
+            args.timeout,
         )
-    except ConfigError as exc:
-        _report(exc)
-        return 2
-    except TunnelError as exc:
-        _report(exc)
-        return 1
-    print(json.dumps(document, indent=2) if args.json else render(document))
-    sys.stdout.flush()
-    return 0
+        print(json.dumps(document, indent=2) if args.json else render(document), flush=True)
+        return 0
+
+    return run(main)
