@@ -118,6 +118,22 @@ def window_frame(stream_id: int, increment: int) -> bytes:
     return HEADER.pack(FrameType.WINDOW, stream_id, 4) + WINDOW_PAYLOAD.pack(increment)
 
 
+def stage(buf: bytearray, data: bytes) -> bytes | bytearray:
+    """What a decoder parses: ``data`` itself when nothing is buffered (saves a copy)."""
+    if buf:
+        buf += data
+        return buf
+    return data
+
+
+def keep_rest(buf: bytearray, src: bytes | bytearray, data: bytes, pos: int) -> None:
+    """Keep the unparsed tail (from ``pos``) of what :func:`stage` returned."""
+    if src is buf:
+        del buf[:pos]
+    else:
+        buf += data[pos:]
+
+
 class FrameDecoder:
     """Buffers bytes and returns whole frames; a decode error is final."""
 
@@ -134,11 +150,7 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        if buf:
-            buf += data
-            src: bytes | bytearray = buf
-        else:
-            src = data  # nothing buffered: parse in place, keep only the leftover
+        src = stage(buf, data)
         frames: list[Frame] = []
         pos, end = 0, len(src)
         unpack = HEADER.unpack_from
@@ -163,10 +175,7 @@ class FrameDecoder:
         except FrameError as exc:
             self._error = exc
             raise
-        if src is buf:
-            del buf[:pos]
-        else:
-            buf += data[pos:]
+        keep_rest(buf, src, data, pos)
         return frames
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from .errors import FrameError
+from .frames import keep_rest, stage
 
 _c_apply_mask: Callable[[bytes, bytes], bytes] | None
 try:
@@ -105,11 +106,7 @@ class WsDecoder:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        if buf:
-            buf += data
-            src: bytes | bytearray = buf
-        else:
-            src = data  # nothing buffered: parse in place, keep only the leftover
+        src = stage(buf, data)
         payloads: list[bytes] = []
         controls: list[tuple[Opcode, bytes]] = []
         pos, end = 0, len(src)
@@ -161,8 +158,5 @@ class WsDecoder:
         except FrameError as exc:
             self._error = exc
             raise
-        if src is buf:
-            del buf[:pos]
-        else:
-            buf += data[pos:]
+        keep_rest(buf, src, data, pos)
         return payloads, controls
