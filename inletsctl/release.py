@@ -138,9 +138,15 @@ def build_pyz(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> bytes:
     return buf.getvalue()
 
 
-def add_zip_entry(zf: zipfile.ZipFile, arcname: str, data: bytes, mode: int = 0o644) -> None:
+def add_zip_entry(
+    zf: zipfile.ZipFile,
+    arcname: str,
+    data: bytes,
+    mode: int = 0o644,
+    date: tuple[int, int, int, int, int, int] = ZIP_DATE,
+) -> None:
     """One reproducible member: fixed date, Unix mode, no extra fields."""
-    info = zipfile.ZipInfo(arcname, date_time=ZIP_DATE)
+    info = zipfile.ZipInfo(arcname, date_time=date)
     info.create_system = 3
     info.external_attr = (0o100000 | mode) << 16
     info.compress_type = zipfile.ZIP_DEFLATED

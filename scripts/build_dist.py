@@ -127,11 +127,7 @@ def normalize_wheel(path: Path, epoch: int) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as dst:
         for name in sorted(members, key=order):
-            info = zipfile.ZipInfo(name, date_time=zip_date(epoch))
-            info.create_system = 3
-            info.external_attr = (0o100000 | 0o644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(info, members[name], compresslevel=9)
+            release.add_zip_entry(dst, name, members[name], date=zip_date(epoch))
     path.write_bytes(buf.getvalue())
 
 

@@ -157,6 +157,24 @@ def test_cloud_init_carries_the_url_and_hash_of_the_build(
     assert _sums(dist)[release.PYZ_NAME] in fetch
 
 
+def test_download_installs_the_built_pyz_and_it_runs(dist: Path, tmp_path: Path) -> None:
+    """The round trip users take: published assets -> inletsctl download -> a working engine."""
+    from inletsctl.download import Request, Retry, download
+    from tests.fakes.release_server import Asset, release_server
+
+    with release_server() as srv:
+        srv.publish(release.tag(), {release.PYZ_NAME: (dist / release.PYZ_NAME).read_bytes()})
+        srv.put(release.tag(), release.SUMS_NAME, Asset((dist / release.SUMS_NAME).read_bytes()))
+        req = Request(release_url=srv.url, download_to=tmp_path, os_name="linux")
+        done = download(req, Retry(attempts=2, backoff=0.0))
+    assert done.sha256 == _sums(dist)[release.PYZ_NAME]
+    out = subprocess.run(
+        [str(done.path), "--help"], capture_output=True, text=True, timeout=60
+    )  # run through its shebang, as a user would
+    assert out.returncode == 0, out.stderr
+    assert "tcp" in out.stdout
+
+
 def test_release_workflow_is_a_valid_github_workflow() -> None:
     workflow = ROOT / ".github" / "workflows" / "release.yml"
     exe = Path(sys.executable).with_name("check-jsonschema")
