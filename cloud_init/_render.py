@@ -72,8 +72,8 @@ def _email(value: str) -> str:
     return value
 
 
-def _env_token(value: str) -> str:
-    """``INLETS_TOKEN=...`` for an EnvironmentFile, which has its own quoting rules."""
+def check_token(value: str) -> str:
+    """A token that fits ``INLETS_TOKEN=...`` in an EnvironmentFile (its own quoting rules)."""
     if not _TOKEN.match(value) or _FORBIDDEN_TOKEN_CHARS & set(value):
         raise UnsafeValue(
             "the tunnel token has spaces, quotes, backslashes or control characters",
@@ -98,7 +98,7 @@ def _environment() -> jinja2.Environment:
         unit_arg=_unit_arg,
         domain=_domain,
         email=_email,
-        env_token=_env_token,
+        env_token=check_token,
     )
     return env
 

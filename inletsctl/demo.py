@@ -1,9 +1,9 @@
-"""``make demo``: a tunnel server and client on loopback, real traffic, then clean up.
+"""``make demo``: the product end to end on loopback, with no cloud account.
 
-A stand-in until ``inletsctl create --provider local`` drives the same steps: it
-starts ``tunnel-core tcp server --auto-tls`` and a client as subprocesses, serves a
-page from a local HTTP server through the tunnel, prints what happened and stops
-both processes by PID.
+``inletsctl create --provider local --http`` starts an exit server, ``inletsctl
+connect`` runs the client for it, a page from a local HTTP server is fetched through
+the tunnel, and ``inletsctl delete`` stops the server. Everything happens in a
+temporary state directory, and every process started is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -11,116 +11,83 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import re
-import secrets
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
 
-DEADLINE = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: Seconds to wait for the first byte through the tunnel.
+DEADLINE_S = 20.0
+PAGE = b"<h1>hello through the tunnel</h1>\n"
 
 
-def _wait(what: str, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out waiting for {what}")
-        time.sleep(0.05)
+class _Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("content-length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
-def _health(port: int) -> dict[str, object]:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=ctx) as r:
-            body: dict[str, object] = json.loads(r.read())
-            return body
-    except OSError:
-        return {}
+def _inletsctl(env: dict[str, str], *args: str) -> str:
+    print(f"$ inletsctl {' '.join(args)}", file=sys.stderr)
+    done = subprocess.run(
+        [sys.executable, "-m", "inletsctl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
 
 
-def _engine(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tunnel_core", *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
-        )
+def _get_through(url: str, client: subprocess.Popen[bytes]) -> bytes:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        if client.poll() is not None:
+            raise SystemExit(f"demo: the tunnel client exited ({client.returncode})")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bytes(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def main() -> int:
-    control, public = _free_port(), _free_port()
-    token = secrets.token_urlsafe(24)
-    env = {"INLETS_TOKEN": token}
-    page = b"<h1>hello through the tunnel</h1>\n"
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self.send_response(200)
-            self.send_header("content-length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    upstream = httpd.server_address[1]
-    processes: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="inletsctl-demo-") as tmp:
-        server_log, client_log = Path(tmp, "server.log"), Path(tmp, "client.log")
+    upstream = f"http://127.0.0.1:{httpd.server_address[1]}"
+    with tempfile.TemporaryDirectory(prefix="inletsctl-demo-") as state:
+        env = {**os.environ, "INLETSCTL_STATE_DIR": state}
+        host = json.loads(_inletsctl(env, "create", "--provider", "local", "--http", "-o", "json"))
+        print(f"   host {host['id']} at {host['url']}, {host['tls_fingerprint']}", file=sys.stderr)
         try:
-            print(f"1. tunnel server on 127.0.0.1:{control} (--auto-tls)", file=sys.stderr)
-            server_args = ["tcp", "server", "--bind", "127.0.0.1", "--control-port", str(control)]
-            server_args += ["--token-env", "INLETS_TOKEN", "--auto-tls"]
-            processes.append(_engine(server_args, server_log, env))
-            _wait("the server's fingerprint", lambda: "sha256:" in server_log.read_text())
-            found = re.search(r"sha256:[0-9a-f]{64}", server_log.read_text())
-            assert found is not None
-            fingerprint = found.group(0)
-            print(f"   fingerprint {fingerprint}", file=sys.stderr)
-            print(
-                f"2. tunnel client: public port {public} -> 127.0.0.1:{upstream}", file=sys.stderr
+            print(f"$ inletsctl connect {host['id']} --upstream {upstream}", file=sys.stderr)
+            client = subprocess.Popen(
+                [sys.executable, "-m", "inletsctl", "connect", host["id"], "--upstream", upstream],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            client_args = ["tcp", "client", "--url", f"wss://127.0.0.1:{control}"]
-            client_args += ["--token-env", "INLETS_TOKEN", "--tls-fingerprint", fingerprint]
-            client_args += ["--upstream", "127.0.0.1", "--ports", f"{public}:{upstream}"]
-            processes.append(_engine(client_args, client_log, env))
-            _wait("the client to connect", lambda: _health(control).get("clients") == 1)
-            print(f"3. GET http://127.0.0.1:{public}/ through the tunnel", file=sys.stderr)
-            with urllib.request.urlopen(f"http://127.0.0.1:{public}/", timeout=10) as response:
-                body = response.read()
-            print(f"   {response.status} {body.decode().strip()}")
-            print(f"   server health: {json.dumps(_health(control))}")
-            return 0 if body == page else 1
+            try:
+                url = f"http://127.0.0.1:{host['data_port']}/"
+                body = _get_through(url, client)
+                print(f"GET {url} through the tunnel: {body.decode().strip()}")
+            finally:
+                client.terminate()
+                client.wait(timeout=10)
         finally:
-            for process in reversed(processes):
-                process.send_signal(signal.SIGTERM)
-                try:
-                    code = process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    code = process.wait()
-                print(f"4. stopped pid {process.pid} (exit {code})", file=sys.stderr)
+            _inletsctl(env, "delete", "--id", host["id"])
             httpd.shutdown()
+    return 0 if body == PAGE else 1
 
 
 if __name__ == "__main__":

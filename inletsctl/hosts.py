@@ -52,8 +52,14 @@ def new_host_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def build_spec(req: CreateRequest, provider: Provider, host_id: str) -> HostSpec:
-    """Everything the provider gets, user-data rendered and size-checked: no API call yet."""
+def build_spec(
+    req: CreateRequest, provider: Provider, host_id: str, dry_run: bool = False
+) -> HostSpec:
+    """Everything the provider gets, user-data rendered and size-checked: no API call yet.
+
+    A provider that boots no VM (``consumes_user_data = False``, as ``local``) gets no
+    user-data unless it is a dry run, which saves building the release artifact.
+    """
     facts = provider.facts
     region = req.region or facts.default_region
     plan = req.plan or facts.default_plan
@@ -68,9 +74,15 @@ def build_spec(req: CreateRequest, provider: Provider, host_id: str) -> HostSpec
         )
     ident = tls.generate(ip="127.0.0.1" if req.provider == "local" else "")
     public = tuple(p for p, _ in req.ports)
+    wants_user_data = dry_run or getattr(provider, "consumes_user_data", True)
     artifact = (
-        release.artifact(req.release_url or None) if req.engine is Engine.TUNNEL_CORE else None
+        release.artifact(req.release_url or None)
+        if wants_user_data and req.engine is Engine.TUNNEL_CORE
+        else None
     )
+    if req.token:
+        with map_provider_errors():
+            cloud_init.check_token(req.token)
     server = ServerSpec(
         mode=req.mode,
         token=req.token or secrets.token_urlsafe(32),
@@ -85,9 +97,11 @@ def build_spec(req: CreateRequest, provider: Provider, host_id: str) -> HostSpec
         release_url=artifact.url if artifact else "",
         artifact_sha256=artifact.sha256 if artifact else "",
     )
-    with map_provider_errors():
-        user_data = cloud_init.render(server)
-        cloud_init.check_size(user_data, facts, req.provider)
+    user_data = ""
+    if wants_user_data:
+        with map_provider_errors():
+            user_data = cloud_init.render(server)
+            cloud_init.check_size(user_data, facts, req.provider)
     return HostSpec(
         host_id=host_id,
         name=req.name or f"inlets-{host_id[:6]}",

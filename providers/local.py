@@ -85,6 +85,8 @@ class LocalProvider:
         regions=("local",),
         plans=("process",),
     )
+    #: The server starts from the ServerSpec directly; no VM reads user-data.
+    consumes_user_data: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig) -> None:
         if not config.state_dir:

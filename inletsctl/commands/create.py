@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from inletsctl import hosts
 from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError
 from inletsctl.output import Format, emit_json, show_summary, stderr
@@ -99,6 +98,8 @@ def create(
     endpoint_url: o.EndpointOpt = "",
 ) -> None:
     """Create an exit server and print the client command that connects to it."""
+    from inletsctl import hosts  # jinja2, cryptography: only when used
+
     mode = mode_of(tcp, http, letsencrypt_domain)
     port_list = parse_ports(ports)
     if mode is TunnelMode.TCP and not port_list:
@@ -130,7 +131,7 @@ def create(
         region,
     )
     prov = open_provider(provider, access, store.directory)
-    spec = hosts.build_spec(req, prov, hosts.new_host_id())
+    spec = hosts.build_spec(req, prov, hosts.new_host_id(), dry_run)
     if dry_run:
         if output is Format.json:
             emit_json({"provider": provider, "host_id": spec.host_id, "user_data": spec.user_data})

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from inletsctl import hosts
 from inletsctl.commands import _options as o
 from inletsctl.errors import HostUnknown, UsageError, map_provider_errors
 from inletsctl.output import Format, emit_json, stdout
@@ -48,6 +47,8 @@ def delete(
     endpoint_url: o.EndpointOpt = "",
 ) -> None:
     """Delete a host by --id (the state knows the rest) or by --ip."""
+    from inletsctl import hosts  # jinja2, cryptography: only when used
+
     if bool(id) == bool(ip):
         raise UsageError("pass exactly one of --id or --ip")
     store = Store()

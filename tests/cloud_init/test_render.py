@@ -218,3 +218,10 @@ def test_cloud_init_schema_accepts_it(variant: str, tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Valid" in res.stdout
+
+
+def test_public_api_is_exactly_all() -> None:
+    public = {n for n in vars(cloud_init) if not n.startswith("_")}
+    public -= {"annotations", "errors"}
+    assert cloud_init.__all__ == sorted(cloud_init.__all__)
+    assert set(cloud_init.__all__) == public
