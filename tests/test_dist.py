@@ -142,13 +142,15 @@ def test_source_checkout_builds_the_same_pyz_as_make_dist(dist: Path, tmp_path: 
 
 
 def test_cloud_init_carries_the_url_and_hash_of_the_build(
-    dist: Path, monkeypatch: pytest.MonkeyPatch
+    dist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cloud_init._render import render
     from tests.certs import server_spec
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where the source checkout's pyz goes
     monkeypatch.setenv(release.RELEASE_URL_ENV, "http://127.0.0.1:9/releases/")
     art = release.artifact()
+    assert (tmp_path / "inletsctl" / "pyz" / art.sha256[:16] / release.PYZ_NAME).is_file()
     spec = replace(server_spec(), release_url=art.url, artifact_sha256=art.sha256)
     doc = yaml.safe_load(render(spec))
     fetch = next(cmd for cmd in doc["runcmd"] if isinstance(cmd, list) and "fetch" in cmd)
