@@ -116,6 +116,7 @@ def download(req: Request, retry: Retry = Retry(), progress: Progress | None = N
     name = asset_name(req.engine, os_name, arch)
     url = f"{base}/download/{tag}/{name}"
     want = _published_sha256(req.engine, base, tag, name, retry)
+    _check_pin(req.engine, tag, want)
     target_dir = target_directory(req.download_to)
     target = target_dir / install_name(req.engine, os_name)
     if target.exists():
@@ -310,6 +311,18 @@ def _published_sha256(engine: Engine, base: str, tag: str, name: str, retry: Ret
     """Our releases publish SHA256SUMS; inlets-pro publishes ``<file>.sha256`` per asset."""
     sums = release.SUMS_NAME if engine is Engine.TUNNEL_CORE else f"{name}.sha256"
     return parse_sums(fetch_text(f"{base}/download/{tag}/{sums}", retry), name)
+
+
+def _check_pin(engine: Engine, tag: str, published: str) -> None:
+    """A release install knows its pyz's digest already: a mirror cannot swap file and sums."""
+    ver = release.version()
+    pinned = release.pinned_sha256(ver) if engine is Engine.TUNNEL_CORE else ""
+    if pinned and tag == release.tag(ver) and pinned != published:
+        raise ChecksumMismatch(
+            f"the release's {release.SUMS_NAME} lists {published} for {release.PYZ_NAME} {tag}, "
+            f"but this inletsctl was built with {pinned}; nothing was installed",
+            hint="The release server is not serving the published release; check --release-url.",
+        )
 
 
 def _total_length(resp: http.client.HTTPResponse, done: int) -> int | None:

@@ -100,7 +100,7 @@ def asset_url(name: str, ver: str | None = None, release_url: str | None = None)
 def artifact(release_url: str | None = None) -> Artifact:
     """The pyz of this version: the pinned digest of a release install, else a local build."""
     ver = version()
-    pinned = _pinned_sha256(ver)
+    pinned = pinned_sha256(ver)
     digest = pinned if pinned else sha256_file(local_pyz())
     return Artifact(url=asset_url(PYZ_NAME, ver, release_url), sha256=digest, version=ver)
 
@@ -181,7 +181,7 @@ def pin_document(sha256: str, ver: str) -> str:
     return json.dumps({"name": PYZ_NAME, "sha256": sha256, "version": ver}, sort_keys=True) + "\n"
 
 
-def _pinned_sha256(ver: str) -> str:
+def pinned_sha256(ver: str) -> str:
     """The digest ``make dist`` pinned, if this install came from its wheel or sdist."""
     pin = resources.files("inletsctl") / PIN_FILE
     if not pin.is_file():

@@ -86,6 +86,19 @@ def test_refuses_a_file_that_is_not_the_published_one(
     assert _leftovers(bindir) == []
 
 
+def test_a_release_install_trusts_its_pin_over_the_servers_sums(
+    server: ReleaseServer, bindir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel from `make dist` pins the pyz digest; a mirror serving other bytes is refused."""
+    monkeypatch.setattr(release, "pinned_sha256", lambda ver: "ab" * 32)
+    with pytest.raises(ChecksumMismatch, match="was built with abab"):
+        download(_req(server, bindir), FAST)
+    assert server.hits(release.PYZ_NAME) == []
+    assert list(bindir.iterdir()) == []
+    monkeypatch.setattr(release, "pinned_sha256", lambda ver: hashlib.sha256(PYZ).hexdigest())
+    assert download(_req(server, bindir), FAST).path.read_bytes() == PYZ
+
+
 def test_missing_release_is_a_clear_error(server: ReleaseServer, bindir: Path) -> None:
     with pytest.raises(DownloadError, match="404") as err:
         download(_req(server, bindir, version="v9.9.9"), FAST)
