@@ -95,11 +95,7 @@ def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[
         run_samples: list[loadgen.Sample] = []
         if script is not None:
             progress(f"run {run}/{args.runs}: anchors (direct, socat, ssh -R, stunnel)")
-            try:
-                found, notes = anchors.run_anchors(procs, script, run, args.duration)
-            except BenchError as exc:  # its ssh -R sometimes fails to come up on a busy machine
-                progress(f"anchors failed, once more: {exc}")
-                found, notes = anchors.run_anchors(procs, script, run, args.duration)
+            found, notes = anchors.run_anchors(procs, script, run, args.duration)
             run_samples += found
             for note in notes:
                 emit({"run": run} | json.loads(note))
@@ -111,7 +107,12 @@ def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[
         progress(f"run {run}/{args.runs}: tunnel-core")
         pub = tunnel.public
         run_samples += loadgen.measure(
-            run, report.OURS, pub[up.iperf3_port], pub[up.http_port], args.duration
+            run,
+            report.OURS,
+            pub[up.iperf3_port],
+            pub[up.http_port],
+            args.duration,
+            (tunnel.server.pid, tunnel.client.pid),
         )
         for s in run_samples:
             emit(s.as_json())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from bench.loadgen import Sample
@@ -32,19 +33,32 @@ def locate(explicit: str | None) -> Path | None:
 
 
 def run_anchors(
+    procs: Procs, script: Path, run: int, duration: int, attempts: int = 3
+) -> tuple[list[Sample], list[str]]:
+    """Run the script; returns its figures and its notes (lines without a figure).
+
+    Its `ssh -R` now and then fails to bind a forwarded port on a busy machine
+    ("port 35201 never opened"), so a failed run is tried again, `attempts` times
+    in all, before the bench gives up.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _run_once(procs, script, run, duration)
+        except BenchError as exc:
+            if attempt == attempts:
+                raise
+            print(f"bench: anchors failed, trying again: {exc}", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _run_once(
     procs: Procs, script: Path, run: int, duration: int
 ) -> tuple[list[Sample], list[str]]:
-    """Run the script once; returns its figures and its notes (lines without a figure).
-
-    It runs under `Procs` so that an interrupted bench ends it and, through its
-    process group, the iperf3/wrk/hey it is waiting for; its own trap then stops
-    its servers.
-    """
+    # Under `Procs`, an interrupted bench ends the script and, through its process
+    # group, the iperf3/wrk/hey it waits for; its own trap then stops its servers.
+    name = f"anchors-{run}"
     proc = procs.start(
-        f"anchors-{run}",
-        ["bash", str(script)],
-        env=os.environ | {"DUR": str(duration)},
-        stdout_pipe=True,
+        name, ["bash", str(script)], env=os.environ | {"DUR": str(duration)}, stdout_pipe=True
     )
     try:
         out, _ = proc.communicate(timeout=40 * duration + 300)
@@ -53,7 +67,7 @@ def run_anchors(
     finally:
         procs.stop(proc)
     if proc.returncode != 0:
-        raise BenchError(f"{script} failed ({proc.returncode}):\n{procs.log(f'anchors-{run}')}")
+        raise BenchError(f"{script} failed ({proc.returncode}): {procs.log(name).strip()[-300:]}")
     samples: list[Sample] = []
     notes: list[str] = []
     for line in out.decode().splitlines():

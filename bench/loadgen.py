@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 
-from bench.procs import BenchError
+from bench.procs import BenchError, cpu_seconds
 
 BULK = "bulk_1stream_MBps"
 HTTP = "http_small_c50_rps"
@@ -83,10 +86,27 @@ def new_connections(run: int, path: str, port: int) -> Sample:
     return Sample(run, path, NEWCONN, float(rps.group(1)), extra)
 
 
-def measure(run: int, path: str, bulk_port: int, http_port: int, duration: int) -> list[Sample]:
-    """The three tests against one path, in the anchor script's order."""
-    return [
-        bulk(run, path, bulk_port, duration),
-        http_small(run, path, http_port, duration),
-        new_connections(run, path, http_port),
+def measure(
+    run: int, path: str, bulk_port: int, http_port: int, duration: int, pids: Sequence[int] = ()
+) -> list[Sample]:
+    """The three tests against one path, in the anchor script's order.
+
+    With `pids` (the tunnel's processes), each figure also carries their CPU use
+    during the test, in % of one core: on a busy machine it tells whether the tunnel
+    was starved or saturated, which the throughput alone cannot.
+    """
+    tests: list[Callable[[], Sample]] = [
+        partial(bulk, run, path, bulk_port, duration),
+        partial(http_small, run, path, http_port, duration),
+        partial(new_connections, run, path, http_port),
     ]
+    samples = []
+    for test in tests:
+        before, started = sum(map(cpu_seconds, pids)), time.monotonic()
+        sample = test()
+        if pids:
+            used = sum(map(cpu_seconds, pids)) - before
+            cpu = round(100 * used / (time.monotonic() - started))
+            sample = replace(sample, extra=(*sample.extra, ("tunnel_cpu_pct", str(cpu))))
+        samples.append(sample)
+    return samples
