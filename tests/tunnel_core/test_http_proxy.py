@@ -51,6 +51,8 @@ async def echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.Stre
                 elif isinstance(ev, h11.Data):
                     digest.update(ev.data)
                     size += len(ev.data)
+            if event.target == b"/hang":  # never answers: a request stays in flight
+                await asyncio.Event().wait()
             if event.target.startswith(b"/download/"):
                 total = int(event.target.rsplit(b"/", 1)[1])
                 writer.write(conn.send(h11.Response(status_code=200, headers=[])))
@@ -169,18 +171,18 @@ def test_round_robin_is_exact_and_a_killed_client_leaves_the_rotation() -> None:
             for name in ("a", "b", "c"):
                 await r.client(name, "app.test=" + await r.upstream(name))
             seen: dict[str, int] = {}
-            for _ in range(300):
+            for _ in range(30):
                 status, body = await asyncio.to_thread(get, r.port)
                 assert status == 200
                 name = json.loads(body)["name"]
                 seen[name] = seen.get(name, 0) + 1
-            assert seen == {"a": 100, "b": 100, "c": 100}
+            assert seen == {"a": 10, "b": 10, "c": 10}
             await r.kill("b")
             after = [
-                json.loads((await asyncio.to_thread(get, r.port))[1])["name"] for _ in range(30)
+                json.loads((await asyncio.to_thread(get, r.port))[1])["name"] for _ in range(10)
             ]
             assert sorted(set(after)) == ["a", "c"]
-            assert r.metrics.requests[200] == 330
+            assert r.metrics.requests[200] == 40
 
     run(main)
 
@@ -297,7 +299,7 @@ def test_large_download_is_streamed_intact() -> None:
     async def main() -> None:
         async with rig() as r:
             await r.client("a", await r.upstream("a"))
-            size = 100 * 1024 * 1024
+            size = 20 * 1024 * 1024  # the 100 MB run goes through real processes
 
             def fetch() -> tuple[int, str]:
                 conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=DEADLINE)
@@ -319,13 +321,14 @@ def test_large_download_is_streamed_intact() -> None:
     run(main)
 
 
+async def ws_echo(ws: websockets.ServerConnection) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
 def test_websocket_upgrade_passes_through() -> None:
     async def main() -> None:
-        async def echo(ws: websockets.ServerConnection) -> None:
-            async for message in ws:
-                await ws.send(message)
-
-        async with rig() as r, websockets.serve(echo, "127.0.0.1", 0) as ws_server:
+        async with rig() as r, websockets.serve(ws_echo, "127.0.0.1", 0) as ws_server:
             ws_port = ws_server.sockets[0].getsockname()[1]
             await r.client("a", f"ws.test=http://127.0.0.1:{ws_port}")
             # The URI names the tunnel's public host; the socket goes to our loopback port.

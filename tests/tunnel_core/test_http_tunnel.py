@@ -26,7 +26,7 @@ import pytest
 import websockets
 
 from tests.conftest import Engine, EngineProcess, TunnelServerInfo, free_port, healthz, wait_for
-from tests.tunnel_core.test_http_proxy import echo_app
+from tests.tunnel_core.test_http_proxy import echo_app, ws_echo
 
 pytestmark = pytest.mark.network
 DEADLINE = 30.0
@@ -135,6 +135,29 @@ def test_three_clients_share_exactly_and_a_killed_one_leaves_at_once(engine: Eng
     run(main)
 
 
+def test_requests_in_flight_on_a_dropped_client_get_502(engine: Engine) -> None:
+    server = http_server(engine)
+
+    def streams_open() -> int:
+        text = server.control("/metrics", server.info.token)[1]
+        line = next(x for x in text.splitlines() if x.startswith("tunnel_streams_open "))
+        return int(line.split()[1])
+
+    async def main() -> None:
+        async with upstreams("a") as urls:
+            client = http_client(engine, server, urls["a"])
+            await asyncio.to_thread(server.wait_clients, 1)
+            pending = asyncio.ensure_future(asyncio.to_thread(server.get, "app.test", "/hang"))
+            await asyncio.to_thread(wait_for, lambda: streams_open() == 1, DEADLINE, "in flight")
+            client.signal(signal.SIGKILL)
+            status, _ = await asyncio.wait_for(pending, DEADLINE)
+            assert status == 502
+            await asyncio.to_thread(server.wait_clients, 0)
+            assert (await asyncio.to_thread(server.get, "app.test"))[0] == 503
+
+    run(main)
+
+
 def test_host_routing_default_503_502_and_metrics(engine: Engine) -> None:
     metrics_port = free_port()
     server = http_server(engine, "--metrics-port", str(metrics_port))
@@ -218,14 +241,10 @@ def test_keep_alive_big_bodies_chunked_upload_and_websocket(engine: Engine, tmp_
     server = http_server(engine)
     size = 100 * 1024 * 1024
 
-    async def echo(ws: websockets.ServerConnection) -> None:
-        async for message in ws:
-            await ws.send(message)
-
     async def main() -> None:
         async with (
             upstreams("a") as urls,
-            websockets.serve(echo, "127.0.0.1", 0, max_size=None) as ws_server,
+            websockets.serve(ws_echo, "127.0.0.1", 0, max_size=None) as ws_server,
         ):
             ws_port = ws_server.sockets[0].getsockname()[1]
             http_client(engine, server, urls["a"], f"ws.test=http://127.0.0.1:{ws_port}")
