@@ -78,7 +78,13 @@ class Artifact:
 
 def version() -> str:
     """This installation's version, which is the release the VM must run."""
-    return importlib.metadata.version("inletsctl")
+    try:
+        return importlib.metadata.version("inletsctl")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ReleaseError(
+            "inletsctl is not installed, so its release version is unknown",
+            hint="Install it (make install, or pip install -e .) instead of running from a copy.",
+        ) from exc
 
 
 def tag(ver: str | None = None) -> str:
