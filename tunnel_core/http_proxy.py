@@ -158,7 +158,7 @@ def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
     headers = _strip_hop_by_hop(original)
     forwarded_for = _header(original, b"x-forwarded-for")
     chain = (forwarded_for + b", " if forwarded_for else b"") + peer_ip.encode()
-    headers = [(k, v) for k, v in headers if k != b"x-forwarded-for"]
+    headers = [(k, v) for k, v in headers if k not in (b"x-forwarded-for", b"expect")]
     headers.append((b"x-forwarded-for", chain))
     if _header(original, b"x-forwarded-proto") is None:
         headers.append((b"x-forwarded-proto", b"http"))
@@ -205,7 +205,8 @@ class HttpProxy:
             raise HttpError(400, "a Host header is required")
         client = self.router.pick(host.decode("latin-1"))
         if client is None:
-            raise HttpError(503, f"no tunnel client serves host {host!r}")
+            name = host.decode("latin-1")[:255]
+            raise HttpError(503, f"no tunnel client serves host {name}")
         try:
             stream = await self.open_stream(client)
         except ConnectionError:
@@ -246,6 +247,9 @@ class HttpProxy:
     ) -> bool:
         """Copy the request body to the stream; ``True`` if it ended cleanly."""
         try:
+            if conn.h11.they_are_waiting_for_100_continue:
+                # We always want the body; answering here spares the client its wait.
+                await conn.send(h11.InformationalResponse(status_code=100, headers=[]))
             while True:
                 event = await conn.next_body_event()
                 if isinstance(event, h11.Data):

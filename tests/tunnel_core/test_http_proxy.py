@@ -429,3 +429,28 @@ def test_parse_upstream_rejects_what_it_cannot_dial() -> None:
     for bad in ("ftp://x", "api=127.0.0.1:80", "http://x:99999"):
         with pytest.raises(ValueError, match="--upstream"):
             parse_upstream(bad)
+
+
+def test_expect_100_continue_is_answered_by_the_server() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await r.client("a", await r.upstream("a"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            try:
+                writer.write(
+                    b"POST /e HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+                assert interim.startswith(b"HTTP/1.1 100 ")  # before any body byte was sent
+                writer.write(b"hello")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                seen = json.loads(await reader.readexactly(length))
+            finally:
+                writer.close()
+            assert seen["size"] == 5
+            assert "expect" not in {k.lower() for k, _ in seen["headers"]}
+
+    run(main)
