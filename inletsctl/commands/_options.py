@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,42 +19,64 @@ OutputOpt = Annotated[
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p", help="local, ec2, aws, ...")]
 
 _CRED = "Credentials"
-AccessTokenOpt = Annotated[
-    str,
-    typer.Option(help="API token (prefer the file or the SDK's variable).", rich_help_panel=_CRED),
-]
-AccessTokenFileOpt = Annotated[
-    Path | None, typer.Option(help="File holding the API token.", rich_help_panel=_CRED)
-]
-SecretKeyOpt = Annotated[str, typer.Option(help="Secret key (AWS).", rich_help_panel=_CRED)]
-SecretKeyFileOpt = Annotated[
-    Path | None, typer.Option(help="File holding the secret key.", rich_help_panel=_CRED)
-]
-SessionTokenOpt = Annotated[str, typer.Option(help="Session token (AWS).", rich_help_panel=_CRED)]
-ProfileOpt = Annotated[str, typer.Option(help="SDK profile name (AWS).", rich_help_panel=_CRED)]
-EndpointOpt = Annotated[
-    str, typer.Option(help="Override the provider's API endpoint.", rich_help_panel=_CRED)
-]
-RegionOpt = Annotated[str, typer.Option(help="Region; the provider's default if empty.")]
+#: (name, annotation) of every credential / endpoint option; ``with_access`` adds them.
+_ACCESS_OPTIONS: tuple[tuple[str, Any, object], ...] = (
+    ("region", Annotated[str, typer.Option(help="Region; the provider's default if empty.")], ""),
+    (
+        "access_token",
+        Annotated[str, typer.Option(help="API token (prefer a file).", rich_help_panel=_CRED)],
+        "",
+    ),
+    (
+        "access_token_file",
+        Annotated[
+            Path | None, typer.Option(help="File with the API token.", rich_help_panel=_CRED)
+        ],
+        None,
+    ),
+    (
+        "secret_key",
+        Annotated[str, typer.Option(help="Secret key (AWS).", rich_help_panel=_CRED)],
+        "",
+    ),
+    (
+        "secret_key_file",
+        Annotated[
+            Path | None, typer.Option(help="File with the secret key.", rich_help_panel=_CRED)
+        ],
+        None,
+    ),
+    (
+        "session_token",
+        Annotated[str, typer.Option(help="Session token (AWS).", rich_help_panel=_CRED)],
+        "",
+    ),
+    ("profile", Annotated[str, typer.Option(help="SDK profile (AWS).", rich_help_panel=_CRED)], ""),
+    (
+        "endpoint_url",
+        Annotated[str, typer.Option(help="Override the API endpoint.", rich_help_panel=_CRED)],
+        "",
+    ),
+)
 
 
-def access(
-    access_token: str,
-    access_token_file: Path | None,
-    secret_key: str,
-    secret_key_file: Path | None,
-    session_token: str,
-    profile: str,
-    endpoint_url: str,
-    region: str,
-) -> Access:
-    return Access(
-        access_token=access_token,
-        access_token_file=access_token_file,
-        secret_key=secret_key,
-        secret_key_file=secret_key_file,
-        session_token=session_token,
-        profile=profile,
-        endpoint_url=endpoint_url,
-        region=region,
-    )
+def with_access(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the credential options, passed to it as one ``access: Access``.
+
+    typer reads options from the signature, so the wrapper's signature is the
+    command's own minus ``access`` plus the options; every command spells them alike.
+    """
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "access"]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+        for name, ann, default in _ACCESS_OPTIONS
+    ]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> None:
+        access = Access(**{name: kwargs.pop(name) for name, _, _ in _ACCESS_OPTIONS})
+        fn(*args, access=access, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return command

@@ -11,7 +11,7 @@ from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError
 from inletsctl.output import Format, emit_json, show_summary, stderr
 from inletsctl.progress import poll_reporter
-from inletsctl.providers_config import open_provider
+from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import Store
 from inletsctl.summary import summarise
 from providers.models import Engine, TunnelMode
@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
     app.command()(create)
 
 
+@o.with_access
 def create(
     provider: o.ProviderOpt = "local",
     tcp: Annotated[bool, typer.Option("--tcp", help="Forward TCP ports.")] = False,
@@ -88,14 +89,8 @@ def create(
         bool, typer.Option("--dry-run", help="Render and check the user-data; create nothing.")
     ] = False,
     output: o.OutputOpt = Format.text,
-    region: o.RegionOpt = "",
-    access_token: o.AccessTokenOpt = "",
-    access_token_file: o.AccessTokenFileOpt = None,
-    secret_key: o.SecretKeyOpt = "",
-    secret_key_file: o.SecretKeyFileOpt = None,
-    session_token: o.SessionTokenOpt = "",
-    profile: o.ProfileOpt = "",
-    endpoint_url: o.EndpointOpt = "",
+    *,
+    access: Access,
 ) -> None:
     """Create an exit server and print the client command that connects to it."""
     from inletsctl import hosts  # jinja2, cryptography: only when used
@@ -109,7 +104,7 @@ def create(
         provider=provider,
         mode=mode,
         name=name,
-        region=region,
+        region=access.region,
         plan=plan,
         image=image,
         ports=port_list,
@@ -120,16 +115,6 @@ def create(
         release_url=release_url,
     )
     store = Store()
-    access = o.access(
-        access_token,
-        access_token_file,
-        secret_key,
-        secret_key_file,
-        session_token,
-        profile,
-        endpoint_url,
-        region,
-    )
     prov = open_provider(provider, access, store.directory)
     spec = hosts.build_spec(req, prov, hosts.new_host_id(), dry_run)
     if dry_run:

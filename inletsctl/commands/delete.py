@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from inletsctl.commands import _options as o
 from inletsctl.errors import HostUnknown, UsageError, map_provider_errors
 from inletsctl.output import Format, emit_json, stdout
-from inletsctl.providers_config import open_provider
+from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import HostRecord, Store
 
 
@@ -30,6 +31,7 @@ def _from_state(store: Store, host_id: str, ip: str) -> HostRecord | None:
     return found[0] if found else None
 
 
+@o.with_access
 def delete(
     id: Annotated[str, typer.Option("--id", help="Host id from `inletsctl list`.")] = "",
     ip: Annotated[str, typer.Option("--ip", help="Host IP, instead of --id.")] = "",
@@ -37,14 +39,8 @@ def delete(
         str, typer.Option("--provider", "-p", help="Look up hosts the state never saw here.")
     ] = "",
     output: o.OutputOpt = Format.text,
-    region: o.RegionOpt = "",
-    access_token: o.AccessTokenOpt = "",
-    access_token_file: o.AccessTokenFileOpt = None,
-    secret_key: o.SecretKeyOpt = "",
-    secret_key_file: o.SecretKeyFileOpt = None,
-    session_token: o.SessionTokenOpt = "",
-    profile: o.ProfileOpt = "",
-    endpoint_url: o.EndpointOpt = "",
+    *,
+    access: Access,
 ) -> None:
     """Delete a host by --id (the state knows the rest) or by --ip."""
     from inletsctl import hosts  # jinja2, cryptography: only when used
@@ -53,16 +49,8 @@ def delete(
         raise UsageError("pass exactly one of --id or --ip")
     store = Store()
     record = _from_state(store, id, ip)
-    access = o.access(
-        access_token,
-        access_token_file,
-        secret_key,
-        secret_key_file,
-        session_token,
-        profile,
-        endpoint_url,
-        region or (record.region if record else ""),
-    )
+    if record is not None and not access.region:
+        access = dataclasses.replace(access, region=record.region)
     if record is not None:
         prov = open_provider(provider or record.provider, access, store.directory)
         record = hosts.delete(store, prov, record)

@@ -9,7 +9,7 @@ import typer
 from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError, map_provider_errors
 from inletsctl.output import Format, emit_json, show_table, stdout
-from inletsctl.providers_config import open_provider
+from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import Store
 from inletsctl.summary import summarise
 
@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_hosts)
 
 
+@o.with_access
 def list_hosts(
     all: Annotated[bool, typer.Option("--all", help="Include deleted hosts.")] = False,
     provider: Annotated[str, typer.Option("--provider", "-p", help="Only this provider.")] = "",
@@ -25,14 +26,8 @@ def list_hosts(
         bool, typer.Option("--remote", help="Ask the provider's API (needs --provider).")
     ] = False,
     output: o.OutputOpt = Format.text,
-    region: o.RegionOpt = "",
-    access_token: o.AccessTokenOpt = "",
-    access_token_file: o.AccessTokenFileOpt = None,
-    secret_key: o.SecretKeyOpt = "",
-    secret_key_file: o.SecretKeyFileOpt = None,
-    session_token: o.SessionTokenOpt = "",
-    profile: o.ProfileOpt = "",
-    endpoint_url: o.EndpointOpt = "",
+    *,
+    access: Access,
 ) -> None:
     """List hosts."""
     store = Store()
@@ -42,16 +37,6 @@ def list_hosts(
         return
     if not provider:
         raise UsageError("--remote needs --provider")
-    access = o.access(
-        access_token,
-        access_token_file,
-        secret_key,
-        secret_key_file,
-        session_token,
-        profile,
-        endpoint_url,
-        region,
-    )
     prov = open_provider(provider, access, store.directory)
     with map_provider_errors():
         found = prov.list()
