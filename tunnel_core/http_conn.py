@@ -227,8 +227,8 @@ async def start_public_server(
             on_count(open_count)
         try:
             await handler(conn)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, h11.ProtocolError):
+            pass  # the peer left, or an upstream broke HTTP: only this connection ends
         finally:
             open_count -= 1
             if on_count is not None:
