@@ -123,6 +123,9 @@ class EC2Provider:
         self._max_polls = max_polls
         self._sleep = sleep
         self._clients: dict[str, EC2Client] = {}
+        #: instance id -> region, for hosts this object created outside ``self.region``
+        #: (the CLI may pass a spec region without a config region).
+        self._regions: dict[str, str] = {}
 
     @property
     def client(self) -> EC2Client:
@@ -220,6 +223,7 @@ class EC2Provider:
         except BaseException as exc:  # Ctrl-C too: never leave a half-made host behind
             self._roll_back(client, spec.host_id, exc)
             raise
+        self._regions[instance["InstanceId"]] = region
         return self._host(instance, region)
 
     @staticmethod
@@ -241,12 +245,13 @@ class EC2Provider:
     # -- status / list --------------------------------------------------------------------
 
     def status(self, host_id: str) -> Host:
+        region = self._regions.get(host_id, self.region)
         with aws_errors("describe the instance"):
-            instances = self._find(self.client, host_id=host_id, terminated=True)
+            instances = self._find(self._client(region), host_id=host_id, terminated=True)
         if not instances:
-            raise HostNotFound(f"ec2: no inletsctl instance {host_id} in {self.region}")
+            raise HostNotFound(f"ec2: no inletsctl instance {host_id} in {region}")
         newest: InstanceTypeDef = max(instances, key=lambda i: str(i.get("LaunchTime", "")))
-        return self._host(newest, self.region)
+        return self._host(newest, region)
 
     def list(self) -> list[Host]:
         with aws_errors("list instances"):
@@ -262,7 +267,8 @@ class EC2Provider:
         """
         if not host_id and not ip:
             raise InvalidSpec("ec2: delete needs an instance id or an IP address")
-        client = self.client
+        region = self._regions.get(host_id or "", self.region)
+        client = self._client(region)
         with aws_errors("find the host"):
             instances = self._find(client, host_id=host_id, ip=ip, terminated=True)
             host_ids = {_tag(i, HOST_ID_TAG) for i in instances} - {""}
@@ -271,7 +277,7 @@ class EC2Provider:
             groups = self._groups(client, host_ids)
         live = [i for i in instances if i["State"]["Name"] != "terminated"]
         if not live and not groups:
-            raise HostNotFound(f"ec2: no inletsctl host {host_id or ip} in {self.region}")
+            raise HostNotFound(f"ec2: no inletsctl host {host_id or ip} in {region}")
         self._remove(client, live, groups)
 
     def _remove(

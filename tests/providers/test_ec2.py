@@ -21,52 +21,19 @@ from providers.errors import (
     UserDataTooLarge,
 )
 from providers.models import HOST_ID_TAG, TAG_KEY, TAG_VALUE, HostStatus, ProviderConfig, TunnelMode
-from tests.fakes.aws.server import (
+from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register fixtures)
     CREDENTIALS,
     REGION,
     MotoEC2,
+    aws_env_fixture,
     client_error,
-    moto_server,
+    moto_fixture,
+    moto_url_fixture,
     plain_client,
-    reset,
 )
 from tests.providers.conformance import ProviderConformance, wait_active
 
 MAX_POLLS = 4
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """No real AWS configuration, credentials or instance metadata leaks into a test."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_DEFAULT_REGION",
-        "AWS_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_RETRY_MODE",
-        "AWS_MAX_ATTEMPTS",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture
-def moto(moto_url: str) -> str:
-    reset(moto_url)
-    return moto_url
 
 
 @pytest.fixture
@@ -523,3 +490,20 @@ def test_importing_the_provider_does_not_import_boto3() -> None:
         "import sys, providers.ec2; sys.exit('boto3' in sys.modules or 'botocore' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_host_created_outside_the_config_region_is_followed_there(
+    moto: str, sleeps: list[float]
+) -> None:
+    """The CLI fills the spec's region from the defaults even when the config has none."""
+    provider = make_provider(moto, sleeps, region="us-east-2")
+    host = wait_active(provider, provider.create(spec_for(provider, region=REGION)))
+    assert host.region == REGION
+    provider.delete(host_id=host.id)
+    assert provider.status(host.id).status is HostStatus.DELETED
+    assert (
+        plain_client(moto).describe_security_groups(
+            Filters=[{"Name": f"tag:{TAG_KEY}", "Values": [TAG_VALUE]}]
+        )["SecurityGroups"]
+        == []
+    )

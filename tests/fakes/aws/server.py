@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.exceptions import ClientError
 
 AMIS_PATH = Path(__file__).with_name("amis.json")
@@ -145,3 +146,41 @@ class MotoEC2:
                 raise client_error(step, code, message)
 
         self.events.register(f"{'after' if after else 'before'}-call.ec2.{step}", fail)
+
+
+# -- pytest fixtures (moto, moto_url, aws_env): import the *_fixture functions -------------
+
+
+@pytest.fixture(scope="session", name="moto_url")
+def moto_url_fixture() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True, name="aws_env")
+def aws_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real AWS configuration, credentials or instance metadata leaks into a test."""
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_EC2",
+        "AWS_RETRY_MODE",
+        "AWS_MAX_ATTEMPTS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(name="moto")
+def moto_fixture(moto_url: str) -> str:
+    """The session's moto server, emptied for this test."""
+    reset(moto_url)
+    return moto_url
