@@ -284,7 +284,7 @@ def _terminate(pid: int) -> None:
         return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.02)
     try:
@@ -293,7 +293,7 @@ def _terminate(pid: int) -> None:
         return
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Alive and not a zombie: a zombie's parent (us, in tests) has yet to reap it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

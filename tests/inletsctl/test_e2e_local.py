@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from inletsctl.store import Store
+from providers.local import pid_alive
 from tests.inletsctl.conftest import run_cli
 
 pytestmark = pytest.mark.network
@@ -69,22 +70,24 @@ def get_through(port: int, client: subprocess.Popen[bytes]) -> bytes:
     raise AssertionError(f"no answer through the tunnel: {last}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def test_create_connect_get_delete(state_dir: Path, upstream: int) -> None:
-    public = free_port()
-    res = run_cli("create", "--tcp", "--ports", f"{public}:{upstream}", "-o", "json")
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) -> None:
+    if mode == "tcp":
+        public = free_port()
+        res = run_cli("create", "--tcp", "--ports", f"{public}:{upstream}", "-o", "json")
+        connect_upstream = []
+    else:
+        res = run_cli("create", "--http", "-o", "json")
+        connect_upstream = ["--upstream", f"http://127.0.0.1:{upstream}"]
     assert res.returncode == 0, res.stderr
     host = json.loads(res.stdout)
     assert host["provider"] == "local" and host["status"] == "active"
-    assert host["ip"] == "127.0.0.1" and host["mode"] == "tcp"
-    assert host["ports"] == f"{public}:{upstream}"
+    assert host["ip"] == "127.0.0.1" and host["mode"] == mode
+    if mode == "tcp":
+        assert host["ports"] == f"{public}:{upstream}"
+    else:
+        public = host["data_port"]
+        assert public > 0 and public != host["control_port"]
     assert host["tls_fingerprint"].startswith("sha256:") and len(host["tls_fingerprint"]) == 71
     assert f"--tls-fingerprint {host['tls_fingerprint']}" in host["client_command"]
     assert f"--token {host['token']}" in host["client_command"]
@@ -92,10 +95,10 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int) -> None:
     assert host["delete_command"] == f"inletsctl delete --id {host['id']}"
     assert f"[1/500] Host: {host['id']}, status: active" in res.stderr
     pid = int(Store(state_dir).get(host["id"]).additional["pid"])
-    assert alive(pid)
+    assert pid_alive(pid)
 
     client = subprocess.Popen(
-        [sys.executable, "-m", "inletsctl", "connect", host["id"]],
+        [sys.executable, "-m", "inletsctl", "connect", host["id"], *connect_upstream],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
@@ -116,7 +119,7 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int) -> None:
     res = run_cli("delete", "--id", host["id"], "-o", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"id": host["id"], "provider": "local", "status": "deleted"}
-    assert not alive(pid), "the server process is gone"
+    assert not pid_alive(pid), "the server process is gone"
     assert not (state_dir / "local" / host["id"]).exists()
     assert json.loads(run_cli("list", "-o", "json").stdout) == []
     everything = json.loads(run_cli("list", "--all", "-o", "json").stdout)
