@@ -16,23 +16,15 @@ from providers.models import ServerSpec, TunnelMode
 MAX_RULES = 60
 
 
-def parse_port_ranges(text: str) -> list[tuple[int, int]]:
-    """``"80,1024-65535"`` -> ``[(80, 80), (1024, 65535)]``; the allow-list syntax of the engine."""
-    ranges: list[tuple[int, int]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        low, _, high = item.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise InvalidSpec(
-                f"ec2: bad port range {item!r}", hint="Write ports as 8000 or 1024-65535."
-            ) from None
-        if not 1 <= first <= last <= 65535:
-            raise InvalidSpec(
-                f"ec2: port range {item!r} is outside 1-65535", hint="Use ports 1-65535."
-            )
-        ranges.append((first, last))
-    return ranges
+def allow_list(text: str) -> list[tuple[int, int]]:
+    """The server's ``--allow-ports`` ranges, parsed by the engine that will enforce them."""
+    from tunnel_core.errors import ConfigError
+    from tunnel_core.tcp import parse_port_ranges  # imported here: the engine is heavy
+
+    try:
+        return parse_port_ranges(text)
+    except ConfigError as exc:
+        raise InvalidSpec(f"ec2: {exc.message}", hint=exc.hint or None) from exc
 
 
 def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -55,7 +47,7 @@ def open_ports(server: ServerSpec) -> list[tuple[int, int]]:
     elif server.ports:
         ranges += [(port, port) for port in server.ports]
     else:
-        ranges += parse_port_ranges(server.allow_ports)
+        ranges += allow_list(server.allow_ports)
     merged = merge_ranges(ranges)
     if len(merged) > MAX_RULES:
         raise InvalidSpec(
