@@ -27,6 +27,9 @@ _VALUE_FLAGS = (
     ("port", "--port", False),
     ("metrics_port", "--metrics-port", False),
     ("allow_ports", "--allow-ports", False),
+    ("max_connections", "--max-connections", False),
+    ("header_timeout", "--header-timeout", False),
+    ("idle_timeout", "--idle-timeout", False),
     ("tls_cert", "--tls-cert", True),
     ("tls_key", "--tls-key", True),
 )
