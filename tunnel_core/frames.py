@@ -118,65 +118,93 @@ def window_frame(stream_id: int, increment: int) -> bytes:
     return HEADER.pack(FrameType.WINDOW, stream_id, 4) + WINDOW_PAYLOAD.pack(increment)
 
 
-def stage(buf: bytearray, data: bytes) -> bytes | bytearray:
-    """What a decoder parses: ``data`` itself when nothing is buffered (saves a copy)."""
-    if buf:
-        buf += data
-        return buf
-    return data
-
-
-def keep_rest(buf: bytearray, src: bytes | bytearray, data: bytes, pos: int) -> None:
-    """Keep the unparsed tail (from ``pos``) of what :func:`stage` returned."""
-    if src is buf:
-        del buf[:pos]
-    else:
-        buf += data[pos:]
-
-
 class FrameDecoder:
-    """Buffers bytes and returns whole frames; a decode error is final."""
+    """Turns bytes into frames; a decode error is final.
+
+    DATA payloads are passed on as they arrive, so one DATA frame may come out as
+    several consecutive DATA frames of the same stream (a byte stream does not care),
+    and the decoder never holds more than a header or one small control frame.
+    """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self._buf = bytearray()
+        self._header = bytearray()  # a header split across feeds
+        self._control: tuple[FrameType, int, int] | None = None  # awaiting its payload
+        self._control_buf = bytearray()
+        self._data_left = 0  # payload bytes of the current DATA frame still to come
+        self._data_stream = 0
         self._error: FrameError | None = None
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        """Bytes held back waiting for the rest of a frame (DATA is never held)."""
+        return len(self._header) + len(self._control_buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | memoryview) -> list[Frame]:
         if self._error is not None:
             raise self._error
-        buf = self._buf
-        src = stage(buf, data)
-        frames: list[Frame] = []
-        pos, end = 0, len(src)
-        unpack = HEADER.unpack_from
         try:
-            while end - pos >= HEADER_SIZE:
-                code, stream_id, length = unpack(src, pos)
-                ftype = _TYPES.get(code)
-                if ftype is None:
-                    raise FrameError(f"unknown frame type {code}")
-                if length > self.max_payload:
-                    raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
-                stop = pos + HEADER_SIZE + length
-                if stop > end:
-                    break
-                payload = bytes(src[pos + HEADER_SIZE : stop])
-                if ftype is not FrameType.DATA or stream_id == 0:
-                    problem = _problem(ftype, stream_id, payload, self.max_payload)
-                    if problem:
-                        raise FrameError(problem)
-                frames.append(_unchecked(ftype, stream_id, payload))
-                pos = stop
+            return self._feed(data)
         except FrameError as exc:
             self._error = exc
             raise
-        keep_rest(buf, src, data, pos)
+
+    def _feed(self, data: bytes | memoryview) -> list[Frame]:
+        frames: list[Frame] = []
+        pos, end = 0, len(data)
+        header = self._header
+        while pos < end:
+            if self._data_left:
+                n = min(self._data_left, end - pos)
+                frames.append(
+                    _unchecked(FrameType.DATA, self._data_stream, bytes(data[pos : pos + n]))
+                )
+                self._data_left -= n
+                pos += n
+            elif self._control is not None:
+                ftype, stream_id, length = self._control
+                take = min(length - len(self._control_buf), end - pos)
+                self._control_buf += data[pos : pos + take]
+                pos += take
+                if len(self._control_buf) == length:
+                    frames.append(self._checked(ftype, stream_id, bytes(self._control_buf)))
+                    self._control = None
+                    self._control_buf.clear()
+            else:
+                if not header and end - pos >= HEADER_SIZE:
+                    code, stream_id, length = HEADER.unpack_from(data, pos)
+                    pos += HEADER_SIZE
+                else:
+                    take = min(HEADER_SIZE - len(header), end - pos)
+                    header += data[pos : pos + take]
+                    pos += take
+                    if len(header) < HEADER_SIZE:
+                        break
+                    code, stream_id, length = HEADER.unpack_from(header)
+                    header.clear()
+                known = _TYPES.get(code)
+                if known is None:
+                    raise FrameError(f"unknown frame type {code}")
+                ftype = known
+                if length > self.max_payload:
+                    raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
+                if ftype is FrameType.DATA and stream_id:
+                    if not length:
+                        frames.append(_unchecked(ftype, stream_id, b""))
+                    self._data_left, self._data_stream = length, stream_id
+                elif end - pos >= length:
+                    payload = bytes(data[pos : pos + length])
+                    pos += length
+                    frames.append(self._checked(ftype, stream_id, payload))
+                else:
+                    self._control = (ftype, stream_id, length)
         return frames
+
+    def _checked(self, ftype: FrameType, stream_id: int, payload: bytes) -> Frame:
+        problem = _problem(ftype, stream_id, payload, self.max_payload)
+        if problem:
+            raise FrameError(problem)
+        return _unchecked(ftype, stream_id, payload)
 
 
 def _unchecked(ftype: FrameType, stream_id: int, payload: bytes) -> Frame:

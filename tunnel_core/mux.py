@@ -285,7 +285,7 @@ class Mux:
 
     # Receiving ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         """Parse bytes from the peer into events; raises RemoteProtocolError on abuse."""
         for frame in self._decoder.feed(data):
             self._handle(frame)

@@ -374,13 +374,15 @@ class Session(asyncio.Protocol):
         chunks = self.mux.data_to_send()
         if not chunks or self.transport.is_closing():
             return
-        write, mask, binary = self.transport.write, self._mask, ws.Opcode.BINARY
+        mask, binary = self._mask, ws.Opcode.BINARY
+        out: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for chunk in chunks:
             if size + len(chunk) > MAX_WS_MESSAGE and batch:
-                write(ws.encode_chunks(binary, batch, size, mask=mask))
+                out += ws.encode_chunks(binary, batch, size, mask=mask)
                 batch, size = [], 0
             batch.append(chunk)
             size += len(chunk)
-        write(ws.encode_chunks(binary, batch, size, mask=mask))
+        out += ws.encode_chunks(binary, batch, size, mask=mask)
+        self.transport.writelines(out)

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from .errors import FrameError
-from .frames import keep_rest, stage
 
-_c_apply_mask: Callable[[bytes, bytes], bytes] | None
+_c_apply_mask: Callable[[bytes | memoryview, bytes], bytes] | None
 try:
     from websockets.speedups import apply_mask as _c_apply_mask
 except ImportError:  # pure-Python websockets (e.g. inside the zipapp)
@@ -53,7 +52,7 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(16)).decode()
 
 
-def apply_mask(data: bytes, mask: bytes) -> bytes:
+def apply_mask(data: bytes | memoryview, mask: bytes) -> bytes:
     if _c_apply_mask is not None:
         return bytes(_c_apply_mask(data, mask))
     n = len(data)
@@ -65,11 +64,15 @@ def apply_mask(data: bytes, mask: bytes) -> bytes:
 
 def encode(opcode: Opcode, payload: bytes, *, mask: bool) -> bytes:
     """One final frame; ``mask`` is True exactly on the client side."""
-    return encode_chunks(opcode, [payload], len(payload), mask=mask)
+    return b"".join(encode_chunks(opcode, [payload], len(payload), mask=mask))
 
 
-def encode_chunks(opcode: Opcode, chunks: list[bytes], size: int, *, mask: bool) -> bytes:
-    """One final frame whose payload is ``chunks`` joined (``size`` bytes), copied once."""
+def encode_chunks(opcode: Opcode, chunks: list[bytes], size: int, *, mask: bool) -> list[bytes]:
+    """One final frame whose payload is ``chunks`` joined (``size`` bytes), as pieces.
+
+    Unmasked, the pieces are the header and the chunks themselves (no copy; write them
+    with ``writelines``); masked, the payload is joined once and masked.
+    """
     first = 0x80 | opcode
     bit = 0x80 if mask else 0
     if size < 126:
@@ -79,84 +82,127 @@ def encode_chunks(opcode: Opcode, chunks: list[bytes], size: int, *, mask: bool)
     else:
         header = bytes((first, bit | 127)) + _U64.pack(size)
     if not mask:
-        return b"".join([header, *chunks])
+        return [header, *chunks]
     key = os.urandom(4)
-    return header + key + apply_mask(b"".join(chunks), key)
+    return [header + key, apply_mask(b"".join(chunks), key)]
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
     return _U16.pack(code) + reason.encode()[:120]
 
 
+def _header(buf: bytes | bytearray | memoryview, pos: int, end: int) -> tuple[int, ...] | None:
+    """(header size, fin+opcode byte, masked, payload length) or None if incomplete."""
+    if end - pos < 2:
+        return None
+    b0, b1 = buf[pos], buf[pos + 1]
+    length, size = b1 & 0x7F, 2
+    if length == 126:
+        size = 4
+    elif length == 127:
+        size = 10
+    masked = b1 >> 7
+    if end - pos < size + 4 * masked:
+        return None
+    if length == 126:
+        (length,) = _U16.unpack_from(buf, pos + 2)
+    elif length == 127:
+        (length,) = _U64.unpack_from(buf, pos + 2)
+    return size + 4 * masked, b0, masked, length
+
+
 class WsDecoder:
-    """Parses frames; returns (binary stream bytes, control frames). Errors are final."""
+    """Parses frames into (binary payload pieces, control frames). Errors are final.
+
+    Payloads are passed on as they arrive, never reassembled: the tunnel reads the
+    binary frames as one byte stream, so the decoder only ever holds a header or a
+    small control frame, and unmasked pieces are zero-copy views of the input.
+    """
 
     def __init__(self, *, expect_mask: bool, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self.expect_mask = expect_mask
         self.max_message = max_message
-        self._buf = bytearray()
+        self._head = bytearray()  # a header split across feeds
+        self._opcode = Opcode.BINARY
+        self._left = 0  # payload bytes of the current frame still to come
+        self._key = b""
+        self._offset = 0  # payload bytes of the current frame already seen (mask phase)
+        self._control = bytearray()
         self._error: FrameError | None = None
 
-    def feed(self, data: bytes) -> tuple[list[bytes], list[tuple[Opcode, bytes]]]:
-        """Return the payloads of data frames and the control frames, in order of arrival.
+    def feed(self, data: bytes) -> tuple[list[bytes | memoryview], list[tuple[Opcode, bytes]]]:
+        """Return the data payload pieces and the control frames of ``data``.
 
         Data and control frames are returned separately; that loses nothing because
         control frames never carry tunnel bytes.
         """
         if self._error is not None:
             raise self._error
-        buf = self._buf
-        src = stage(buf, data)
-        payloads: list[bytes] = []
-        controls: list[tuple[Opcode, bytes]] = []
-        pos, end = 0, len(src)
         try:
-            while end - pos >= 2:
-                b0, b1 = src[pos], src[pos + 1]
-                if b0 & 0x70:
-                    raise FrameError("WebSocket extension bits set without an extension")
-                opcode = _OPCODES.get(b0 & 0x0F)
-                if opcode is None or opcode is Opcode.TEXT:
-                    raise FrameError(f"unsupported WebSocket opcode {b0 & 0x0F}")
-                masked = bool(b1 & 0x80)
-                if masked != self.expect_mask:
-                    raise FrameError("WebSocket masking is wrong for this direction")
-                length = b1 & 0x7F
-                head = pos + 2
-                if length == 126:
-                    if end - head < 2:
-                        break
-                    (length,) = _U16.unpack_from(src, head)
-                    head += 2
-                elif length == 127:
-                    if end - head < 8:
-                        break
-                    (length,) = _U64.unpack_from(src, head)
-                    head += 8
-                if opcode not in _DATA_OPCODES and (length > 125 or not b0 & 0x80):
-                    raise FrameError("WebSocket control frame too long or fragmented")
-                if length > self.max_message:
-                    raise FrameError(f"WebSocket frame of {length} bytes is too large")
-                key = b""
-                if masked:
-                    if end - head < 4:
-                        break
-                    key = bytes(src[head : head + 4])
-                    head += 4
-                stop = head + length
-                if stop > end:
-                    break
-                payload = bytes(src[head:stop])
-                if masked:
-                    payload = apply_mask(payload, key)
-                if opcode in _DATA_OPCODES:
-                    if payload:
-                        payloads.append(payload)
-                else:
-                    controls.append((opcode, payload))
-                pos = stop
+            return self._feed(memoryview(data))
         except FrameError as exc:
             self._error = exc
             raise
-        keep_rest(buf, src, data, pos)
+
+    def _feed(
+        self, view: memoryview
+    ) -> tuple[list[bytes | memoryview], list[tuple[Opcode, bytes]]]:
+        payloads: list[bytes | memoryview] = []
+        controls: list[tuple[Opcode, bytes]] = []
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._left:
+                n = min(self._left, end - pos)
+                piece: bytes | memoryview = view[pos : pos + n]
+                if self._key:
+                    phase = self._offset % 4
+                    piece = apply_mask(piece, self._key[phase:] + self._key[:phase])
+                pos += n
+                self._left -= n
+                self._offset += n
+                if self._opcode in _DATA_OPCODES:
+                    payloads.append(piece)
+                else:
+                    self._control += piece
+            elif self._head:
+                old = len(self._head)
+                self._head += view[pos : pos + 14]
+                parsed = _header(self._head, 0, len(self._head))
+                if parsed is None:
+                    pos = end
+                    continue
+                pos += parsed[0] - old
+                self._start(self._head, 0, parsed)
+                self._head.clear()
+            else:
+                parsed = _header(view, pos, end)
+                if parsed is None:
+                    self._head += view[pos:end]
+                    break
+                self._start(view, pos, parsed)
+                pos += parsed[0]
+            if not self._left and self._opcode not in _DATA_OPCODES:  # a whole control frame
+                controls.append((self._opcode, bytes(self._control)))
+                self._control.clear()
+                self._opcode = Opcode.BINARY
         return payloads, controls
+
+    def _start(
+        self, buf: bytes | bytearray | memoryview, pos: int, parsed: tuple[int, ...]
+    ) -> None:
+        size, b0, masked, length = parsed
+        if b0 & 0x70:
+            raise FrameError("WebSocket extension bits set without an extension")
+        opcode = _OPCODES.get(b0 & 0x0F)
+        if opcode is None or opcode is Opcode.TEXT:
+            raise FrameError(f"unsupported WebSocket opcode {b0 & 0x0F}")
+        if bool(masked) != self.expect_mask:
+            raise FrameError("WebSocket masking is wrong for this direction")
+        if opcode not in _DATA_OPCODES and (length > 125 or not b0 & 0x80):
+            raise FrameError("WebSocket control frame too long or fragmented")
+        if length > self.max_message:
+            raise FrameError(f"WebSocket frame of {length} bytes is too large")
+        self._opcode = opcode
+        self._left = length
+        self._offset = 0
+        self._key = bytes(buf[pos + size - 4 : pos + size]) if masked else b""
