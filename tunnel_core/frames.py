@@ -65,7 +65,7 @@ def _problem(ftype: FrameType, stream_id: int, payload: bytes, max_payload: int)
             return f"{ftype.name} metadata larger than {MAX_JSON} bytes"
         try:
             doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return f"{ftype.name} metadata is not JSON"
         if not isinstance(doc, dict):
             return f"{ftype.name} metadata is not a JSON object"

@@ -72,12 +72,13 @@ def test_garbage_raises_only_the_codecs_error(data):
         window_frame(1, 1)[:-4].replace(b"\x00\x00\x00\x04", b"\x00\x00\x00\x03") + b"abc",
         HEADER.pack(FrameType.WINDOW, 1, 4) + b"\0\0\0\0",  # zero increment
         HEADER.pack(FrameType.EOF, 1, 1) + b"x",
-        HEADER.pack(FrameType.DATA, 1, 2048),  # longer than the decoder allows
+        HEADER.pack(FrameType.DATA, 1, 1 << 17),  # longer than the decoder allows
+        HEADER.pack(FrameType.HELLO, 0, 1000) + b"[" * 1000,  # nesting deeper than json allows
     ],
 )
 def test_malformed_frames_are_rejected(raw):
     with pytest.raises(FrameError):
-        FrameDecoder(max_payload=1024).feed(raw)
+        FrameDecoder(max_payload=1024 * 64).feed(raw)
 
 
 def test_constructor_refuses_illegal_frames():
