@@ -190,6 +190,8 @@ class _Handshake(asyncio.Protocol):
             self._timer.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # answered already; ignore whatever else the peer sends
         self.conn.receive_data(data)
         try:
             event = self.conn.next_event()

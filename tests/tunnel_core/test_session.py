@@ -216,3 +216,30 @@ def test_silent_server_is_detected_by_keepalive_and_the_client_reconnects():
         await server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /connect HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000, b"400"),  # no end
+        (b"GET /connect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n\r\n", b"426"),
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"405"),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"\x16\x03garbage\r\n\r\n", b"400"),
+    ],
+    ids=["huge-header", "no-upgrade", "post", "unknown-path", "garbage"],
+)
+def test_bad_http_on_the_control_port_gets_an_error_and_the_server_stays_up(request_bytes, status):
+    async def main() -> None:
+        server, plane, config = await start()
+        ctx = tls.client_context()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx)
+        writer.write(request_bytes)
+        answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ")[1] == status
+        session, _ = await connect(config, spawn)  # still serving
+        session.close()
+        await server.close()
+
+    run(main())
