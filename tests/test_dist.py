@@ -88,6 +88,10 @@ def test_pyz_is_pure_python_with_fixed_metadata(dist: Path) -> None:
     assert {i.date_time for i in infos} == {release.ZIP_DATE}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
     assert any(n.startswith("licenses/websockets/") for n in names)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        main_py = zf.read("__main__.py").decode()
+    # The VM's python3 may be 3.10 (Ubuntu 22.04): every bundled dependency must allow it.
+    assert "if sys.version_info < (3, 10):" in main_py
 
 
 def test_wheel_and_sdist_pin_the_built_pyz(dist: Path) -> None:
