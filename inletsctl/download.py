@@ -111,13 +111,13 @@ class Installed:
 def download(req: Request, retry: Retry = Retry(), progress: Progress | None = None) -> Installed:
     """Resolve, fetch the checksum, fetch the file, verify, install; see the module docstring."""
     os_name, arch = host_platform(req.os_name, req.arch)
+    target_dir = target_directory(req.download_to)  # fail before any network traffic
     base = _base(req)
     tag = _resolve_version(req, base, retry)
     name = asset_name(req.engine, os_name, arch)
     url = f"{base}/download/{tag}/{name}"
     want = _published_sha256(req.engine, base, tag, name, retry)
     _check_pin(req.engine, tag, want)
-    target_dir = target_directory(req.download_to)
     target = target_dir / install_name(req.engine, os_name)
     if target.exists():
         if release.sha256_file(target) == want:
@@ -200,7 +200,13 @@ def target_directory(download_to: Path | None) -> Path:
     if system.is_dir() and os.access(system, os.W_OK | os.X_OK):
         return system
     user = Path.home() / ".local" / "bin"
-    user.mkdir(parents=True, exist_ok=True)
+    try:
+        user.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create {user}: {exc.strerror}",
+            hint="Pass --download-to a directory you can write.",
+        ) from exc
     return user
 
 
