@@ -83,13 +83,20 @@ def test_create_then_delete_by_id_leaves_nothing(moto: str, tmp_path: Path) -> N
     assert ours(moto) == ([], [])
 
 
-def test_delete_by_ip_of_a_host_the_state_never_saw(moto: str, tmp_path: Path) -> None:
+def test_list_remote_and_delete_by_ip_of_a_host_the_state_never_saw(
+    moto: str, tmp_path: Path
+) -> None:
     created = inletsctl(
         tmp_path / "a", "create", "-p", "aws", "--http", "--poll", "0s", "-o", "json",
         *credentials(moto),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     ip = json.loads(created.stdout)["ip"]
+    listed = inletsctl(
+        tmp_path / "b", "list", "--remote", "-p", "aws", "-o", "json", *credentials(moto)
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [h["ip"] for h in json.loads(listed.stdout)] == [ip]
     deleted = inletsctl(
         tmp_path / "b", "delete", "--ip", ip, "--provider", "aws", *credentials(moto)
     )
