@@ -20,7 +20,7 @@ from typing import Protocol
 import h11
 
 from .http_conn import HttpError, Limits, PublicConnection, serve_requests
-from .http_router import Router
+from .http_router import Router, normalize_host
 from .metrics import Metrics
 
 __all__ = [
@@ -178,6 +178,20 @@ class _UpstreamFailed(Exception):
     """The stream broke or answered garbage before a response head arrived."""
 
 
+class _StaleLeg(Exception):
+    """A kept-alive leg was closed while idle; the request may go on a fresh one."""
+
+
+@dataclass
+class _Leg:
+    """The tunnel side of a public connection: one stream to one client, for one host."""
+
+    client: Hashable
+    host: str
+    stream: Duplex
+    h11: h11.Connection
+
+
 OpenStream = Callable[[Hashable], Awaitable[Duplex]]
 
 
@@ -196,41 +210,104 @@ class HttpProxy:
     response_timeout: float = 60.0
 
     async def handle(self, conn: PublicConnection) -> None:
-        await serve_requests(conn, self._proxy, self.metrics.count_request)
+        kept: list[_Leg] = []  # the previous request's leg, if it can carry the next one
 
-    async def _proxy(self, conn: PublicConnection, request: h11.Request) -> bool:
-        """Forward one request; ``False`` when the public connection must close."""
-        host = _header(list(request.headers), b"host")
-        if host is None:
-            raise HttpError(400, "a Host header is required")
-        client = self.router.pick(host.decode("latin-1"))
-        if client is None:
-            name = host.decode("latin-1")[:255]
-            raise HttpError(503, f"no tunnel client serves host {name}")
+        async def proxy(conn: PublicConnection, request: h11.Request) -> bool:
+            return await self._proxy(conn, request, kept)
+
+        try:
+            await serve_requests(conn, proxy, self.metrics.count_request)
+        finally:
+            for leg in kept:
+                await self._drop(leg)
+
+    async def _open(self, client: Hashable, host: str) -> _Leg:
         try:
             stream = await self.open_stream(client)
         except ConnectionError:
             self.metrics.upstream_errors += 1
             raise HttpError(502, "the tunnel client went away") from None
         self.metrics.streams_open += 1
-        try:
-            return await self._exchange(conn, request, stream)
-        finally:
-            self.metrics.streams_open -= 1
-            await stream.close()
+        return _Leg(client, host, stream, h11.Connection(h11.CLIENT))
 
-    async def _exchange(self, conn: PublicConnection, request: h11.Request, stream: Duplex) -> bool:
-        upstream = h11.Connection(h11.CLIENT)
-        await stream.write(upstream.send(forwarded_request(request, conn.peer_ip)))
-        sender = asyncio.ensure_future(self._send_body(conn, upstream, stream))
+    async def _drop(self, leg: _Leg) -> None:
+        self.metrics.streams_open -= 1
+        await leg.stream.close()
+
+    async def _proxy(self, conn: PublicConnection, request: h11.Request, kept: list[_Leg]) -> bool:
+        """Forward one request; ``False`` when the public connection must close.
+
+        Keep-alive on the upstream leg: a request for the same host that the router
+        sends to the same client reuses the previous request's stream, and so the
+        client's upstream connection. If that idle leg turns out to be closed, a
+        request without a body is retried once on a fresh one.
+        """
+        host = _header(list(request.headers), b"host")
+        if host is None:
+            raise HttpError(400, "a Host header is required")
+        name = host.decode("latin-1")
+        client = self.router.pick(name)
+        if client is None:
+            raise HttpError(503, f"no tunnel client serves host {name[:255]}")
+        key = normalize_host(name)
+        leg = kept.pop() if kept else None
+        if leg is not None and (leg.client is not client or leg.host != key):
+            await self._drop(leg)
+            leg = None
+        reused = leg is not None
+        leg = leg or await self._open(client, key)
+        keep = False
+        try:
+            try:
+                keep = await self._exchange(conn, request, leg, retryable=reused)
+            except _StaleLeg:
+                await self._drop(leg)
+                leg = await self._open(client, key)
+                keep = await self._exchange(conn, request, leg, retryable=False, body_sent=True)
+        finally:
+            upstream = leg.h11
+            if keep and upstream.our_state is h11.DONE and upstream.their_state is h11.DONE:
+                upstream.start_next_cycle()
+                kept.append(leg)
+            else:
+                await self._drop(leg)
+        return keep
+
+    async def _exchange(
+        self,
+        conn: PublicConnection,
+        request: h11.Request,
+        leg: _Leg,
+        *,
+        retryable: bool,
+        body_sent: bool = False,
+    ) -> bool:
+        upstream, stream = leg.h11, leg.stream
+        no_body = _header(list(request.headers), b"transfer-encoding") is None and _header(
+            list(request.headers), b"content-length"
+        ) in (None, b"0")
+        try:
+            await stream.write(upstream.send(forwarded_request(request, conn.peer_ip)))
+        except ConnectionError:
+            if retryable and no_body:
+                raise _StaleLeg() from None
+            self.metrics.upstream_errors += 1
+            raise HttpError(502, "the tunnel client went away") from None
+        sender = asyncio.ensure_future(self._send_body(conn, upstream, stream, body_sent))
         try:
             try:
                 head = await asyncio.wait_for(
-                    self._response_head(upstream, stream, sender), self.response_timeout
+                    self._response_head(upstream, stream), self.response_timeout
                 )
-            except (_UpstreamFailed, ConnectionError, asyncio.TimeoutError):
+            except (_UpstreamFailed, ConnectionError):
+                if retryable and no_body:
+                    await sender  # no body: it ends at once, leaving the public side ready
+                    raise _StaleLeg() from None
                 self.metrics.upstream_errors += 1
                 raise HttpError(502, "the upstream did not answer") from None
+            except asyncio.TimeoutError:
+                self.metrics.upstream_errors += 1
+                raise HttpError(502, "the upstream did not answer in time") from None
             if isinstance(head, h11.InformationalResponse):  # 101: now a raw pipe
                 await conn.send(head)
                 await self._pipe_upgraded(conn, upstream, stream, sender)
@@ -243,10 +320,17 @@ class HttpProxy:
         return intact and sender.done() and not sender.cancelled() and sender.result()
 
     async def _send_body(
-        self, conn: PublicConnection, upstream: h11.Connection, stream: Duplex
+        self, conn: PublicConnection, upstream: h11.Connection, stream: Duplex, body_sent: bool
     ) -> bool:
-        """Copy the request body to the stream; ``True`` if it ended cleanly."""
+        """Copy the request body to the stream; ``True`` if it ended cleanly.
+
+        ``body_sent``: a retry of a bodiless request whose end the public side
+        already delivered; only the upstream leg still needs to hear it.
+        """
         try:
+            if body_sent:
+                await stream.write(upstream.send(h11.EndOfMessage()))
+                return True
             if conn.h11.they_are_waiting_for_100_continue:
                 # We always want the body; answering here spares the client its wait.
                 await conn.send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -274,7 +358,7 @@ class HttpProxy:
                 raise _UpstreamFailed("the upstream sent more than one response")
 
     async def _response_head(
-        self, upstream: h11.Connection, stream: Duplex, sender: asyncio.Future[bool]
+        self, upstream: h11.Connection, stream: Duplex
     ) -> h11.Response | h11.InformationalResponse:
         while True:
             event = await self._receive(upstream, stream)

@@ -71,6 +71,7 @@ async def echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.Stre
                         "headers": [[k.decode(), v.decode()] for k, v in event.headers],
                         "sha256": digest.hexdigest(),
                         "size": size,
+                        "upstream_connection": writer.get_extra_info("peername")[1],
                     }
                 ).encode()
                 headers = [
@@ -84,6 +85,8 @@ async def echo_app(name: str, reader: asyncio.StreamReader, writer: asyncio.Stre
                 writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
+            if event.target == b"/then-close":  # a keep-alive response, then gone while idle
+                return
             conn.start_next_cycle()
     except (ConnectionError, h11.ProtocolError):
         pass
@@ -250,6 +253,8 @@ def test_headers_forwarded_and_hop_by_hop_removed_on_both_legs() -> None:
                 return bodies
 
             bodies = await asyncio.to_thread(three_on_one_connection)
+            # The upstream leg kept alive too: one upstream connection served all three.
+            assert len({b["upstream_connection"] for b in bodies}) == 1
             seen = {k.lower(): v for k, v in bodies[0]["headers"]}
             assert "x-secret" not in seen and "keep-alive" not in seen
             assert seen["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
@@ -452,5 +457,29 @@ def test_expect_100_continue_is_answered_by_the_server() -> None:
                 writer.close()
             assert seen["size"] == 5
             assert "expect" not in {k.lower() for k, _ in seen["headers"]}
+
+    run(main)
+
+
+def test_an_upstream_leg_closed_while_idle_is_replaced_for_the_next_request() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await r.client("a", await r.upstream("a"))
+
+            def two_requests() -> list[tuple[int, int]]:
+                conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=DEADLINE)
+                out = []
+                try:
+                    for path in ("/then-close", "/next"):
+                        conn.request("GET", path, headers={"Host": "app.test"})
+                        resp = conn.getresponse()
+                        out.append((resp.status, json.loads(resp.read())["upstream_connection"]))
+                finally:
+                    conn.close()
+                return out
+
+            (first, a), (second, b) = await asyncio.to_thread(two_requests)
+            assert (first, second) == (200, 200) and a != b
+            assert r.metrics.upstream_errors == 0
 
     run(main)
