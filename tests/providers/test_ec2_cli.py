@@ -114,3 +114,5 @@ def test_refused_plan_is_one_line_with_a_hint_and_leaves_nothing(moto: str, tmp_
     assert "--plan" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert ours(moto) == ([], [])
+    listed = inletsctl(tmp_path, "list", "--all", "-o", "json")
+    assert [h["status"] for h in json.loads(listed.stdout)] == ["deleted"]
