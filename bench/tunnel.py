@@ -1,15 +1,13 @@
 """Our tunnel under test: `tunnel-core tcp server` and `tcp client` on 127.0.0.1.
 
-It runs exactly as a user would run it: real TLS with a pinned certificate, a token
-from a file, the client dialling its upstreams. The certificate is made here so the
-bench can verify the health endpoint against it instead of skipping verification.
+It runs exactly as a user would run it: real TLS with a pinned certificate made the
+way `inletsctl create` makes it, a token from a file, the client dialling its
+upstreams. Holding the certificate also lets the bench verify the health endpoint
+against it instead of skipping verification.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import ipaddress
 import json
 import secrets
 import ssl
@@ -19,12 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
+from inletsctl import tls
 
 
 @dataclass(frozen=True)
@@ -34,38 +28,6 @@ class Tunnel:
     control_port: int
     public: Mapping[int, int]
     """Upstream port -> the public port on the tunnel server that reaches it."""
-
-
-def _self_signed(work: Path) -> tuple[Path, Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tunnel-core bench")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = work / "server.crt", work / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-    return cert_path, key_path, f"sha256:{fingerprint}"
 
 
 def health(control_port: int, cafile: Path) -> dict[str, object] | None:
@@ -91,7 +53,11 @@ def start_tunnel(
     """
     work = work / tag
     work.mkdir()
-    cert, key, fingerprint = _self_signed(work)
+    identity = tls.generate(ip="127.0.0.1")
+    cert, key = work / "server.crt", work / "server.key"
+    cert.write_text(identity.cert_pem)
+    key.touch(mode=0o600)
+    key.write_text(identity.key_pem)
     token = work / "token"
     token.touch(mode=0o600)
     token.write_text(secrets.token_urlsafe(32))
@@ -113,7 +79,7 @@ def start_tunnel(
     client = procs.start(
         f"{tag}-client",
         [*engine, "tcp", "client", "--url", f"wss://127.0.0.1:{control}"]
-        + ["--token-file", str(token), "--tls-fingerprint", fingerprint]
+        + ["--token-file", str(token), "--tls-fingerprint", identity.fingerprint]
         + ["--upstream", "127.0.0.1"]
         + ["--ports", ",".join(f"{pub}:{up}" for up, pub in public.items())],
     )
