@@ -1,8 +1,8 @@
 """The server side of HTTP mode: public requests in, tunnel streams out.
 
 Each public request is routed by its Host header to one tunnel client and
-carried on a fresh stream as plain HTTP/1.1 (one request per stream), so the
-client side stays a dumb byte pipe to its upstream. Both legs are parsed with h11
+carried on a stream as plain HTTP/1.1, so the client side stays a dumb byte pipe
+to its upstream; a stream only ever carries requests for one host. Both legs are parsed with h11
 and bodies move as they arrive, in both directions, with backpressure: nothing
 is buffered whole. Hop-by-hop headers (RFC 9110 section 7.6.1) never cross, the
 X-Forwarded-* headers are set, and a WebSocket upgrade turns both legs into a raw

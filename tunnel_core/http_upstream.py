@@ -1,8 +1,9 @@
 """The client side of HTTP mode: a tunnel stream in, the local service out.
 
-The server sends exactly one HTTP/1.1 request per stream, already cleaned of
-hop-by-hop headers, so the client only needs the Host header to pick an
-upstream; after that it splices bytes, which also carries WebSocket upgrades.
+The server sends HTTP/1.1 requests for a single host per stream, already cleaned
+of hop-by-hop headers, so the client only needs the first request's Host header
+to pick an upstream; after that it splices bytes, which also carries keep-alive
+requests and WebSocket upgrades.
 When the upstream refuses or does not accept in time, the client answers 502
 itself, marked so the server counts it as an upstream error.
 """
