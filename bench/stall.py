@@ -1,16 +1,19 @@
 """Memory while one tunnelled reader is stalled and its sender pushes 1 GB.
 
 Per-stream credit is what keeps a slow reader from growing a buffer, so the test
-runs two streams over one tunnel: one whose reader does not read while its sender
-tries to push 1 GB, and one that moves 1 GB at full speed meanwhile (one stream
-must not block another). RSS of server and client is sampled every 100 ms; then
-the stalled reader drains and must receive all of its 1 GB.
+runs two streams over one tunnel. Phases, with RSS of server and client sampled
+every 100 ms in each: `stalled`, the first stream's reader does not read while its
+sender tries to push 1 GB, until the sender is stuck; `stalled_live`, a second
+stream moves 1 GB at full speed meanwhile (one stream must not block another, and
+the stuck sender must get no further); `draining`, the stalled reader reads and
+must receive all of its 1 GB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +72,21 @@ class _Sampler:
             await asyncio.sleep(0.1)
 
 
+async def _settled(count: Callable[[], int], quiet: float = 1.0, limit: float = 15.0) -> int:
+    """Wait until `count()` has not moved for `quiet` seconds (at most `limit`); return it.
+
+    The stalled sender stops once the windows and socket buffers on its way are
+    full; how much it got rid of until then is what the tunnel buffers for it.
+    """
+    deadline = time.monotonic() + limit
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        if count() != last:
+            last, since = count(), time.monotonic()
+    return last
+
+
 async def _measure(
     procs: Procs, work: Path, engine: list[str], direction: str, total: int
 ) -> dict[str, object]:
@@ -101,13 +119,12 @@ async def _measure(
         sampler.phase = "stalled"
         sampling = asyncio.create_task(sampler.run())
         pushing = asyncio.create_task(stalled.send(total))
+        in_flight = await _settled(lambda: stalled.sent)
+        sampler.phase = "stalled_live"
         started = time.monotonic()
         await asyncio.wait_for(asyncio.gather(live.send(total), live.drain(total)), 300)
         live_seconds = time.monotonic() - started
-        await asyncio.sleep(
-            max(0.0, 3.0 - live_seconds)
-        )  # let the stall last a few seconds at least
-        in_flight = stalled.sent
+        in_flight_after = stalled.sent
         sampler.phase = "draining"
         started = time.monotonic()
         await asyncio.wait_for(asyncio.gather(pushing, stalled.drain(total)), 300)
@@ -129,12 +146,13 @@ async def _measure(
         "direction": direction,
         "bytes": total,
         "stalled_sender_accepted_MB": round(in_flight / MB, 1),
+        "stalled_sender_accepted_MB_after_live": round(in_flight_after / MB, 1),
         "live_stream_MBps_during_stall": round(total / MB / live_seconds, 1),
         "drain_MBps": round(total / MB / drain_seconds, 1),
     } | {
         f"{name}_rss_MB_{phase}": mb(name, phase)
         for name in ("server", "client")
-        for phase in ("before", "stalled", "draining")
+        for phase in ("before", "stalled", "stalled_live", "draining")
     }
 
 
