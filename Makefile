@@ -45,7 +45,7 @@ test: install system-deps lint types
 cov: install system-deps
 	$(BIN)/pytest -q --cov --cov-report=term-missing
 
-test-vm: install system-deps
+test-vm: install system-deps vm-image
 	$(BIN)/pytest -q -m vm -o addopts='' tests/vm
 
 bench: install
