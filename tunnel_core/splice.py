@@ -67,6 +67,9 @@ class SpliceProtocol(asyncio.Protocol):
 
     def stream_data(self, data: bytes) -> None:
         assert self.transport is not None and self.stream is not None
+        if self.transport.is_closing():  # the socket is going away; the bytes have nowhere to go
+            self.stream.consumed(len(data))
+            return
         self.transport.write(data)
         if self._write_paused:
             self._held += len(data)
