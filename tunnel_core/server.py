@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 import h11
 
 from . import ws
-from .errors import Refused
+from .errors import Refused, TunnelError
 from .mux import Event, GoAway, Hello, Role
 from .session import Session, Stream
 
@@ -82,14 +82,21 @@ class TunnelServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Handshake(self),
-            self.config.bind,
-            self.config.control_port,
-            ssl=self.config.ssl_context,
-            ssl_handshake_timeout=self.config.handshake_timeout,
-            reuse_address=True,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _Handshake(self),
+                self.config.bind,
+                self.config.control_port,
+                ssl=self.config.ssl_context,
+                ssl_handshake_timeout=self.config.handshake_timeout,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise TunnelError(
+                f"cannot listen on {self.config.bind}:{self.config.control_port}: "
+                f"{exc.strerror or exc}",
+                "pick another --control-port or stop what is using it",
+            ) from exc
 
     async def close(self) -> None:
         """Stop accepting, say goodbye to every client, stop the data plane."""

@@ -392,3 +392,16 @@ def test_usage_errors_exit_2_with_a_hint(engine, args, message):
     assert client.wait_exit() == 2
     assert message in client.stderr()
     assert "Traceback" not in client.stderr()
+
+
+def test_control_port_in_use_fails_with_a_message(engine):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        cert, key, _ = engine.cert("busy")
+        server = engine.start(
+            "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(port),
+            "--token", "t", "--tls-cert", str(cert), "--tls-key", str(key),
+        )  # fmt: skip
+        assert server.wait_exit() == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in server.stderr()
+    assert "Traceback" not in server.stderr()
