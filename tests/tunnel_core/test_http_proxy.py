@@ -164,6 +164,15 @@ def get(port: int, path: str = "/", host: str = "app.test", **kw: object) -> tup
         conn.close()
 
 
+def digest_of(response: http.client.HTTPResponse) -> tuple[int, str]:
+    """Length and SHA-256 of a body, read in pieces so it is never held whole."""
+    digest, total = hashlib.sha256(), 0
+    while chunk := response.read(1 << 20):
+        digest.update(chunk)
+        total += len(chunk)
+    return total, digest.hexdigest()
+
+
 def run(coro_fn: Callable[[], object]) -> None:
     asyncio.run(asyncio.wait_for(coro_fn(), 60))  # type: ignore[arg-type]
 
@@ -309,13 +318,9 @@ def test_large_download_is_streamed_intact() -> None:
             def fetch() -> tuple[int, str]:
                 conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=DEADLINE)
                 conn.request("GET", f"/download/{size}", headers={"Host": "app.test"})
-                resp = conn.getresponse()
-                digest, total = hashlib.sha256(), 0
-                while chunk := resp.read(1 << 20):
-                    digest.update(chunk)
-                    total += len(chunk)
+                result = digest_of(conn.getresponse())
                 conn.close()
-                return total, digest.hexdigest()
+                return result
 
             total, digest = await asyncio.to_thread(fetch)
             block = bytes(range(256)) * 256

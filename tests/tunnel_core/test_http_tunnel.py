@@ -26,7 +26,7 @@ import pytest
 import websockets
 
 from tests.conftest import Engine, EngineProcess, TunnelServerInfo, free_port, healthz, wait_for
-from tests.tunnel_core.test_http_proxy import echo_app, ws_echo
+from tests.tunnel_core.test_http_proxy import digest_of, echo_app, ws_echo
 
 pytestmark = pytest.mark.network
 DEADLINE = 30.0
@@ -258,13 +258,9 @@ def test_keep_alive_big_bodies_chunked_upload_and_websocket(engine: Engine, tmp_
                         assert conn.getresponse().read()
                     sock = conn.sock
                     conn.request("GET", f"/download/{size}", headers={"Host": "app.test"})
-                    response = conn.getresponse()
-                    digest, total = hashlib.sha256(), 0
-                    while chunk := response.read(1 << 20):
-                        digest.update(chunk)
-                        total += len(chunk)
+                    result = digest_of(conn.getresponse())
                     assert conn.sock is sock  # all four on one connection
-                    return total, digest.hexdigest()
+                    return result
                 finally:
                     conn.close()
 
