@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tunnel_core import ws
 from tunnel_core.errors import FrameError, LocalProtocolError
@@ -39,6 +39,7 @@ def merged(frames: list[Frame]) -> list[Frame]:
     return out
 
 
+@settings(deadline=None)  # the machine may be busy; speed is not under test
 @given(st.lists(frames_strategy(), max_size=20), st.integers(1, 64))
 def test_frames_round_trip_however_the_bytes_are_split(frames, step):
     wire = b"".join(f.serialize() for f in frames)
@@ -51,6 +52,7 @@ def test_frames_round_trip_however_the_bytes_are_split(frames, step):
     assert FrameDecoder().feed(wire) == frames  # fed whole, frames come out whole
 
 
+@settings(deadline=None)  # the machine may be busy; speed is not under test
 @given(st.binary(max_size=400))
 def test_garbage_raises_only_the_codecs_error(data):
     decoder = FrameDecoder(max_payload=1024)
@@ -88,6 +90,7 @@ def test_constructor_refuses_illegal_frames():
         Frame(FrameType.WINDOW, 1, b"\0\0\0\0")
 
 
+@settings(deadline=None)  # the machine may be busy; speed is not under test
 @given(st.lists(st.binary(max_size=300), max_size=4), st.booleans(), st.integers(1, 5000))
 def test_websocket_frames_round_trip(payloads, masked, step):
     wire = b"".join(encode(Opcode.BINARY, p, mask=masked) for p in payloads)
@@ -109,6 +112,7 @@ def test_websocket_length_encodings(size):
     )
 
 
+@settings(deadline=None)  # the machine may be busy; speed is not under test
 @given(st.binary(max_size=300), st.booleans())
 def test_websocket_garbage_raises_only_frame_error(data, masked):
     try:
@@ -124,6 +128,7 @@ def test_websocket_refuses_unmasked_client_frames_and_text():
         WsDecoder(expect_mask=False).feed(encode(Opcode.TEXT, b"x", mask=False))
 
 
+@settings(deadline=None)  # the machine may be busy; speed is not under test
 @given(st.binary(max_size=100), st.binary(min_size=4, max_size=4))
 def test_mask_is_an_involution_and_matches_the_rfc(data, key):
     expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
