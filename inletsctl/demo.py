@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 #: Seconds to wait for the first byte through the tunnel.
@@ -55,7 +56,9 @@ def _get_through(url: str, client: subprocess.Popen[bytes]) -> bytes:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return bytes(response.read())
-        except OSError:
+        except OSError as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # e.g. 502 until the client has registered
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,9 +65,12 @@ def get_through(port: int, client: subprocess.Popen[bytes]) -> bytes:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
                 return bytes(resp.read())
+        except urllib.error.HTTPError as exc:  # e.g. 502 until the HTTP client registers
+            exc.close()
+            last = exc
         except OSError as exc:
             last = exc
-            time.sleep(0.1)
+        time.sleep(0.1)
     raise AssertionError(f"no answer through the tunnel: {last}")
 
 
