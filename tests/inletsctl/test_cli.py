@@ -41,6 +41,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
         (["create", "--tcp", "--ports", "80", "--poll", "soon"], "not a duration", "2s"),
         (["create", "--http", "--inlets-token", "two words"], "tunnel token", "--inlets-token"),
         (["delete"], "exactly one of --id or --ip", ""),
+        (["list", "--remote"], "--remote needs --provider", ""),
     ],
 )
 def test_usage_errors_exit_2_with_hint(

@@ -120,6 +120,13 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
     shown = json.loads(run_cli("get", host["id"], "--show-token", "-o", "json").stdout)
     assert shown["token"] == host["token"]
 
+    remote = json.loads(run_cli("list", "--provider", "local", "--remote", "-o", "json").stdout)
+    assert [(h["id"], h["status"], h["ip"]) for h in remote] == [
+        (host["id"], "active", "127.0.0.1")
+    ]
+    planned = json.loads(run_cli("connect", host["id"], "--print", "-o", "json").stdout)
+    assert planned["env"] == ["INLETS_TOKEN"] and host["token"] not in planned["argv"]
+
     res = run_cli("delete", "--id", host["id"], "-o", "json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"id": host["id"], "provider": "local", "status": "deleted"}
