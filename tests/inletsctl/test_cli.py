@@ -202,3 +202,21 @@ def test_no_state_dir_permission_is_a_state_error(tmp_path: Path) -> None:
     res = run_cli("list", env={"INLETSCTL_STATE_DIR": str(target)})
     assert res.returncode == 1
     assert "cannot open the host state" in res.stderr and "INLETSCTL_STATE_DIR" in res.stderr
+
+
+def test_delete_with_provider_finds_a_host_the_state_never_saw(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    from providers.local import LocalProvider
+    from providers.models import ProviderConfig
+    from tests.providers.conformance import ProviderConformance
+
+    local = LocalProvider(ProviderConfig(state_dir=str(state_dir)))
+    host = local.create(ProviderConformance().make_spec(local))
+    rc, _, err = cli(capsys, "delete", "--id", host.id)
+    assert rc == 1 and "--provider" in err
+    rc, out, err = cli(capsys, "delete", "--id", host.id, "--provider", "local", "-o", "json")
+    assert rc == 0, err
+    assert json.loads(out)["status"] == "deleted"
+    assert local.list() == []
+    local._children.pop(host.id).wait(timeout=10)  # the CLI's own provider instance stopped it
