@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import cloud_init
 from inletsctl import release, tls
-from inletsctl.errors import HostUnknown, ProviderFailure, UsageError, map_provider_errors
+from inletsctl.errors import (
+    HostUnknown,
+    InletsctlError,
+    ProviderFailure,
+    UsageError,
+    map_provider_errors,
+)
 from inletsctl.store import HostRecord, Store
 from providers.base import Provider
 from providers.errors import HostNotFound, ProviderError
@@ -189,7 +195,7 @@ def _undo(store: Store, provider: Provider, record: HostRecord, exc: BaseExcepti
         pass
     except ProviderError as undo_exc:
         store.update(record.id, status=HostStatus.FAILED.value)
-        if isinstance(exc, ProviderFailure):
+        if isinstance(exc, InletsctlError):
             exc.hint = (
                 f"Undo failed too ({undo_exc.message}); "
                 f"finish it with `inletsctl delete --id {record.id}`."

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
-from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
+from providers.models import (
+    Engine,
+    Host,
+    HostSpec,
+    HostStatus,
+    ProviderConfig,
+    ProviderFacts,
+    TunnelMode,
+)
 
 LOOPBACK = "127.0.0.1"
 META = "host.json"
@@ -100,6 +108,13 @@ class LocalProvider:
     # -- contract -----------------------------------------------------------------
 
     def create(self, spec: HostSpec) -> Host:
+        if spec.server.engine is not Engine.TUNNEL_CORE:
+            raise InvalidSpec("local: only the tunnel-core engine runs locally")
+        if spec.server.letsencrypt_domains:
+            raise InvalidSpec(
+                "local: Let's Encrypt needs a public VM",
+                hint="Use --http with local, or a cloud provider for --letsencrypt-domain.",
+            )
         hdir = self.root / spec.host_id
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

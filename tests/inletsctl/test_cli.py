@@ -220,3 +220,21 @@ def test_delete_with_provider_finds_a_host_the_state_never_saw(
     assert json.loads(out)["status"] == "deleted"
     assert local.list() == []
     local._children.pop(host.id).wait(timeout=10)  # the CLI's own provider instance stopped it
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "inlets-pro", "--http"], "only the tunnel-core engine"),
+        (
+            ["--letsencrypt-domain", "a.example.com", "--letsencrypt-email", "m@example.com"],
+            "Let's Encrypt needs a public VM",
+        ),
+    ],
+)
+def test_local_refuses_what_it_cannot_run(
+    capsys: pytest.CaptureFixture[str], state_dir: Path, args: list[str], message: str
+) -> None:
+    rc, _, err = cli(capsys, "create", *args)
+    assert rc == 2 and message in err
+    assert [r.status for r in Store(state_dir).all(include_deleted=True)] == ["deleted"]
