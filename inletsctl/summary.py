@@ -16,9 +16,12 @@ TOKEN_ENV = "INLETS_TOKEN"
 
 def client_argv(record: HostRecord, upstream: str, token: str | None) -> list[str]:
     """The tunnel client's argv; with ``token=None`` it reads ``$INLETS_TOKEN`` instead."""
-    argv = ["tunnel-core", record.mode, "client", "--url", url(record)]
+    inlets_pro = record.engine == "inlets-pro"
+    argv = ["inlets-pro" if inlets_pro else "tunnel-core", record.mode, "client"]
+    argv += ["--url", url(record)]
     argv += ["--token", token] if token is not None else ["--token-env", TOKEN_ENV]
-    argv += ["--tls-fingerprint", record.fingerprint]
+    if not inlets_pro:  # inlets-pro's server made its own certificate (--auto-tls)
+        argv += ["--tls-fingerprint", record.fingerprint]
     if record.mode == "tcp":
         argv += ["--upstream", upstream or "127.0.0.1", "--ports", record.ports]
     else:

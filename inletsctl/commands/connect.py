@@ -37,6 +37,11 @@ def connect(
     record = Store().get(id)
     if record.status == "deleted":
         raise UsageError(f"host {id} is deleted", hint="Create a new one: inletsctl create.")
+    if record.engine != "tunnel-core":
+        raise UsageError(
+            f"host {id} runs {record.engine}; connect runs tunnel-core clients only",
+            hint=f"Run the client command from `inletsctl get {id} --show-token`.",
+        )
     argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream, None)[1:]]
     if print_only or output is Format.json:
         if output is Format.json:
