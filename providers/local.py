@@ -129,9 +129,9 @@ class LocalProvider:
 
     def _start(self, spec: HostSpec, hdir: Path) -> Host:
         server = spec.server
-        _write(hdir / "token", server.token)
-        _write(hdir / "tls.crt", server.tls_cert_pem)
-        _write(hdir / "tls.key", server.tls_key_pem)
+        write_private(hdir / "token", server.token)
+        write_private(hdir / "tls.crt", server.tls_cert_pem)
+        write_private(hdir / "tls.key", server.tls_key_pem)
         control = free_port()
         data = free_port() if server.mode is TunnelMode.HTTP else 0
         argv = [self.python, "-m", "tunnel_core", server.mode.value, "server"]
@@ -166,7 +166,7 @@ class LocalProvider:
             "fingerprint": server.tls_fingerprint,
             "mode": server.mode.value,
         }
-        _write(hdir / META, json.dumps(meta))
+        write_private(hdir / META, json.dumps(meta))
         self._wait_ready(spec.host_id, meta, proc)
         return self.status(spec.host_id)
 
@@ -192,7 +192,7 @@ class LocalProvider:
         )
 
     def status(self, host_id: str) -> Host:
-        meta = self._meta(host_id)
+        meta = read_meta(self.root, self.name, host_id)
         if not self._is_ours(host_id, int(str(meta["pid"]))):
             state = HostStatus.FAILED
         elif self._healthy(meta):
@@ -203,8 +203,8 @@ class LocalProvider:
 
     def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
         if host_id is None:
-            host_id = self._find_by_ip(ip)
-        self._meta(host_id)
+            host_id = only_host_with_ip(self.name, self.list(), ip)
+        read_meta(self.root, self.name, host_id)
         self._stop(host_id)
 
     def list(self) -> list[Host]:
@@ -217,24 +217,6 @@ class LocalProvider:
         return hosts
 
     # -- helpers ------------------------------------------------------------------
-
-    def _find_by_ip(self, ip: str | None) -> str:
-        live = [h.id for h in self.list() if h.ip == ip]
-        if len(live) != 1:
-            found = "no local host" if not live else f"{len(live)} local hosts ({', '.join(live)})"
-            raise HostNotFound(
-                f"local: {found} with IP {ip}",
-                hint="Every local host is on 127.0.0.1: delete it with --id.",
-            )
-        return live[0]
-
-    def _meta(self, host_id: str) -> dict[str, object]:
-        path = self.root / host_id / META
-        if not host_id or "/" in host_id or not path.is_file():
-            raise HostNotFound(f"local: no host {host_id!r}")
-        doc = json.loads(path.read_text())
-        assert isinstance(doc, dict)
-        return doc
 
     def _host(self, meta: dict[str, object], state: HostStatus) -> Host:
         host_id = str(meta["id"])
@@ -277,7 +259,7 @@ class LocalProvider:
         meta_path = hdir / META
         pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
         if pid and self._is_ours(host_id, pid):
-            _terminate(pid)
+            terminate(pid)
         child = self._children.get(host_id)
         if child is not None and (child.pid == pid or not pid):
             child.wait(timeout=STOP_TIMEOUT_S)  # reap it, so no zombie outlives delete
@@ -292,7 +274,31 @@ class LocalProvider:
         return lines[-1] if lines else "(empty log)"
 
 
-def _terminate(pid: int) -> None:
+def read_meta(root: Path, provider: str, host_id: str) -> dict[str, object]:
+    """``<root>/<host_id>/host.json``; an id that is not a plain directory name is unknown."""
+    path = root / host_id / META
+    if not host_id or "/" in host_id or host_id.startswith(".") or not path.is_file():
+        raise HostNotFound(f"{provider}: no host {host_id!r}")
+    doc = json.loads(path.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def only_host_with_ip(provider: str, hosts: list[Host], ip: str | None) -> str:
+    """The id of the one host with ``ip``; loopback providers share 127.0.0.1, so often none."""
+    live = [h.id for h in hosts if h.ip == ip]
+    if len(live) != 1:
+        found = f"no {provider} host" if not live else f"{len(live)} {provider} hosts"
+        listed = f" ({', '.join(live)})" if live else ""
+        raise HostNotFound(
+            f"{provider}: {found}{listed} with IP {ip}",
+            hint=f"Every {provider} host is on 127.0.0.1: delete it with --id.",
+        )
+    return live[0]
+
+
+def terminate(pid: int) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; the caller has checked the PID is its own."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -317,7 +323,8 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _write(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` 0600 from the start (never briefly world-readable); refuse to overwrite."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
