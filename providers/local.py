@@ -328,3 +328,9 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+
+
+# Names the qemu provider imported before these helpers were public; keep them
+# until it imports ``terminate`` and ``write_private``.
+_terminate = terminate
+_write = write_private
