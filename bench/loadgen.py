@@ -55,7 +55,10 @@ def bulk(run: int, path: str, port: int, duration: int) -> Sample:
     out = _run(
         ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"], duration + 30
     )
-    bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    try:
+        bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    except (ValueError, KeyError) as exc:  # iperf3 -J exits 0 and puts an error in the JSON
+        raise BenchError(f"iperf3 through {path} failed: {out[-300:]}") from exc
     return Sample(run, path, BULK, round(bps / 8e6))
 
 
