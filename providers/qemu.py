@@ -40,6 +40,8 @@ from providers.models import Host, HostSpec, HostStatus, ProviderConfig, Provide
 
 LOOPBACK = "127.0.0.1"
 META = "host.json"
+#: Under the provider's root: each deleted host's serial console log, kept for diagnosis.
+LOGS = "logs"
 #: The guest address that ``guestfwd`` connects to the host's loopback.
 GUESTFWD_ADDR = "10.0.2.100"
 #: Where ``scripts/vm_image.sh`` caches images; ``current`` points at the newest.
@@ -159,7 +161,8 @@ class QemuProvider:
     def list(self) -> list[Host]:
         if not self.root.is_dir():
             return []
-        return [self.status(d.name) for d in sorted(self.root.iterdir()) if (d / META).is_file()]
+        dirs = sorted(d for d in self.root.iterdir() if d.name != LOGS)
+        return [self.status(d.name) for d in dirs if (d / META).is_file()]
 
     # -- boot ---------------------------------------------------------------------
 
@@ -356,6 +359,10 @@ class QemuProvider:
                 os.waitpid(pid, os.WNOHANG)  # our child in the same process: no zombie left
             except ChildProcessError:
                 pass
+        serial = hdir / "serial.log"
+        if serial.is_file():  # the one clue to a failed boot outlives the host
+            (self.root / LOGS).mkdir(exist_ok=True, mode=0o700)
+            serial.replace(self.root / LOGS / f"{host_id}-serial.log")
         shutil.rmtree(hdir, ignore_errors=True)
 
 
