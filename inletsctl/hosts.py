@@ -52,6 +52,9 @@ class CreateRequest:
     token: str = field(default="", repr=False)
     engine: Engine = Engine.TUNNEL_CORE
     release_url: str = ""
+    zone: str = ""
+    #: provider-specific options (``vpc_id``, ``subnet_id``, ``aws_key_name``); empty ones dropped
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 def new_host_id() -> str:
@@ -116,6 +119,8 @@ def build_spec(
         image=req.image or facts.default_image,
         user_data=user_data,
         server=server,
+        zone=req.zone,
+        extra={k: v for k, v in req.extra if v},
     )
 
 

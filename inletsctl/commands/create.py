@@ -83,6 +83,10 @@ def create(
     release_url: Annotated[
         str, typer.Option(help="Base URL of the releases (or INLETSCTL_RELEASE_URL).")
     ] = "",
+    zone: Annotated[str, typer.Option(help="Availability zone (ec2).")] = "",
+    vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
+    subnet_id: Annotated[str, typer.Option(help="Subnet to launch in (ec2).")] = "",
+    aws_key_name: Annotated[str, typer.Option(help="EC2 key pair for SSH access.")] = "",
     poll: Annotated[str, typer.Option(help="Time between status polls.")] = "2s",
     max_polls: Annotated[int, typer.Option(min=1, help="Polls before giving up.")] = 500,
     dry_run: Annotated[
@@ -113,6 +117,8 @@ def create(
         token=inlets_token,
         engine=engine,
         release_url=release_url,
+        zone=zone,
+        extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name)),
     )
     store = Store()
     prov = open_provider(provider, access, store.directory)

@@ -116,3 +116,30 @@ def test_refused_plan_is_one_line_with_a_hint_and_leaves_nothing(moto: str, tmp_
     assert ours(moto) == ([], [])
     listed = inletsctl(tmp_path, "list", "--all", "-o", "json")
     assert [h["status"] for h in json.loads(listed.stdout)] == ["deleted"]
+
+
+def test_placement_flags_reach_the_instance(moto: str, tmp_path: Path) -> None:
+    created = inletsctl(
+        tmp_path,
+        "create",
+        "--provider",
+        "aws",
+        "--tcp",
+        "--ports",
+        "8080",
+        "--zone",
+        "eu-west-1b",
+        "--aws-key-name",
+        "my-key",
+        "--poll",
+        "0s",
+        "-o",
+        "json",
+        *credentials(moto),
+    )
+    assert created.returncode == 0, created.stderr
+    doc = json.loads(created.stdout)
+    instances, _ = ours(moto)
+    assert [i["InstanceId"] for i in instances] == [doc["provider_id"]]
+    assert instances[0]["Placement"]["AvailabilityZone"] == "eu-west-1b"
+    assert instances[0]["KeyName"] == "my-key"
