@@ -7,19 +7,12 @@ need not be known yet (it goes into the SAN when it is, else a fixed DNS name do
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tunnel_core.tls import self_signed
 
 #: SAN used when the IP is not known before the VM exists; clients pin, not verify names.
 FALLBACK_SAN = "inlets-exit-server"
-VALID_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -29,31 +22,7 @@ class Identity:
     fingerprint: str
 
 
-def generate(ip: str = "", common_name: str = FALLBACK_SAN) -> Identity:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    sans: list[x509.GeneralName] = [x509.DNSName(FALLBACK_SAN)]
-    if ip:
-        sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return Identity(
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-        fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
-    )
+def generate(ip: str = "") -> Identity:
+    """The engine's own generator, so `--auto-tls` and `create` make the same kind of cert."""
+    cert_pem, key_pem, fingerprint = self_signed([FALLBACK_SAN, ip] if ip else [FALLBACK_SAN])
+    return Identity(cert_pem=cert_pem, key_pem=key_pem, fingerprint=fingerprint)
