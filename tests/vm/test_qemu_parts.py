@@ -1,0 +1,86 @@
+"""The qemu provider's parts that need no VM: fast, so they run in `make test`."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from providers.errors import InvalidSpec
+from providers.models import HostSpec, ProviderConfig
+from providers.qemu import BOOT_FAILED, QemuProvider, accel, boot_stage
+from tests.certs import server_spec
+
+RELAY_TIMEOUT_S = 30
+
+
+def test_boot_stage_is_the_furthest_marker_seen() -> None:
+    assert boot_stage("") == ""
+    assert boot_stage("[0.0] Linux version 6.1\nWelcome to Debian") == "systemd"
+    final = "Linux version\nCloud-init v. 22 running 'modules:final'\n"
+    assert boot_stage(final) == "cloud-init final (runcmd)"
+    assert boot_stage(final + "INLETSCTL-BOOT: cloud-init done\n") == "cloud-init finished"
+    assert boot_stage(final + BOOT_FAILED + "\n") == "cloud-init failed"
+
+
+def test_unknown_accelerator_is_refused_with_the_fix() -> None:
+    with pytest.raises(InvalidSpec) as exc:
+        accel("hvf")
+    assert "INLETSCTL_QEMU_ACCEL" in exc.value.hint
+    assert accel("tcg") == "tcg"
+
+
+def test_missing_image_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    cfg = ProviderConfig(state_dir=str(tmp_path), extra={"image_dir": str(tmp_path / "none")})
+    provider = QemuProvider(cfg)
+    provider.qemu = sys.executable  # stands in for qemu: only its presence is checked first
+    spec = HostSpec(
+        host_id="abc123",
+        name="t",
+        region="local",
+        plan="small",
+        image="debian-12",
+        user_data="#cloud-config\n",
+        server=server_spec(),
+    )
+    if any(shutil.which(t) is None for t in ("qemu-img", "mkfs.vfat", "mcopy")):
+        pytest.skip("qemu-utils, dosfstools or mtools not installed")
+    with pytest.raises(InvalidSpec) as exc:
+        provider.create(spec)
+    assert "make vm-image" in exc.value.hint
+    assert not (tmp_path / "qemu").exists()
+    assert provider.list() == []
+
+
+def test_relay_carries_one_guest_connection_to_the_host_port() -> None:
+    """What guestfwd runs per guest connection: stdin/stdout <-> a host TCP port."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            request = b""
+            while not request.endswith(b"\r\n\r\n"):
+                request += conn.recv(1024)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + request.upper())
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "providers.qemu", "relay", "127.0.0.1", str(port)],
+            input=b"GET /x HTTP/1.0\r\n\r\n",
+            capture_output=True,
+            timeout=RELAY_TIMEOUT_S,
+        )
+    finally:
+        srv.close()
+        thread.join(timeout=RELAY_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"HTTP/1.0 200 OK\r\n\r\nGET /X HTTP/1.0\r\n\r\n"
