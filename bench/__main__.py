@@ -32,6 +32,10 @@ SECTIONS = ("throughput", "idle", "stall", "cli")
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
 
 
+class Overtime(BenchError):
+    """The whole run passed --max-seconds: stop everything, not just one section."""
+
+
 def emit(doc: dict[str, object]) -> None:
     print(json.dumps(doc), flush=True)
 
@@ -134,7 +138,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(128 + signum)
 
     def overtime(_signum: int, _frame: FrameType | None) -> None:
-        raise BenchError(f"the run took longer than --max-seconds {args.max_seconds}")
+        raise Overtime(f"the run took longer than --max-seconds {args.max_seconds}")
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
@@ -160,18 +164,30 @@ def main(argv: list[str]) -> int:
     }
     started = time.monotonic()
     emit({"note": "machine at start", "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]})
+    failed: list[str] = []
     try:
         for name in SECTIONS:
-            if name in only:
-                progress(f"section {name}")
+            if name not in only:
+                continue
+            progress(f"section {name}")
+            try:
                 sections[name]()
-    except BenchError as exc:
+            except Overtime:
+                raise
+            except BenchError as exc:  # the other sections can still tell something
+                failed.append(name)
+                print(f"bench: error in {name}: {exc}", file=sys.stderr)
+                procs.close()
+    except Overtime as exc:
         print(f"bench: error: {exc}\nbench: logs are in {work}", file=sys.stderr)
         return 1
     finally:
         procs.close()
         signal.alarm(0)
     emit({"note": "machine at end", "loadavg_1m": os.getloadavg()[0]})
+    if failed:
+        print(f"bench: {', '.join(failed)} failed; logs are in {work}", file=sys.stderr)
+        return 1
     shutil.rmtree(work, ignore_errors=True)
     progress(f"done in {time.monotonic() - started:.0f} s")
     return 0
