@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from inletsctl.hosts import Progress
 from providers.models import Host
+
+if TYPE_CHECKING:  # inletsctl.hosts pulls in jinja2 and the engine; not for --help
+    from inletsctl.hosts import Progress
 
 
 def line(n: int, total: int, host: Host) -> str:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from inletsctl.commands import _options as o
-from inletsctl.download import Installed, Progress as OnProgress, Request, download as fetch
 from inletsctl.output import Format, emit_json, stderr, stdout
 from providers.models import Engine
+
+if TYPE_CHECKING:  # the download machinery loads only when the command runs
+    from inletsctl.download import Installed, Progress as OnProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +42,8 @@ def download(
     output: o.OutputOpt = Format.text,
 ) -> None:
     """Download a release, verify its published SHA-256, and install it atomically."""
+    from inletsctl.download import Request, download as fetch
+
     req = Request(
         engine=Engine.INLETS_PRO if pro else engine,
         version=version,
