@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
-from providers.local import _terminate, _write, free_port, healthz
+from providers.local import STOP_TIMEOUT_S, _terminate, _write, free_port, healthz
 from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
 
 LOOPBACK = "127.0.0.1"
@@ -122,6 +122,8 @@ class QemuProvider:
         self.qemu = config.extra.get("qemu_binary", "qemu-system-x86_64")
         self.accel = accel(config.extra.get("accel") or os.environ.get(ACCEL_ENV, "tcg"))
         self.start_timeout = START_TIMEOUT_S
+        #: qemu processes started by this object, reaped by ``delete`` (no zombies).
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- contract -----------------------------------------------------------------
 
@@ -240,6 +242,7 @@ class QemuProvider:
             raise ProviderAPIError(
                 "qemu", f"cannot start {self.qemu}: {exc.strerror}", code="exec"
             ) from exc
+        self._children[spec.host_id] = proc
         meta = {
             "id": spec.host_id,
             "name": spec.name,
@@ -354,11 +357,8 @@ class QemuProvider:
         pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
         if pid and self._is_ours(host_id, pid):
             _terminate(pid)
-        if pid:
-            try:
-                os.waitpid(pid, os.WNOHANG)  # our child in the same process: no zombie left
-            except ChildProcessError:
-                pass
+        if (child := self._children.pop(host_id, None)) is not None:
+            child.wait(timeout=STOP_TIMEOUT_S)  # terminated above, or it exited on its own
         serial = hdir / "serial.log"
         if serial.is_file():  # the one clue to a failed boot outlives the host
             (self.root / LOGS).mkdir(exist_ok=True, mode=0o700)
