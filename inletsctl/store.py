@@ -81,6 +81,23 @@ def state_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_state_dir("inletsctl"))
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL once per file, so readers never block the writer.
+
+    SQLite answers "database is locked" at once, without its busy handler, when two
+    connections switch a new file's journal mode at the same moment; so retry here,
+    bounded by the same timeout as every other lock wait.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Store:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = state_dir() if directory is None else directory
@@ -111,7 +128,7 @@ class Store:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StateError(
@@ -121,7 +138,7 @@ class Store:
             )
         if version < SCHEMA_VERSION:
             with conn:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")  # a second process migrates after us: no-op
                 conn.execute(_SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
