@@ -115,12 +115,7 @@ class LocalProvider:
                 "local: Let's Encrypt needs a public VM",
                 hint="Use --http with local, or a cloud provider for --letsencrypt-domain.",
             )
-        hdir = self.root / spec.host_id
-        try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            hdir.mkdir(mode=0o700)
-        except FileExistsError as exc:
-            raise InvalidSpec(f"local: host {spec.host_id} already exists") from exc
+        hdir = new_host_dir(self.root, spec.host_id, self.name)
         try:
             return self._start(spec, hdir)
         except BaseException:
@@ -330,7 +325,12 @@ def write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-# Names the qemu provider imported before these helpers were public; keep them
-# until it imports ``terminate`` and ``write_private``.
-_terminate = terminate
-_write = write_private
+def new_host_dir(root: Path, host_id: str, provider: str) -> Path:
+    """A fresh 0700 directory for one host; an existing one means the id is taken."""
+    hdir = root / host_id
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hdir.mkdir(mode=0o700)
+    except FileExistsError as exc:
+        raise InvalidSpec(f"{provider}: host {host_id} already exists") from exc
+    return hdir

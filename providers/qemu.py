@@ -35,7 +35,14 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
-from providers.local import STOP_TIMEOUT_S, _terminate, _write, free_port, healthz
+from providers.local import (
+    STOP_TIMEOUT_S,
+    free_port,
+    healthz,
+    new_host_dir,
+    terminate,
+    write_private,
+)
 from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
 
 LOOPBACK = "127.0.0.1"
@@ -129,12 +136,7 @@ class QemuProvider:
 
     def create(self, spec: HostSpec) -> Host:
         self._check_tools()
-        hdir = self.root / spec.host_id
-        try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            hdir.mkdir(mode=0o700)
-        except FileExistsError as exc:
-            raise InvalidSpec(f"qemu: host {spec.host_id} already exists") from exc
+        hdir = new_host_dir(self.root, spec.host_id, self.name)
         try:
             return self._boot(spec, hdir)
         except BaseException:
@@ -187,8 +189,9 @@ class QemuProvider:
         control = free_port()
         guest_ports = [server.data_port] if server.mode is TunnelMode.HTTP else list(server.ports)
         forwards = {free_port(): p for p in guest_ports}
-        _write(hdir / "user-data", spec.user_data)
-        _write(hdir / "meta-data", f"instance-id: {spec.host_id}\nlocal-hostname: {spec.name}\n")
+        write_private(hdir / "user-data", spec.user_data)
+        meta_data = f"instance-id: {spec.host_id}\nlocal-hostname: {spec.name}\n"
+        write_private(hdir / "meta-data", meta_data)
         _run(["mkfs.vfat", "-n", "CIDATA", "-C", str(hdir / "seed.img"), "2048"])
         _run(
             [
@@ -254,7 +257,7 @@ class QemuProvider:
             "mode": server.mode.value,
             "accel": self.accel,
         }
-        _write(hdir / META, json.dumps(meta))
+        write_private(hdir / META, json.dumps(meta))
         self._wait_started(hdir, proc)
         return self.status(spec.host_id)
 
@@ -356,7 +359,7 @@ class QemuProvider:
         meta_path = hdir / META
         pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
         if pid and self._is_ours(host_id, pid):
-            _terminate(pid)
+            terminate(pid)
         if (child := self._children.pop(host_id, None)) is not None:
             child.wait(timeout=STOP_TIMEOUT_S)  # terminated above, or it exited on its own
         serial = hdir / "serial.log"
