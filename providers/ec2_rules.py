@@ -10,45 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from providers.errors import InvalidSpec
-from providers.models import ServerSpec, TunnelMode
+from providers.models import ServerSpec
+from providers.ports import inbound_ranges
 
 #: AWS allows 60 inbound rules per group for IPv4 and 60 for IPv6.
 MAX_RULES = 60
 
 
-def allow_list(text: str) -> list[tuple[int, int]]:
-    """The server's ``--allow-ports`` ranges, parsed by the engine that will enforce them."""
-    from tunnel_core.errors import ConfigError
-    from tunnel_core.tcp import parse_port_ranges  # imported here: the engine is heavy
-
-    try:
-        return parse_port_ranges(text)
-    except ConfigError as exc:
-        raise InvalidSpec(f"ec2: {exc.message}", hint=exc.hint or None) from exc
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, with overlapping and adjacent ranges joined, so each needs one rule."""
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
-
-
 def open_ports(server: ServerSpec) -> list[tuple[int, int]]:
-    """The port ranges a client must reach: control port plus the data ports."""
-    ranges = [(server.control_port, server.control_port)]
-    if server.mode is TunnelMode.HTTP:
-        data = [80, 443] if server.letsencrypt_domains else [server.data_port]
-        ranges += [(port, port) for port in data]
-    elif server.ports:
-        ranges += [(port, port) for port in server.ports]
-    else:
-        ranges += allow_list(server.allow_ports)
-    merged = merge_ranges(ranges)
+    """The shared inbound ranges, refused up front when they exceed one group's rules."""
+    try:
+        merged = inbound_ranges(server)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"ec2: {exc.message}", hint=exc.hint) from exc
     if len(merged) > MAX_RULES:
         raise InvalidSpec(
             f"ec2: {len(merged)} separate port ranges do not fit one security group "

@@ -1,29 +1,57 @@
 """Which inbound TCP ports an exit server needs, for every provider's firewall.
 
-One answer for all clouds, so a DigitalOcean firewall and a Hetzner one never
-disagree about what a tunnel server must accept.
+One answer for all clouds, so an EC2 security group, a DigitalOcean firewall and a
+Hetzner one never disagree about what a tunnel server must accept.
 """
 
 from __future__ import annotations
 
+from providers.errors import InvalidSpec
 from providers.models import ServerSpec, TunnelMode
 
-__all__ = ["inbound_ports"]
+__all__ = ["allow_list", "inbound_ports", "inbound_ranges", "merge_ranges"]
 
 
-def inbound_ports(server: ServerSpec) -> list[str]:
-    """Port specs (``"8123"`` or ``"1024-65535"``) to open, control port first.
+def allow_list(text: str) -> list[tuple[int, int]]:
+    """The server's ``--allow-ports`` ranges, parsed by the engine that will enforce them."""
+    from tunnel_core.errors import ConfigError
+    from tunnel_core.tcp import parse_port_ranges  # imported here: the engine is heavy
+
+    try:
+        return parse_port_ranges(text)
+    except ConfigError as exc:
+        raise InvalidSpec(exc.message, hint=exc.hint or None) from exc
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, with overlapping and adjacent ranges joined, so each needs one rule."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def inbound_ranges(server: ServerSpec) -> list[tuple[int, int]]:
+    """Merged (first, last) port ranges a client must reach: control plus data ports.
 
     TCP mode opens the ports the client asked for, or the server's whole
     allow-list when it did not say; HTTP mode opens the data port, or 80 and 443
     when Caddy answers for Let's Encrypt domains.
     """
-    if server.mode is TunnelMode.TCP:
-        data = [str(p) for p in server.ports] or [server.allow_ports]
-    elif server.letsencrypt_domains:
-        data = ["80", "443"]
+    ranges = [(server.control_port, server.control_port)]
+    if server.mode is TunnelMode.HTTP:
+        data = [80, 443] if server.letsencrypt_domains else [server.data_port]
+        ranges += [(port, port) for port in data]
+    elif server.ports:
+        ranges += [(port, port) for port in server.ports]
     else:
-        data = [str(server.data_port)]
-    ports = [str(server.control_port)]
-    ports.extend(p for p in data if p not in ports)
-    return ports
+        ranges += allow_list(server.allow_ports)
+    return merge_ranges(ranges)
+
+
+def inbound_ports(server: ServerSpec) -> list[str]:
+    """The same ranges as the port specs firewall APIs take: ``"8123"`` or ``"1024-65535"``."""
+    return [str(a) if a == b else f"{a}-{b}" for a, b in inbound_ranges(server)]

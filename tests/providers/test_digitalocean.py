@@ -71,12 +71,12 @@ def test_droplet_gets_user_data_tags_and_default_slugs(do, do_fake) -> None:
 @pytest.mark.parametrize(
     ("server_kw", "ports"),
     [
-        ({}, ["8123", "8080"]),
-        ({"ports": ()}, ["8123", "1024-65535"]),
-        ({"mode": TunnelMode.HTTP, "ports": ()}, ["8123", "8000"]),
+        ({}, ["8080", "8123"]),
+        ({"ports": ()}, ["1024-65535"]),  # the control port lies inside the allow-list
+        ({"mode": TunnelMode.HTTP, "ports": ()}, ["8000", "8123"]),
         (
             {"mode": TunnelMode.HTTP, "letsencrypt_domains": ("a.example.com",)},
-            ["8123", "80", "443"],
+            ["80", "443", "8123"],
         ),
     ],
 )

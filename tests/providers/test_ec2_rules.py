@@ -8,8 +8,9 @@ import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from providers.ec2_errors import aws_errors, hint_for
-from providers.ec2_rules import MAX_RULES, ip_permissions, merge_ranges, open_ports
+from providers.ec2_rules import MAX_RULES, ip_permissions, open_ports
 from providers.errors import CredentialsMissing, HostNotFound, InvalidSpec, ProviderAPIError
+from providers.ports import merge_ranges
 from tests.certs import server_spec
 
 SERVER = server_spec()
