@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # inletsctl.hosts pulls in jinja2 and the engine; not for --h
 
 
 def line(n: int, total: int, host: Host) -> str:
-    return f"[{n}/{total}] Host: {host.id}, status: {host.status.value}"
+    """The cloud's own word for the state (DigitalOcean's ``new``) when it gives one."""
+    status = host.additional.get("provider_status") or host.status.value
+    return f"[{n}/{total}] Host: {host.id}, status: {status}"
 
 
 @contextmanager

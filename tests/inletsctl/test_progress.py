@@ -21,6 +21,13 @@ def test_plain_lines_when_not_a_tty() -> None:
     ]
 
 
+def test_the_providers_own_status_word_is_shown() -> None:
+    new = Host("h-1", "n", "p", "r", HostStatus.CREATING, additional={"provider_status": "new"})
+    active = Host("h-1", "n", "p", "r", HostStatus.ACTIVE, additional={"provider_status": "active"})
+    assert line(1, 500, new) == "[1/500] Host: h-1, status: new"
+    assert line(2, 500, active) == "[2/500] Host: h-1, status: active"
+
+
 def test_status_line_on_a_tty_leaves_no_scrollback_per_poll() -> None:
     buf = io.StringIO()
     with poll_reporter(Console(file=buf, force_terminal=True, width=80)) as report:

@@ -58,6 +58,8 @@ def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: P
         assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
         assert len(fake.resources()) == 2, "a VM and its firewall"
         assert fake.token not in made.stdout + made.stderr
+        if provider == "digitalocean":  # the droplet's own states, as the Go original shows
+            assert "status: new" in made.stderr and "status: active" in made.stderr
 
         listed = inletsctl(env, "list", "-p", provider, "--remote", "-o", "json")
         assert listed.returncode == 0, listed.stderr
