@@ -126,10 +126,17 @@ class Engine:
         key.chmod(0o600)
         return cert, key, fingerprint
 
-    def tcp_server(self, *extra: str, allow: str = "1024-65535") -> TunnelServerInfo:
-        port = free_port()
-        token = os.urandom(16).hex()
-        cert, key, fingerprint = self.cert(f"server-{port}")
+    def tcp_server(
+        self, *extra: str, allow: str = "1024-65535", same_as: TunnelServerInfo | None = None
+    ) -> TunnelServerInfo:
+        """A TCP server; ``same_as`` reuses a (stopped) server's port, token and certificate."""
+        if same_as is None:
+            port = free_port()
+            token = os.urandom(16).hex()
+            cert, key, fingerprint = self.cert(f"server-{port}")
+        else:
+            port, token, fingerprint = same_as.control_port, same_as.token, same_as.fingerprint
+            cert, key = self.tmp / f"server-{port}.crt", self.tmp / f"server-{port}.key"
         process = self.start(
             "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(port),
             "--token-env", "TEST_TUNNEL_TOKEN", "--tls-cert", str(cert), "--tls-key", str(key),

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from . import ws
 from .errors import LocalProtocolError, ProtocolError, StreamClosedError
 from .mux import (
+    CAN_SEND,
     CreditAvailable,
     Event,
     Mux,
@@ -351,7 +352,10 @@ class Session(asyncio.Protocol):
                     stream._on_data(event.data)
             elif isinstance(event, CreditAvailable):
                 stream = streams.get(event.stream_id)
-                if stream is not None:
+                # The mux parses a whole feed before we see its events, so a RESET (or
+                # the EOF that completes a close) later in the same feed may already
+                # have closed the stream: its StreamReset/StreamEnded event follows.
+                if stream is not None and self.mux.state(event.stream_id) in CAN_SEND:
                     stream._credit()
             elif isinstance(event, StreamEnded):
                 stream = streams.get(event.stream_id)

@@ -146,3 +146,24 @@ def test_stream_limit_is_enforced_both_ways():
     mux.receive_data(HEADER.pack(FrameType.OPEN, 2, 2) + b"{}")
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(HEADER.pack(FrameType.OPEN, 4, 2) + b"{}")
+
+
+def test_window_and_reset_in_one_feed_leave_the_stream_closed_before_its_events_are_read():
+    """The mux parses a whole feed before its driver reads the events: a WINDOW then a
+    RESET of the same stream give CreditAvailable then StreamReset, but by then the
+    stream is already closed, so a driver must check the state before sending."""
+    pair = MuxPair(window=100, frame=100)
+    a, b = pair.server.open_stream({}), pair.server.open_stream({})
+    pair.to_client()
+    assert pair.server.send_data(a, b"x" * 150) == 100  # out of credit: 50 bytes pending
+    pair.to_client()
+    pair.client.consumed(a, 100)  # WINDOW...
+    pair.client.reset(a, "upstream closed")  # ...and RESET in the same outbox
+    events = pair.to_server()
+    assert events == [CreditAvailable(a, 100), StreamReset(a, "upstream closed")]
+    assert pair.server.state(a) is StreamState.CLOSED
+    assert pair.server.credit(a) == 0
+    with pytest.raises(LocalProtocolError):
+        pair.server.send_data(a, b"rest")
+    pair.server.send_data(b, b"other stream")
+    assert pair.to_client() == [StreamData(b, b"other stream")]

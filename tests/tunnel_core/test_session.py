@@ -243,3 +243,61 @@ def test_bad_http_on_the_control_port_gets_an_error_and_the_server_stays_up(requ
         await server.close()
 
     run(main())
+
+
+class _FakeTransport:
+    """Collects what a Session writes; remembers whether it was aborted."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.aborted = False
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.out.extend(bytes(c) for c in chunks)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def test_window_then_reset_in_one_message_resets_only_that_stream():
+    """Regression (iperf3 loop): the peer granted credit and reset a stream in one
+    message while we had bytes pending; the session sent on the closed stream and
+    dropped the whole connection ("stream N cannot send in state closed")."""
+    from tunnel_core import ws
+    from tunnel_core.frames import Frame, FrameType, window_frame
+    from tunnel_core.mux import Role
+
+    async def scenario() -> None:
+        transport = _FakeTransport()
+        session = Session(
+            Role.SERVER,
+            transport,  # type: ignore[arg-type]
+            on_stream=lambda stream: None,
+            on_event=lambda event: None,
+            initial_window=64,
+        )
+        a, b = session.open_stream({}), session.open_stream({})
+        a.write(b"x" * 100)  # 36 bytes wait for credit
+        assert a.paused
+        reset = Frame(FrameType.RESET, a.id, b"upstream closed").serialize()
+        message = window_frame(a.id, 64) + reset
+        session.data_received(ws.encode(ws.Opcode.BINARY, message, mask=True))
+        assert not transport.aborted
+        with pytest.raises(StreamClosedError):
+            await a.read()
+        b.write(b"still fine")
+        session._flush()  # what the scheduled call_soon would do
+        assert not transport.aborted
+        assert any(b"still fine" in chunk for chunk in transport.out)
+
+    run(scenario())

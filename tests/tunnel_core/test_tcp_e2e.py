@@ -405,3 +405,60 @@ def test_control_port_in_use_fails_with_a_message(engine):
         assert server.wait_exit() == 1
     assert f"cannot listen on 127.0.0.1:{port}" in server.stderr()
     assert "Traceback" not in server.stderr()
+
+
+def test_abrupt_upstream_closes_during_bulk_transfers_keep_the_tunnel_up(engine, echo_upstream):
+    """Regression: a stream closed/reset locally while frames for it are in flight
+    (iperf3 closing its control connection) used to drop the whole session."""
+
+    def read_then_slam(conn: socket.socket) -> None:
+        got = 0
+        while got < 2 * 1024 * 1024:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            got += len(chunk)
+        conn.sendall(b"x" * 65536)  # data towards the public side while it still sends
+        if got % 2:
+            conn.close()
+        else:  # RST instead of FIN
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()
+
+    slam = Upstream(read_then_slam)
+    try:
+        public, echo_public = free_port(), free_port()
+        server = tunnel(engine, f"{public}:{slam.port},{echo_public}:{echo_upstream.port}")
+        block = os.urandom(1 << 20)
+        for _ in range(8):
+            with connect(public) as conn:
+                try:
+                    for _ in range(64):  # far more than the upstream reads
+                        conn.sendall(block)
+                except OSError:
+                    pass  # reset by the tunnel once the upstream went away: expected
+            assert server.clients() == 1, server.process.stderr()
+            assert exchange(echo_public, b"still up") == b"still up", server.process.stderr()
+        assert "dropping" not in server.process.stderr()
+    finally:
+        slam.close()
+
+
+def test_client_reconnects_after_the_server_drops_the_session(engine, echo_upstream):
+    public = free_port()
+    server = engine.tcp_server()
+    client = engine.tcp_client(server, f"{public}:{echo_upstream.port}")
+    wait_for(lambda: server.clients() == 1, what="the client to connect")
+    wait_listening(public)
+    assert exchange(public, b"before") == b"before"
+    for round_ in range(2):
+        server.process.signal(signal.SIGKILL)
+        server.process.wait_exit()
+        client.wait_log("reconnecting in", timeout=30)
+        server = engine.tcp_server(same_as=server)
+        wait_for(lambda s=server: s.clients() == 1, timeout=60, what=f"reconnect {round_}")
+        wait_listening(public)
+        assert exchange(public, b"after") == b"after"
+    assert client.proc.poll() is None
