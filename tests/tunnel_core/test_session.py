@@ -218,6 +218,42 @@ def test_silent_server_is_detected_by_keepalive_and_the_client_reconnects():
     run(main())
 
 
+def test_client_reconnects_after_the_server_drops_the_session_and_streams_pass_again():
+    """The server drops a client's session (as on a protocol error) while a stream is
+    open; the client's reconnect loop must register again and carry new streams."""
+
+    async def main() -> None:
+        server, plane, config = await start()
+        config.backoff = Backoff(initial=0.01, cap=0.02, jitter=lambda: 0.0)
+        connected: list[dict[str, Any]] = []
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(run_client(config, spawn, stop, connected.append))
+        await _until(lambda: len(plane.sessions) == 1)
+        first = plane.sessions[0]
+        in_flight = first.open_stream({})
+        in_flight.write(b"x" * 100_000)
+        for round_ in range(3):
+            dropped = plane.sessions[0]
+            dropped.transport.abort()  # what "dropping PEER: ..." does
+            await _until(lambda n=round_ + 2: len(connected) == n and len(plane.sessions) == 1)
+            assert plane.sessions[0] is not dropped
+            stream = plane.sessions[0].open_stream({})
+            stream.write(b"after %d" % round_)
+            stream.write_eof()
+            got = bytearray()
+            while chunk := await stream.read():
+                got += chunk
+            assert bytes(got) == b"after %d" % round_
+        with pytest.raises(StreamClosedError):
+            while await in_flight.read():
+                pass
+        stop.set()
+        await task
+        await server.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import queue
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 
@@ -15,7 +18,8 @@ import pytest
 
 from tests.conftest import Engine, TunnelServerInfo, free_port, healthz, wait_for
 from tunnel_core import ws
-from tunnel_core.frames import HEADER, FrameType
+from tunnel_core.frames import HEADER, Frame, FrameDecoder, FrameType, json_payload, window_frame
+from tunnel_core.mux import DEFAULT_WINDOW
 
 pytestmark = pytest.mark.network
 IO_TIMEOUT = 30.0
@@ -407,43 +411,144 @@ def test_control_port_in_use_fails_with_a_message(engine):
     assert "Traceback" not in server.stderr()
 
 
-def test_abrupt_upstream_closes_during_bulk_transfers_keep_the_tunnel_up(engine, echo_upstream):
-    """Regression: a stream closed/reset locally while frames for it are in flight
-    (iperf3 closing its control connection) used to drop the whole session."""
+def test_upstream_closing_while_the_public_side_still_sends_keeps_the_tunnel_up(
+    engine, echo_upstream
+):
+    """Regression (iperf3 loop): the upstream reads what it wanted and closes while
+    the public side keeps sending. The client's writes to the closed socket fail, it
+    grants the bytes it dropped and resets the stream in one message, and the server
+    used to drop the whole session ("stream N cannot send in state closed"). Whether
+    one close hits that window is timing, so the amounts sweep the grant threshold."""
+    amounts = [(1 << 20) - 1 - (i * 40_961) % (1 << 20) for i in range(40)]
+    done_reading: queue.Queue[int] = queue.Queue()
+    wanted: queue.Queue[int] = queue.Queue()
 
-    def read_then_slam(conn: socket.socket) -> None:
-        got = 0
-        while got < 2 * 1024 * 1024:
-            chunk = conn.recv(1 << 16)
+    def read_then_close(conn: socket.socket) -> None:
+        want, got = wanted.get(timeout=IO_TIMEOUT), 0
+        while got < want:
+            chunk = conn.recv(want - got)
             if not chunk:
                 break
             got += len(chunk)
-        conn.sendall(b"x" * 65536)  # data towards the public side while it still sends
-        if got % 2:
-            conn.close()
-        else:  # RST instead of FIN
-            conn.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
-            conn.close()
+        done_reading.put(got)  # then close: a FIN, nothing unread
 
-    slam = Upstream(read_then_slam)
+    upstream = Upstream(read_then_close)
     try:
         public, echo_public = free_port(), free_port()
-        server = tunnel(engine, f"{public}:{slam.port},{echo_public}:{echo_upstream.port}")
-        block = os.urandom(1 << 20)
-        for _ in range(8):
+        server = tunnel(engine, f"{public}:{upstream.port},{echo_public}:{echo_upstream.port}")
+        rest = os.urandom(8 << 20)
+        for first in amounts:
+            wanted.put(first)
             with connect(public) as conn:
+                conn.sendall(rest[:first])
+                assert done_reading.get(timeout=IO_TIMEOUT) == first
                 try:
-                    for _ in range(64):  # far more than the upstream reads
-                        conn.sendall(block)
+                    conn.sendall(rest)  # into a stream whose upstream is gone
                 except OSError:
                     pass  # reset by the tunnel once the upstream went away: expected
             assert server.clients() == 1, server.process.stderr()
-            assert exchange(echo_public, b"still up") == b"still up", server.process.stderr()
+        assert exchange(echo_public, b"still up") == b"still up", server.process.stderr()
         assert "dropping" not in server.process.stderr()
     finally:
-        slam.close()
+        upstream.close()
+
+
+class RawClient:
+    """A hand-written tunnel client on :func:`raw_tunnel_connection` (frames by hand)."""
+
+    def __init__(self, server: TunnelServerInfo) -> None:
+        self.conn = raw_tunnel_connection(server)
+        self.ws = ws.WsDecoder(expect_mask=False)
+        self.frames = FrameDecoder()
+        self.pending: list[Frame] = []
+
+    def send(self, *frames: bytes) -> None:
+        self.conn.sendall(ws.encode(ws.Opcode.BINARY, b"".join(frames), mask=True))
+
+    def next_frame(self) -> Frame:
+        while not self.pending:
+            payloads, _ = self.ws.feed(self.conn.recv(1 << 16))
+            for payload in payloads:
+                self.pending += self.frames.feed(payload)
+        return self.pending.pop(0)
+
+
+def test_credit_and_reset_of_one_stream_in_one_message_reset_only_that_stream(engine):
+    """Regression (iperf3 loop, deterministic): the peer grants credit on a stream
+    whose bytes are waiting for it and resets that stream in the same WebSocket
+    message. The server process used to send the waiting bytes on the now closed
+    stream and drop the whole client ("stream 2 cannot send in state closed")."""
+    public = free_port()
+    server = engine.tcp_server()
+    client = RawClient(server)
+    client.send(
+        Frame(FrameType.HELLO, 0, json_payload({"mode": "tcp", "ports": [public]})).serialize()
+    )
+    welcome = client.next_frame()
+    assert welcome.type is FrameType.WELCOME and welcome.json()["ok"], welcome
+    with connect(public) as sender:
+        opened = client.next_frame()
+        assert opened.type is FrameType.OPEN
+        sid = opened.stream_id
+        sender.setblocking(False)
+        block = os.urandom(1 << 16)
+
+        def sender_blocked() -> bool:  # the server ran out of credit and stopped reading
+            try:
+                while True:
+                    sender.send(block)
+            except BlockingIOError:
+                return True
+
+        received = 0
+        while received < DEFAULT_WINDOW:  # all the credit the server had
+            sender_blocked()
+            frame = client.next_frame()
+            if frame.type is FrameType.DATA and frame.stream_id == sid:
+                received += len(frame.payload)
+        wait_for(sender_blocked, what="the public sender to block")
+        client.send(
+            window_frame(sid, 1 << 20),
+            Frame(FrameType.RESET, sid, b"upstream closed").serialize(),
+        )
+        client.send(Frame(FrameType.PING, 0, b"alive?").serialize())
+        while (frame := client.next_frame()).type is not FrameType.PONG:
+            pass  # DATA still in flight for the stream we reset
+        assert frame.payload == b"alive?"
+    assert "dropping" not in server.process.stderr()
+    assert server.clients() == 1
+    client.conn.close()
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+def test_iperf3_runs_in_a_row_all_pass_through_one_tunnel(engine, tmp_path):
+    """The benchmark that found the session drop: iperf3 ends every test by closing
+    its connections while data is still in flight through the tunnel."""
+    upstream_port, public = free_port(), free_port()
+    with (tmp_path / "iperf3-server.log").open("wb") as log:
+        iperf = subprocess.Popen(
+            ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(upstream_port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_listening(upstream_port)
+        server = tunnel(engine, f"{public}:{upstream_port}")
+        wait_listening(public)
+        for run in range(8):
+            result = subprocess.run(
+                ["iperf3", "-c", "127.0.0.1", "-p", str(public), "-t", "1"],
+                capture_output=True,
+                timeout=IO_TIMEOUT,
+            )
+            stderr = server.process.stderr()
+            assert "dropping" not in stderr, stderr
+            assert result.returncode == 0, (run, result.stdout[-500:], result.stderr, stderr)
+        assert server.clients() == 1
+    finally:
+        iperf.kill()
+        iperf.wait(10)
 
 
 def test_client_reconnects_after_the_server_drops_the_session(engine, echo_upstream):
