@@ -67,5 +67,22 @@ class HostNotFound(ProviderError):
     default_hint = "Run `inletsctl list --all` to see the hosts inletsctl knows of."
 
 
+class NotOurs(ProviderError):
+    default_hint = (
+        "inletsctl never deletes what it did not make; pass --force to delete it anyway."
+    )
+
+
+class UndoFailed(ProviderError):
+    """What a failed create made could not all be removed; ``host_id`` finishes it."""
+
+    def __init__(self, host_id: str, cause: str, failure: str) -> None:
+        super().__init__(
+            f"{cause}; removing what was made failed too: {failure}",
+            hint=f"Run `inletsctl delete --id {host_id}` to finish removing it.",
+        )
+        self.host_id = host_id
+
+
 class ProvisionTimeout(ProviderError):
     default_hint = "Raise --max-polls, or run `inletsctl delete --id ID` to remove the host."
