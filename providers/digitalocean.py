@@ -1,9 +1,13 @@
 """DigitalOcean: a droplet booted from our user-data, behind a Cloud Firewall.
 
 The droplet carries two tags, ``inletsctl`` (so ``list`` finds every exit server)
-and ``inletsctl-host-<host id>``; the firewall is attached by that second tag, so
-it follows the droplet without knowing its id, and ``delete`` finds it the same
-way. python-digitalocean is imported lazily and reached through its own
+and ``inletsctl-host-<host id>``, both set in the create call itself; the firewall
+is attached by that second tag, so it follows the droplet without knowing its id,
+and ``purge`` finds both the same way (a firewall has no tags of its own: its target
+tag and its name ``inletsctl-<host id>`` are ours). The droplet goes before its
+firewall, so a VM is never left running without one. A droplet without the
+``inletsctl`` tag is the user's: ``status`` does not see it, ``delete`` refuses it
+unless forced. python-digitalocean is imported lazily and reached through its own
 ``end_point`` setting (``DIGITALOCEAN_END_POINT``), so emulators and our test fake
 see the SDK's real HTTP traffic.
 
@@ -21,9 +25,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from providers.cloudapi import require_known, token_rejected, token_source, undo
+from providers.cloudapi import require_known, token_rejected, token_source
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, ProviderAPIError, ProviderError
+from providers.errors import HostNotFound, ProviderAPIError
+from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -139,12 +144,7 @@ class DigitalOceanProvider:
             **self._kw,
         )
         self._call(droplet.create)
-        try:
-            firewall = self._create_firewall(spec, tag)
-        except ProviderError as exc:
-            hint = f"Run `inletsctl delete --provider {NAME} --id {droplet.id}`."
-            undo(exc, lambda: self._call(droplet.destroy), f"droplet {droplet.id}", hint)
-            raise
+        firewall = self._create_firewall(spec, tag)
         return Host(
             id=str(droplet.id),
             name=spec.name,
@@ -155,23 +155,49 @@ class DigitalOceanProvider:
         )
 
     def status(self, host_id: str) -> Host:
-        return self._to_host(self._load(host_id))
+        droplet = self._load(host_id)
+        if not is_ours(_tag_map(droplet)):
+            raise HostNotFound(f"{NAME}: no droplet tagged {TAG_KEY!r} with id {host_id}")
+        return self._to_host(droplet)
 
-    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+    def delete(
+        self, host_id: str | None = None, ip: str | None = None, force: bool = False
+    ) -> None:
         if host_id is None:
             host_id = self._find_by_ip(ip or "")
         droplet = self._load(host_id)
-        ours = {t for t in droplet.tags or [] if t.startswith(f"{HOST_ID_TAG}-")}
-        for firewall in self._call(self._manager.get_all_firewalls):
-            if ours & set(firewall.tags or []):
-                self._call(self._sdk.Firewall(id=firewall.id, **self._kw).destroy)
+        require_ours(NAME, f"droplet {host_id}", _tag_map(droplet), force)
+        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in _host_tags(droplet)]
         self._call(droplet.destroy)
+        for our_id in ours:
+            self.purge(our_id)
+
+    def purge(self, host_id: str) -> list[str]:
+        tag = _host_tag(host_id)
+        removed = []
+        droplets = self._call(lambda: self._manager.get_all_droplets(tag_name=tag))
+        for droplet in droplets:
+            # objects the SDK lists keep its default endpoint; act through our own
+            self._destroy(self._sdk.Droplet(id=droplet.id, **self._kw))
+            removed.append(f"droplet {droplet.id}")
+        for firewall in self._call(self._manager.get_all_firewalls):
+            if tag in (firewall.tags or []) or firewall.name == f"inletsctl-{host_id}":
+                self._destroy(self._sdk.Firewall(id=firewall.id, **self._kw))
+                removed.append(f"firewall {firewall.id}")
+        return removed
 
     def list(self) -> list[Host]:
         droplets = self._call(lambda: self._manager.get_all_droplets(tag_name=TAG_KEY))
         return [self._to_host(d) for d in droplets]
 
     # -- helpers -----------------------------------------------------------
+    def _destroy(self, resource: Any) -> None:
+        """Destroy; one already gone (a retried purge) is what we wanted."""
+        try:
+            self._call(resource.destroy)
+        except _Missing:
+            pass
+
     def _create_firewall(self, spec: HostSpec, tag: str) -> Any:
         sdk = self._sdk
         inbound = [
@@ -221,8 +247,7 @@ class DigitalOceanProvider:
             return next((n["ip_address"] for n in nets if n.get("type") == "public"), "")
 
         region = droplet.region
-        tags = droplet.tags or []
-        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in tags if t.startswith(f"{HOST_ID_TAG}-")]
+        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in _host_tags(droplet)]
         return Host(
             id=str(droplet.id),
             name=droplet.name,
@@ -279,6 +304,15 @@ class DigitalOceanProvider:
         except ValueError:
             pass
         return min(max(delay, 0.0), self._max_wait)
+
+
+def _tag_map(droplet: Any) -> dict[str, str]:
+    """DigitalOcean tags are plain names; as a map, for the kit's ownership rule."""
+    return dict.fromkeys(droplet.tags or [], "")
+
+
+def _host_tags(droplet: Any) -> list[str]:
+    return [t for t in droplet.tags or [] if t.startswith(f"{HOST_ID_TAG}-")]
 
 
 class _Missing(ProviderAPIError):

@@ -68,9 +68,7 @@ class HostNotFound(ProviderError):
 
 
 class NotOurs(ProviderError):
-    default_hint = (
-        "inletsctl never deletes what it did not make; pass --force to delete it anyway."
-    )
+    default_hint = "inletsctl never deletes what it did not make; pass --force to delete it anyway."
 
 
 class UndoFailed(ProviderError):

@@ -2,10 +2,15 @@
 
 The firewall is made first and named in the server's create call, so the server
 is never reachable on a port we did not mean to open. Both carry the labels
-``inletsctl=exit-server`` and ``inletsctl-host=<host id>``: ``list`` selects on
-the first, ``delete`` finds the firewall by the second. A firewall applied to a
-server cannot be deleted, so ``delete`` removes the server, waits on its action,
-then removes the firewall.
+``inletsctl=exit-server`` and ``inletsctl-host=<host id>`` from the call that makes
+them: ``list`` selects on the first, ``purge`` finds everything by the second. A
+firewall applied to a server cannot be deleted, so ``purge`` removes the servers,
+waits on their actions, then removes the firewalls. A server without our label is
+the user's: ``status`` does not see it, ``delete`` refuses it unless forced.
+
+hcloud retries a request answered 502/504, a POST too; after a lost answer the
+retry then meets the API's ``uniqueness_error`` (names are unique per project), and
+the kit removes the first server by its label.
 
 hcloud is imported lazily; the endpoint comes from ``--endpoint-url`` or
 ``HCLOUD_ENDPOINT`` (as the hcloud CLI reads it). The SDK already retries a
@@ -19,9 +24,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
-from providers.cloudapi import require_known, token_rejected, token_source, undo
+from providers.cloudapi import require_known, token_rejected, token_source
 from providers.credentials import resolve_token
 from providers.errors import HostNotFound, ProviderAPIError, ProviderError, ProvisionTimeout
+from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -114,21 +120,16 @@ class HetznerProvider:
             require_known(NAME, "server type", spec.plan, (t.name or "" for t in types))
         labels = {TAG_KEY: TAG_VALUE, HOST_ID_TAG: spec.host_id}
         firewall = self._create_firewall(spec, labels)
-        try:
-            with self._errors():
-                server = self._client.servers.create(
-                    name=spec.name,
-                    server_type=ServerType(name=spec.plan),
-                    image=Image(name=spec.image),
-                    location=Location(name=spec.region),
-                    user_data=spec.user_data,
-                    labels=labels,
-                    firewalls=[firewall],
-                ).server
-        except ProviderError as exc:
-            hint = f"Delete firewall {firewall.id} in the Hetzner Cloud console."
-            undo(exc, lambda: self._delete_firewall(firewall), f"firewall {firewall.id}", hint)
-            raise
+        with self._errors():
+            server = self._client.servers.create(
+                name=spec.name,
+                server_type=ServerType(name=spec.plan),
+                image=Image(name=spec.image),
+                location=Location(name=spec.region),
+                user_data=spec.user_data,
+                labels=labels,
+                firewalls=[firewall],
+            ).server
         host = self._to_host(server)
         return Host(
             id=host.id,
@@ -142,27 +143,41 @@ class HetznerProvider:
         )
 
     def status(self, host_id: str) -> Host:
-        return self._to_host(self._get(host_id))
+        server = self._get(host_id)
+        if not is_ours(server.labels or {}):
+            raise HostNotFound(f"{NAME}: no server labelled {OURS!r} with id {host_id}")
+        return self._to_host(server)
 
-    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+    def delete(
+        self, host_id: str | None = None, ip: str | None = None, force: bool = False
+    ) -> None:
         server = self._get(host_id) if host_id is not None else self._find_by_ip(ip or "")
-        ours = (server.labels or {}).get(HOST_ID_TAG, "")
+        labels = server.labels or {}
+        require_ours(NAME, f"server {server.id}", labels, force)
+        host_tag = labels.get(HOST_ID_TAG, "") if is_ours(labels) else ""
+        if host_tag:
+            self.purge(host_tag)
+        else:
+            self._delete_server(server)
+
+    def purge(self, host_id: str) -> list[str]:
+        selector = f"{HOST_ID_TAG}={host_id}"
         with self._errors():
-            firewalls = (
-                self._client.firewalls.get_all(label_selector=f"{HOST_ID_TAG}={ours}")
-                if ours
-                else []
-            )
-            self._client.servers.delete(server).wait_until_finished()
+            servers = self._client.servers.get_all(label_selector=selector)
+        for server in servers:
+            self._delete_server(server)
+        with self._errors():
+            firewalls = self._client.firewalls.get_all(label_selector=selector)
         for firewall in firewalls:
             try:
                 self._delete_firewall(firewall)
             except ProviderError as exc:
                 raise ProviderError(
-                    f"{NAME}: server {server.id} is deleted, but not its firewall "
-                    f"{firewall.id}: {exc.message}",
-                    hint=f"Delete firewall {firewall.id} in the Hetzner Cloud console.",
+                    f"{NAME}: the servers are deleted, but not firewall {firewall.id}: "
+                    f"{exc.message}",
+                    hint="Run the same `inletsctl delete` again shortly.",
                 ) from exc
+        return [f"server {s.id}" for s in servers] + [f"firewall {f.id}" for f in firewalls]
 
     def list(self) -> list[Host]:
         with self._errors():
@@ -191,8 +206,18 @@ class HetznerProvider:
             ).firewall
 
     def _delete_firewall(self, firewall: BoundFirewall) -> None:
-        with self._errors():
-            self._client.firewalls.delete(firewall)
+        try:
+            with self._errors():
+                self._client.firewalls.delete(firewall)
+        except _Missing:
+            pass  # already gone: what we wanted
+
+    def _delete_server(self, server: BoundServer) -> None:
+        try:
+            with self._errors():
+                self._client.servers.delete(server).wait_until_finished()
+        except _Missing:
+            pass
 
     def _get(self, host_id: str) -> BoundServer:
         if not host_id.isdigit():

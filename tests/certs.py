@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-
-from providers.models import ServerSpec, TunnelMode
+from providers.testing.conformance import make_server_spec as server_spec
 from tunnel_core.tls import self_signed as _engine_self_signed
 
 
@@ -13,13 +11,4 @@ def self_signed(cn: str = "127.0.0.1") -> tuple[str, str, str]:
     return _engine_self_signed([cn])
 
 
-def server_spec(mode: TunnelMode = TunnelMode.TCP, ports: tuple[int, ...] = (8080,)) -> ServerSpec:
-    cert, key, fp = self_signed()
-    return ServerSpec(
-        mode=mode,
-        token=secrets.token_urlsafe(32),
-        tls_cert_pem=cert,
-        tls_key_pem=key,
-        tls_fingerprint=fp,
-        ports=ports,
-    )
+__all__ = ["self_signed", "server_spec"]

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.fakes.jsonapi import JSON, JsonApiFake, Request, Response, page
+from providers.testing.jsonapi import JSON, JsonApiFake, Request, Response, page
 
 REGIONS = ("lon1", "fra1", "ams3", "nyc1", "sfo3", "sgp1")
 SIZES = {"s-1vcpu-512mb-10gb": 4.0, "s-1vcpu-1gb": 6.0, "s-2vcpu-2gb": 18.0}
@@ -25,7 +25,10 @@ RATE_LIMITED = {"id": "too_many_requests", "message": "API Rate limit exceeded."
 
 
 class FakeDigitalOcean(JsonApiFake):
-    failure_points = ("create_droplet", "create_firewall")
+    steps = {
+        "create_droplet": r"^POST /v2/droplets/? ",
+        "create_firewall": r"^POST /v2/firewalls/? ",
+    }
     prefix = "/v2"
 
     def __init__(self, token: str = "test-token", retry_after: int | None = 7) -> None:
@@ -55,6 +58,22 @@ class FakeDigitalOcean(JsonApiFake):
         self.route("DELETE", r"/firewalls/([0-9a-f-]+)/?", self._delete_firewall)
 
     # -- the FakeCloud protocol ---------------------------------------------
+    def foreign_vm(self) -> tuple[str, str]:
+        """A droplet the user made in the console: no tags of ours, already booted."""
+        with self.lock:
+            body = {
+                "name": f"users-own-{len(self.droplets)}",
+                "region": "lon1",
+                "size": "s-1vcpu-1gb",
+                "image": "debian-12-x64",
+                "tags": ["prod"],
+            }
+            created = self._create_droplet(Request("POST", "/v2/droplets", {}, body, {}), None)
+            droplet_id = created.body["droplet"]["id"]
+            self._read(droplet_id)
+            droplet = self._read(droplet_id)
+            return str(droplet_id), droplet["networks"]["v4"][0]["ip_address"]
+
     def resources(self) -> set[str]:
         with self.lock:
             return {f"droplet:{i}" for i in self.droplets} | {
@@ -124,8 +143,6 @@ class FakeDigitalOcean(JsonApiFake):
     # -- droplets -------------------------------------------------------------
     def _create_droplet(self, request: Request, _: re.Match[str]) -> Response:
         body = request.body or {}
-        if self.should_fail("create_droplet"):
-            return self.error(500, "server_error", "Unexpected server-side error")
         for field, known in (("region", REGIONS), ("size", SIZES), ("image", IMAGES)):
             if body.get(field) not in known:
                 return self.error(
@@ -197,8 +214,6 @@ class FakeDigitalOcean(JsonApiFake):
     # -- firewalls ------------------------------------------------------------
     def _create_firewall(self, request: Request, _: re.Match[str]) -> Response:
         body: dict[str, Any] = request.body or {}
-        if self.should_fail("create_firewall"):
-            return self.error(500, "server_error", "Unexpected server-side error")
         missing = [t for t in body.get("tags") or [] if t not in self.tags]
         if missing:
             return self.error(422, "unprocessable_entity", f"tag {missing[0]} does not exist")

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from tests.fakes.jsonapi import JSON, JsonApiFake, Request, Response, page
+from providers.testing.jsonapi import JSON, JsonApiFake, Request, Response, page
 
 LOCATIONS = ("hel1", "fsn1", "nbg1", "ash", "hil", "sin")
 SERVER_TYPES = {"cx23": "3.49", "cx33": "5.49", "cpx11": "4.49"}
@@ -24,7 +24,7 @@ NOW = "2026-11-23T10:00:00+00:00"
 
 
 class FakeHetzner(JsonApiFake):
-    failure_points = ("create_firewall", "create_server")
+    steps = {"create_firewall": r"^POST /v1/firewalls ", "create_server": r"^POST /v1/servers "}
     prefix = "/v1"
 
     def __init__(self, token: str = "test-token") -> None:
@@ -55,6 +55,20 @@ class FakeHetzner(JsonApiFake):
         self.route("GET", r"/actions/(\d+)", self._get_action)
 
     # -- the FakeCloud protocol ---------------------------------------------
+    def foreign_vm(self) -> tuple[str, str]:
+        """A server the user made in the console: no labels of ours."""
+        with self.lock:
+            body = {
+                "name": f"users-own-{len(self.servers)}",
+                "server_type": "cx23",
+                "image": "debian-13",
+                "location": "hel1",
+                "labels": {"env": "prod"},
+            }
+            created = self._create_server(Request("POST", "/v1/servers", {}, body, {}), None)
+            server = created.body["server"]
+            return str(server["id"]), server["public_net"]["ipv4"]["ip"]
+
     def resources(self) -> set[str]:
         with self.lock:
             return {f"server:{i}" for i in self.servers} | {f"firewall:{i}" for i in self.firewalls}
@@ -165,8 +179,6 @@ class FakeHetzner(JsonApiFake):
     # -- servers --------------------------------------------------------------
     def _create_server(self, request: Request, _: re.Match[str]) -> Response:
         body: JSON = request.body or {}
-        if self.should_fail("create_server"):
-            return self.error(500, "server_error", "an internal error occurred")
         for field, known in (
             ("location", LOCATIONS),
             ("server_type", SERVER_TYPES),
@@ -174,6 +186,8 @@ class FakeHetzner(JsonApiFake):
         ):
             if body.get(field) not in known:
                 return self.error(422, "invalid_input", f"invalid input in field '{field}'")
+        if any(s["name"] == body.get("name") for s in self.servers.values()):
+            return self.error(409, "uniqueness_error", "server name is already used")
         wanted = [f["firewall"] for f in body.get("firewalls", [])]
         if any(f not in self.firewalls for f in wanted):
             return self.error(404, "not_found", "firewall not found")
@@ -242,8 +256,8 @@ class FakeHetzner(JsonApiFake):
     # -- firewalls ------------------------------------------------------------
     def _create_firewall(self, request: Request, _: re.Match[str]) -> Response:
         body: JSON = request.body or {}
-        if self.should_fail("create_firewall"):
-            return self.error(500, "server_error", "an internal error occurred")
+        if any(f["name"] == body.get("name") for f in self.firewalls.values()):
+            return self.error(409, "uniqueness_error", "firewall name is already used")
         firewall_id = next(self._ids)
         self.firewalls[firewall_id] = {
             "id": firewall_id,

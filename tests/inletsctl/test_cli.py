@@ -209,7 +209,7 @@ def test_delete_with_provider_finds_a_host_the_state_never_saw(
 ) -> None:
     from providers.local import LocalProvider
     from providers.models import ProviderConfig
-    from tests.providers.conformance import ProviderConformance
+    from providers.testing.conformance import ProviderConformance
 
     local = LocalProvider(ProviderConfig(state_dir=str(state_dir)))
     host = local.create(ProviderConformance().make_spec(local))

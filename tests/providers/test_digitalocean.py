@@ -9,11 +9,12 @@ from dataclasses import replace
 
 import pytest
 
+from providers import kit
 from providers.digitalocean import DigitalOceanProvider
-from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError
+from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, UndoFailed
 from providers.models import ProviderConfig, TunnelMode
+from providers.testing.conformance import ProviderConformance, wait_active
 from tests.fakes.digitalocean import FakeDigitalOcean
-from tests.providers.conformance import ProviderConformance, wait_active
 
 
 @pytest.fixture
@@ -37,6 +38,15 @@ def do(do_fake: FakeDigitalOcean, sleeps: list[float]) -> DigitalOceanProvider:
 
 
 class TestDigitalOceanConformance(ProviderConformance):
+    failure_points = tuple(FakeDigitalOcean.steps)
+
+    @pytest.fixture
+    def cli_env(self, do_fake: FakeDigitalOcean) -> dict[str, str]:
+        return {
+            "DIGITALOCEAN_ACCESS_TOKEN": do_fake.token,
+            "DIGITALOCEAN_END_POINT": do_fake.base_url,
+        }
+
     @pytest.fixture
     def provider(self, do: DigitalOceanProvider) -> DigitalOceanProvider:
         return do
@@ -188,13 +198,22 @@ def test_list_follows_pagination_links(do, do_fake) -> None:
     assert len(do_fake.calls("GET", r"/v2/droplets/?")) == 3
 
 
-def test_cleanup_failure_names_the_droplet_left_behind(do, do_fake) -> None:
+def test_failed_undo_names_the_command_that_finishes_it(do, do_fake) -> None:
     do_fake.fail_at("create_firewall")
     do_fake.refuse("DELETE .*", 500, "server_error", "Unexpected server-side error")
-    with pytest.raises(ProviderError) as info:
-        do.create(spec_for(do))
-    (droplet_id,) = do_fake.droplets
-    assert f"--id {droplet_id}" in info.value.hint
+    spec = spec_for(do)
+    with pytest.raises(UndoFailed) as info:
+        kit.create_host(do, spec)
+    assert len(do_fake.droplets) == 1
+    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
+
+
+def test_droplet_is_deleted_before_its_firewall(do, do_fake) -> None:
+    spec = spec_for(do)
+    kit.create_host(do, spec)
+    do.purge(spec.host_id)
+    deletes = [r.path.split("/")[2] for r in do_fake.requests if r.method == "DELETE"]
+    assert deletes == ["droplets", "firewalls"], "never a VM without its firewall"
 
 
 def test_token_and_endpoint_from_the_sdk_variables(do_fake, monkeypatch) -> None:

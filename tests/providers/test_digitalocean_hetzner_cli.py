@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
-from tests.fakes.jsonapi import JsonApiFake
 
 CLOUDS = {
     "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),

@@ -21,6 +21,7 @@ from providers.errors import (
     UserDataTooLarge,
 )
 from providers.models import HOST_ID_TAG, TAG_KEY, TAG_VALUE, HostStatus, ProviderConfig, TunnelMode
+from providers.testing.conformance import ProviderConformance, wait_active
 from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register fixtures)
     CREDENTIALS,
     REGION,
@@ -31,7 +32,6 @@ from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register
     moto_url_fixture,
     plain_client,
 )
-from tests.providers.conformance import ProviderConformance, wait_active
 
 MAX_POLLS = 4
 

@@ -17,7 +17,7 @@ import pytest
 from providers.errors import HostNotFound, ProviderAPIError
 from providers.local import META, LocalProvider, healthz
 from providers.models import HostStatus, ProviderConfig
-from tests.providers.conformance import ProviderConformance
+from providers.testing.conformance import ProviderConformance
 
 
 class LocalMachine:

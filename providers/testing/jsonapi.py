@@ -1,9 +1,12 @@
-"""Plumbing shared by the fake cloud APIs: a JSON HTTP server on loopback.
+"""Plumbing for stateful fakes of JSON cloud APIs: an HTTP server on loopback.
 
-A fake subclasses ``JsonApiFake``, lists its routes and says how its API spells
-an error body. This base does the rest the same way for every cloud: bearer-token
-auth, one-shot faults per step (``fail_at``), a one-shot 429 (``throttle_once``),
-and a record of every request so tests can look at what the real SDK sent.
+A fake subclasses ``JsonApiFake``, lists its routes, names the request of each step
+of ``create`` (``steps``) and says how its API spells an error body. This base does
+the rest the same way for every cloud: bearer-token auth, the faults of
+:mod:`providers.testing.faults` per step (``arm``; ``fail_at`` is ``arm(step,
+Fault.ERROR)``), a one-shot 429 (``throttle_once``), outages (``refuse``), and a
+record of every request so tests can look at what the real SDK sent. The fake
+answers from a thread of the test process, so the SDK under test speaks real HTTP.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from providers.testing.faults import Fault, FaultPlan
 
 JSON = dict[str, Any]
 
@@ -42,16 +47,19 @@ Handler = Callable[[Request, "re.Match[str]"], Response]
 class JsonApiFake:
     """A stateful fake of a JSON REST API, served from a thread on 127.0.0.1:0."""
 
-    #: the steps ``fail_at`` accepts, in the order ``create`` reaches them
-    failure_points: Sequence[str] = ()
+    #: step name -> regex searched in "METHOD /path body", in the order ``create``
+    #: reaches them, e.g. {"create_server": r"^POST /v1/servers "}
+    steps: ClassVar[dict[str, str]] = {}
     #: the API's path prefix, e.g. "/v2"
     prefix = ""
+    #: (status, code, message) of the 5xx that ``Fault.ERROR`` and ``Fault.LOST`` answer
+    fault_answer: tuple[int, str, str] = (500, "server_error", "Unexpected server-side error")
 
     def __init__(self, token: str = "test-token") -> None:
         self.token = token
         self.lock = threading.RLock()
         self.requests: list[Request] = []
-        self._faults: set[str] = set()
+        self.plan = FaultPlan(self.steps)
         self._throttle: list[str] = []
         self._refusals: list[tuple[str, Response]] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -76,11 +84,20 @@ class JsonApiFake:
         return f"http://{host!s}:{port}{self.prefix}"
 
     # -- control ----------------------------------------------------------
+    @property
+    def failure_points(self) -> Sequence[str]:
+        return tuple(self.steps)
+
+    def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
+        """The next request of ``step`` meets ``fault`` (see :mod:`providers.testing.faults`)."""
+        self.plan.arm(step, fault, victim)
+
+    def struck(self, step: str) -> bool:
+        return any(strike.step == step for strike in self.plan.struck)
+
     def fail_at(self, step: str) -> None:
-        if step not in self.failure_points:
-            raise ValueError(f"unknown step {step!r}; known: {self.failure_points}")
-        with self.lock:
-            self._faults.add(step)
+        """The next request of ``step`` fails with a 500 before anything is done."""
+        self.arm(step, Fault.ERROR)
 
     def throttle_once(self, pattern: str = ".*") -> None:
         """Answer the next request matching ``pattern`` ("POST /v2/droplets") with a 429."""
@@ -92,14 +109,6 @@ class JsonApiFake:
         this error: an outage or a revoked permission, rather than a one-off fault."""
         with self.lock:
             self._refusals.append((pattern, self.error(status, code, message)))
-
-    def should_fail(self, step: str) -> bool:
-        """True once after ``fail_at(step)``; handlers call it at their step."""
-        with self.lock:
-            if step in self._faults:
-                self._faults.discard(step)
-                return True
-            return False
 
     def calls(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.fullmatch(pattern, r.path)]
@@ -131,8 +140,8 @@ class JsonApiFake:
             for pattern, refusal in self._refusals:
                 if re.fullmatch(pattern, line):
                     return refusal
-            for method, pattern, handler in self._routes:
-                match = pattern.fullmatch(request.path)
+            for method, route, handler in self._routes:
+                match = route.fullmatch(request.path)
                 if match and method == request.method:
                     return handler(request, match)
             return self.error(404, "not_found", "The resource you requested could not be found.")
@@ -158,7 +167,17 @@ def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:
                 body=body,
                 headers={k.lower(): v for k, v in self.headers.items()},
             )
-            response = fake.dispatch(request)
+            strike = fake.plan.take(request.method, request.path, raw)
+            if strike is not None and strike.fault is Fault.ERROR:
+                response = fake.error(*fake.fault_answer)
+            else:
+                response = fake.dispatch(request)
+            if strike is not None and strike.fault.acts:
+                strike.after_the_work()
+                if not strike.answers:
+                    self.close_connection = True
+                    return
+                response = fake.error(*fake.fault_answer)
             payload = b"" if response.body is None else json.dumps(response.body).encode()
             self.send_response(response.status)
             for key, value in {**fake.common_headers(), **response.headers}.items():
