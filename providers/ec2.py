@@ -1,9 +1,12 @@
 """AWS EC2 exit servers (``--provider ec2``, alias ``aws``).
 
 One host is one instance plus one security group, both tagged
-``inletsctl=exit-server`` and ``inletsctl-host=<host id>``. The tags, not local
-state, are the source of truth: ``delete`` and the rollback of a failed ``create``
-remove whatever carries the host's tag, so a lost response never leaves an orphan.
+``inletsctl=exit-server`` and ``inletsctl-host=<host id>`` in the calls that make
+them. The tags, not local state, are the source of truth: ``purge`` (which the kit
+runs after a failed ``create``) and ``delete`` remove whatever carries the host's
+tag, so a lost response never leaves an orphan; ``ClientToken`` makes a retried
+launch start no second VM. An instance without our tag is never touched unless
+``delete`` is forced, and then only that instance.
 
 boto3 is imported inside ``__init__`` only; the helpers it uses live in
 ``ec2_errors`` (exception translation), ``ec2_placement`` (AMI, subnet, zone) and
@@ -27,9 +30,9 @@ from providers.errors import (
     HostNotFound,
     InvalidSpec,
     ProviderAPIError,
-    ProviderError,
     UserDataTooLarge,
 )
+from providers.kit import require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -190,39 +193,35 @@ class EC2Provider:
         launch_options: dict[str, Any] = {}
         if spec.extra.get("aws_key_name"):
             launch_options["KeyName"] = spec.extra["aws_key_name"]
-        try:
-            with aws_errors("create the security group"):
-                group_id = client.create_security_group(
-                    GroupName=f"inletsctl-{spec.host_id}",
-                    Description=f"inletsctl exit server {spec.host_id}",
-                    VpcId=place.vpc_id,
-                    TagSpecifications=[self._tagging("security-group", tags)],
-                )["GroupId"]
-            with aws_errors("open the tunnel ports in the security group"):
-                client.authorize_security_group_ingress(
-                    GroupId=group_id,
-                    IpPermissions=permissions,  # type: ignore[arg-type]
-                )
-            with aws_errors("launch the instance"):
-                instance = client.run_instances(
-                    ImageId=place.image_id,
-                    InstanceType=plan,  # type: ignore[arg-type]
-                    MinCount=1,
-                    MaxCount=1,
-                    UserData=spec.user_data,  # botocore base64-encodes it
-                    NetworkInterfaces=[{**interface, "Groups": [group_id]}],  # type: ignore[list-item]
-                    MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-                    TagSpecifications=[
-                        self._tagging(kind, tags)
-                        for kind in ("instance", "volume", "network-interface")
-                    ],
-                    # Idempotent: a retried or repeated launch never starts a second VM.
-                    ClientToken=f"inletsctl-{spec.host_id}"[:64],
-                    **launch_options,
-                )["Instances"][0]
-        except BaseException as exc:  # Ctrl-C too: never leave a half-made host behind
-            self._roll_back(client, spec.host_id, exc)
-            raise
+        with aws_errors("create the security group"):
+            group_id = client.create_security_group(
+                GroupName=f"inletsctl-{spec.host_id}",
+                Description=f"inletsctl exit server {spec.host_id}",
+                VpcId=place.vpc_id,
+                TagSpecifications=[self._tagging("security-group", tags)],
+            )["GroupId"]
+        with aws_errors("open the tunnel ports in the security group"):
+            client.authorize_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=permissions,  # type: ignore[arg-type]
+            )
+        with aws_errors("launch the instance"):
+            instance = client.run_instances(
+                ImageId=place.image_id,
+                InstanceType=plan,  # type: ignore[arg-type]
+                MinCount=1,
+                MaxCount=1,
+                UserData=spec.user_data,  # botocore base64-encodes it
+                NetworkInterfaces=[{**interface, "Groups": [group_id]}],  # type: ignore[list-item]
+                MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+                TagSpecifications=[
+                    self._tagging(kind, tags)
+                    for kind in ("instance", "volume", "network-interface")
+                ],
+                # Idempotent: a retried or repeated launch never starts a second VM.
+                ClientToken=f"inletsctl-{spec.host_id}"[:64],
+                **launch_options,
+            )["Instances"][0]
         self._regions[instance["InstanceId"]] = region
         return self._host(instance, region)
 
@@ -230,17 +229,26 @@ class EC2Provider:
     def _tagging(kind: str, tags: builtins.list[TagTypeDef]) -> TagSpecificationTypeDef:
         return {"ResourceType": kind, "Tags": tags}  # type: ignore[typeddict-item]
 
-    def _roll_back(self, client: EC2Client, host_id: str, cause: BaseException) -> None:
-        """Remove everything tagged with ``host_id``; a lost response may hide what exists."""
-        try:
-            self._remove(client, *self._tagged(client, host_id))
-        except ProviderError as exc:
-            raise ProviderAPIError(
-                PROVIDER,
-                f"{cause}; removing what was made failed too: {exc}",
-                hint=f"Run `inletsctl delete --provider ec2 --id {host_id}` to finish it.",
-                code=getattr(exc, "code", ""),
-            ) from cause
+    def purge(self, host_id: str) -> builtins.list[str]:
+        """Remove every instance and security group tagged ``host_id``, instances first."""
+        client = self.client
+        instances, groups = self._tagged(client, host_id)
+        self._remove(client, instances, groups)
+        return [f"instance {i['InstanceId']}" for i in instances] + [
+            f"security group {g}" for g in groups
+        ]
+
+    def console_output(self, host_id: str) -> str:
+        """The instance's serial console as EC2 last captured it (it lags by minutes)."""
+        self.status(host_id)  # ours, or HostNotFound
+        region = self._regions.get(host_id, self.region)
+        with aws_errors("read the console output"):
+            answer = self._client(region).get_console_output(InstanceId=host_id, Latest=True)
+        text = answer.get("Output", "")
+        try:  # the API returns it base64-encoded; emulators sometimes do not
+            return base64.b64decode(text, validate=True).decode("utf-8", "replace")
+        except ValueError:
+            return text
 
     # -- status / list --------------------------------------------------------------------
 
@@ -259,11 +267,14 @@ class EC2Provider:
 
     # -- delete ---------------------------------------------------------------------------
 
-    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+    def delete(
+        self, host_id: str | None = None, ip: str | None = None, force: bool = False
+    ) -> None:
         """Terminate the instance, wait until it is gone, then delete its security group.
 
         ``host_id`` is the instance id or, for a create that failed before an instance
-        existed, our host id; the latter finds leftovers by tag.
+        existed, our host id; the latter finds leftovers by tag. An instance without
+        our tag raises NotOurs; forced, that instance alone is terminated.
         """
         if not host_id and not ip:
             raise InvalidSpec("ec2: delete needs an instance id or an IP address")
@@ -277,8 +288,21 @@ class EC2Provider:
             groups = self._groups(client, host_ids)
         live = [i for i in instances if i["State"]["Name"] != "terminated"]
         if not live and not groups:
+            if host_id and host_id.startswith("i-"):
+                self._delete_foreign(client, host_id, force)
+                return
             raise HostNotFound(f"ec2: no inletsctl host {host_id or ip} in {region}")
         self._remove(client, live, groups)
+
+    def _delete_foreign(self, client: EC2Client, instance_id: str, force: bool) -> None:
+        """An instance id that our tag filter did not find: someone else's, or none."""
+        with aws_errors("find the instance"):
+            found = self._instances(client, [], [instance_id])
+        if not found:
+            raise HostNotFound(f"ec2: no instance {instance_id} in {self.region}")
+        tags = {t["Key"]: t["Value"] for t in found[0].get("Tags", [])}
+        require_ours(PROVIDER, f"instance {instance_id}", tags, force)
+        self._remove(client, found, [])
 
     def _remove(
         self,

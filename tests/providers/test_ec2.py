@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from providers import kit
 from providers.ec2 import EC2Provider
 from providers.errors import (
     CredentialsMissing,
     HostNotFound,
     InvalidSpec,
+    NotOurs,
     ProviderAPIError,
+    UndoFailed,
     UserDataTooLarge,
 )
 from providers.models import HOST_ID_TAG, TAG_KEY, TAG_VALUE, HostStatus, ProviderConfig, TunnelMode
@@ -26,6 +29,7 @@ from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register
     CREDENTIALS,
     REGION,
     MotoEC2,
+    MotoKit,
     aws_env_fixture,
     client_error,
     moto_fixture,
@@ -68,13 +72,26 @@ def cloud(moto: str, ec2: EC2Provider) -> MotoEC2:
 
 
 class TestEC2Conformance(ProviderConformance):
-    @pytest.fixture
-    def provider(self, ec2: EC2Provider) -> EC2Provider:
-        return ec2
+    failure_points = MotoKit.failure_points
 
     @pytest.fixture
-    def fake(self, cloud: MotoEC2) -> MotoEC2:
-        return cloud
+    def fake(self, moto: str) -> Iterator[MotoKit]:
+        kit = MotoKit(moto)
+        yield kit
+        kit.proxy.stop()
+
+    @pytest.fixture
+    def provider(self, fake: MotoKit, sleeps: list[float]) -> EC2Provider:
+        return make_provider(fake.endpoint, sleeps)
+
+    @pytest.fixture
+    def cli_env(self, fake: MotoKit) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": fake.endpoint,
+            "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": REGION,
+        }
 
 
 def spec_for(provider: EC2Provider, **changes: Any):
@@ -286,7 +303,7 @@ def test_someone_elses_instance_is_never_touched(ec2: EC2Provider, cloud: MotoEC
     )["Instances"][0]
     mine = wait_active(ec2, ec2.create(spec_for(ec2)))
     assert {h.id for h in ec2.list()} == {mine.id}
-    with pytest.raises(HostNotFound):
+    with pytest.raises(NotOurs):
         ec2.delete(host_id=other["InstanceId"])
     with pytest.raises(HostNotFound):
         ec2.delete(ip="203.0.113.9")
@@ -302,7 +319,7 @@ def test_issue_fault_sequence_leaves_nothing_of_ours(ec2: EC2Provider, cloud: Mo
     for step in ("RunInstances", "AuthorizeSecurityGroupIngress"):
         cloud.fail_at(step)
         with pytest.raises(ProviderAPIError):
-            ec2.create(spec_for(ec2))
+            kit.create_host(ec2, spec_for(ec2))
         assert ours(cloud) == ([], [])
     host = wait_active(ec2, ec2.create(spec_for(ec2)))
     cloud.fail_at("TerminateInstances")
@@ -318,7 +335,7 @@ def test_launch_whose_response_was_lost_is_found_by_tag_and_removed(
 ) -> None:
     cloud.fail_at("RunInstances", after=True)  # moto started the VM; we saw an error
     with pytest.raises(ProviderAPIError):
-        ec2.create(spec_for(ec2))
+        kit.create_host(ec2, spec_for(ec2))
     assert "TerminateInstances" in cloud.operations()
     assert cloud.resources() == set()
 
@@ -329,10 +346,10 @@ def test_failed_cleanup_names_the_command_that_finishes_it(
     spec = spec_for(ec2)
     cloud.fail_at("RunInstances")
     cloud.fail_at("DeleteSecurityGroup", times=MAX_POLLS)
-    with pytest.raises(ProviderAPIError) as caught:
-        ec2.create(spec)
+    with pytest.raises(UndoFailed) as caught:
+        kit.create_host(ec2, spec)
     assert "InsufficientInstanceCapacity" in caught.value.message
-    assert f"delete --provider ec2 --id {spec.host_id}" in caught.value.hint
+    assert f"inletsctl delete --id {spec.host_id}" in caught.value.hint
     assert ours(cloud)[1], "the group is left for delete to finish"
     ec2.delete(host_id=spec.host_id)
     assert cloud.resources() == set()
@@ -368,6 +385,16 @@ def test_zone_without_the_plan_is_refused(ec2: EC2Provider, cloud: MotoEC2) -> N
         ec2.create(spec_for(ec2, zone="eu-west-1z"))
     assert "eu-west-1a" in caught.value.hint
     assert cloud.resources() == set()
+
+
+def test_console_output_of_our_instance_only(ec2: EC2Provider, cloud: MotoEC2) -> None:
+    mine = ec2.create(spec_for(ec2))
+    assert "Linux version" in ec2.console_output(mine.id)  # moto's sample boot log
+    other = cloud.ec2.run_instances(
+        ImageId="ami-0a2204a0000000002", InstanceType="t3.nano", MinCount=1, MaxCount=1
+    )["Instances"][0]
+    with pytest.raises(HostNotFound):
+        ec2.console_output(other["InstanceId"])
 
 
 @pytest.mark.parametrize(

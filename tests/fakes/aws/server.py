@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+
+from providers.testing.faults import Fault, FaultPlan, FaultProxy
 
 AMIS_PATH = Path(__file__).with_name("amis.json")
 MOTO_ENV = {
@@ -80,15 +82,81 @@ def client_error(operation: str, code: str, message: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
+#: the kit's steps of create: the EC2 query API names the operation in the body
+STEPS = {
+    name: rf"^POST / .*\bAction={name}\b"
+    for name in ("CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances")
+}
+#: what EC2 answers when it fails inside (botocore's standard mode retries it)
+INTERNAL_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+    b"<Code>InternalError</Code><Message>An internal error has occurred</Message>"
+    b"</Error></Errors><RequestID>4f2c9a1e-0000-4000-8000-000000000000</RequestID></Response>"
+)
+
+
+class MotoKit:
+    """The kit's ``FakeCloud`` for EC2: moto behind a fault proxy (``endpoint``)."""
+
+    failure_points = tuple(STEPS)
+
+    def __init__(self, url: str) -> None:
+        self.ec2 = plain_client(url)
+        self.plan = FaultPlan(STEPS)
+        self.proxy = FaultProxy(
+            url, self.plan, lambda: (500, {"Content-Type": "text/xml"}, INTERNAL_ERROR)
+        )
+        self.endpoint = self.proxy.url
+
+    def resources(self) -> set[str]:
+        return live_resources(self.ec2)
+
+    def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
+        self.plan.arm(step, fault, victim)
+
+    def struck(self, step: str) -> bool:
+        return any(strike.step == step for strike in self.plan.struck)
+
+    def foreign_vm(self) -> tuple[str, str]:
+        """An instance the user launched by hand: no tags of ours."""
+        image = self.ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+        instance = self.ec2.run_instances(
+            ImageId=image,
+            InstanceType="t3.micro",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "env", "Value": "prod"}]}
+            ],
+        )["Instances"][0]
+        return instance["InstanceId"], instance.get("PublicIpAddress", "")
+
+
+def live_resources(ec2: Any) -> set[str]:
+    """Every live instance, non-default security group, volume and interface at moto."""
+    instances = {
+        i["InstanceId"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    }
+    groups = {
+        g["GroupId"]
+        for g in ec2.describe_security_groups()["SecurityGroups"]
+        if g["GroupName"] != "default"
+    }
+    volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    enis = {n["NetworkInterfaceId"] for n in ec2.describe_network_interfaces()["NetworkInterfaces"]}
+    return instances | groups | volumes | enis
+
+
 class MotoEC2:
-    """The conformance suite's ``FakeCloud``: moto's live resources plus fault injection.
+    """moto's live resources plus fault injection through the provider's own client.
 
     ``calls`` records every operation the provider's client completed, in order, with
     its parsed response, so tests can check the order moto itself does not enforce;
     ``params`` records what was asked, for what moto ignores (e.g. interface tags).
     """
-
-    failure_points = ("CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances")
 
     def __init__(self, url: str, provider_client: Any) -> None:
         self.url = url
@@ -113,23 +181,7 @@ class MotoEC2:
         return [name for name, _ in self.calls]
 
     def resources(self) -> set[str]:
-        instances = {
-            i["InstanceId"]
-            for r in self.ec2.describe_instances()["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated"
-        }
-        groups = {
-            g["GroupId"]
-            for g in self.ec2.describe_security_groups()["SecurityGroups"]
-            if g["GroupName"] != "default"
-        }
-        volumes = {v["VolumeId"] for v in self.ec2.describe_volumes()["Volumes"]}
-        enis = {
-            n["NetworkInterfaceId"]
-            for n in self.ec2.describe_network_interfaces()["NetworkInterfaces"]
-        }
-        return instances | groups | volumes | enis
+        return live_resources(self.ec2)
 
     def fail_at(self, step: str, times: int = 1, after: bool = False) -> None:
         """Make the next ``times`` calls of ``step`` fail.
