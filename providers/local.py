@@ -8,8 +8,12 @@ several local hosts never collide with each other or with the user's services.
 
 Each host is a directory ``<state_dir>/local/<host_id>/`` holding the token (0600),
 certificate and key (0600), the server's log and ``host.json`` (PID and ports). The
-server's command line names that directory, which is how ``delete`` makes sure a PID
-is still ours before it signals it.
+server's command line names that directory: that is this provider's host-id tag.
+``purge`` finds the processes by it (even when the CLI was killed before the PID
+reached ``host.json``) and signals nothing whose command line does not name it.
+
+``INLETSCTL_LOCAL_PYTHON`` names the interpreter that runs the servers (default: the
+one running inletsctl), e.g. one with uvloop installed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ START_TIMEOUT_S = 15.0
 READY_POLL_S = 0.05
 #: Seconds ``delete`` waits for a SIGTERMed server before SIGKILL.
 STOP_TIMEOUT_S = 5.0
+PYTHON_ENV = "INLETSCTL_LOCAL_PYTHON"
 
 
 def free_port() -> int:
@@ -101,7 +106,7 @@ class LocalProvider:
             raise InvalidSpec("local: no state directory configured")
         self.root = Path(config.state_dir) / "local"
         #: The interpreter that runs the server; tests point it at a failing one.
-        self.python = sys.executable
+        self.python = os.environ.get(PYTHON_ENV) or sys.executable
         self.start_timeout = START_TIMEOUT_S
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -115,12 +120,7 @@ class LocalProvider:
                 "local: Let's Encrypt needs a public VM",
                 hint="Use --http with local, or a cloud provider for --letsencrypt-domain.",
             )
-        hdir = new_host_dir(self.root, spec.host_id, self.name)
-        try:
-            return self._start(spec, hdir)
-        except BaseException:
-            self._stop(spec.host_id)
-            raise
+        return self._start(spec, new_host_dir(self.root, spec.host_id, self.name))
 
     def _start(self, spec: HostSpec, hdir: Path) -> Host:
         server = spec.server
@@ -188,7 +188,7 @@ class LocalProvider:
 
     def status(self, host_id: str) -> Host:
         meta = read_meta(self.root, self.name, host_id)
-        if not self._is_ours(host_id, int(str(meta["pid"]))):
+        if int(str(meta["pid"])) not in processes_naming(self.root / host_id):
             state = HostStatus.FAILED
         elif self._healthy(meta):
             state = HostStatus.ACTIVE
@@ -196,11 +196,27 @@ class LocalProvider:
             state = HostStatus.CREATING
         return self._host(meta, state)
 
-    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+    def delete(
+        self, host_id: str | None = None, ip: str | None = None, force: bool = False
+    ) -> None:
+        """Every local host is ours by construction; ``force`` changes nothing."""
         if host_id is None:
             host_id = only_host_with_ip(self.name, self.list(), ip)
         read_meta(self.root, self.name, host_id)
-        self._stop(host_id)
+        self.purge(host_id)
+
+    def purge(self, host_id: str) -> list[str]:
+        hdir = host_dir(self.root, host_id)
+        if hdir is None or not hdir.is_dir():
+            return []
+        stopped = stop_processes(hdir, self._children.pop(host_id, None))
+        shutil.rmtree(hdir, ignore_errors=True)
+        return [f"process {pid}" for pid in stopped] + [f"directory {hdir}"]
+
+    def console_output(self, host_id: str) -> str:
+        """The server's own log: what a VM's console would show of it."""
+        read_meta(self.root, self.name, host_id)
+        return (self.root / host_id / "server.log").read_text(errors="replace")
 
     def list(self) -> list[Host]:
         if not self.root.is_dir():
@@ -223,6 +239,7 @@ class LocalProvider:
             status=state,
             ip=LOOPBACK,
             additional={
+                "host_id": host_id,
                 "pid": str(meta["pid"]),
                 "control_port": str(meta["control_port"]),
                 "data_port": str(meta["data_port"]),
@@ -237,30 +254,6 @@ class LocalProvider:
             return False
         return True
 
-    def _is_ours(self, host_id: str, pid: int) -> bool:
-        """True only if ``pid`` is alive and its command line names this host's directory."""
-        child = self._children.get(host_id)
-        if child is not None and child.pid == pid and child.poll() is not None:
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return str(self.root / host_id).encode() in cmdline
-
-    def _stop(self, host_id: str) -> None:
-        """Stop the server if it is still ours, then remove its files."""
-        hdir = self.root / host_id
-        meta_path = hdir / META
-        pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
-        if pid and self._is_ours(host_id, pid):
-            terminate(pid)
-        child = self._children.get(host_id)
-        if child is not None and (child.pid == pid or not pid):
-            child.wait(timeout=STOP_TIMEOUT_S)  # reap it, so no zombie outlives delete
-            del self._children[host_id]
-        shutil.rmtree(hdir, ignore_errors=True)
-
     def _log_tail(self, host_id: str) -> str:
         try:
             lines = (self.root / host_id / "server.log").read_text(errors="replace").splitlines()
@@ -269,14 +262,53 @@ class LocalProvider:
         return lines[-1] if lines else "(empty log)"
 
 
+def host_dir(root: Path, host_id: str) -> Path | None:
+    """``<root>/<host_id>``, or None for an id that is not a plain directory name."""
+    if not host_id or "/" in host_id or host_id.startswith("."):
+        return None
+    return root / host_id
+
+
 def read_meta(root: Path, provider: str, host_id: str) -> dict[str, object]:
     """``<root>/<host_id>/host.json``; an id that is not a plain directory name is unknown."""
-    path = root / host_id / META
-    if not host_id or "/" in host_id or host_id.startswith(".") or not path.is_file():
+    hdir = host_dir(root, host_id)
+    if hdir is None or not (hdir / META).is_file():
         raise HostNotFound(f"{provider}: no host {host_id!r}")
-    doc = json.loads(path.read_text())
+    doc = json.loads((hdir / META).read_text())
     assert isinstance(doc, dict)
     return doc
+
+
+def processes_naming(hdir: Path) -> list[int]:
+    """Live processes whose command line names a path inside ``hdir``: a host's own.
+
+    This is the loopback providers' tag: a PID in ``host.json`` may have been reused by
+    a stranger, and a process started just before a kill -9 never reached the file.
+    """
+    needle = str(hdir).encode() + b"/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def stop_processes(hdir: Path, child: subprocess.Popen[bytes] | None) -> list[int]:
+    """Stop every process of the host in ``hdir``; reap ``child`` (ours) so no zombie stays."""
+    pids = processes_naming(hdir)
+    for pid in pids:
+        terminate(pid)
+    if child is not None:
+        if child.poll() is None and child.pid not in pids:  # it no longer names hdir: ask
+            child.terminate()
+        child.wait(timeout=STOP_TIMEOUT_S)
+    return pids
 
 
 def only_host_with_ip(provider: str, hosts: list[Host], ip: str | None) -> str:

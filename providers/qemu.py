@@ -14,7 +14,9 @@ serves the engine to the VM without the VM reaching the internet.
 
 Each host is a directory ``<state_dir>/qemu/<host_id>/`` with the overlay, the seed,
 the serial console log and ``host.json`` (PID, ports). qemu's command line names that
-directory, which is how ``delete`` makes sure a PID is still ours before it signals it.
+directory: that is this provider's host-id tag, by which ``purge`` finds the VM even
+when the CLI was killed before the PID reached ``host.json``, and without which it
+signals nothing.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ import platformdirs
 
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
 from providers.local import (
-    STOP_TIMEOUT_S,
     free_port,
     healthz,
+    host_dir,
     new_host_dir,
-    terminate,
+    processes_naming,
+    stop_processes,
     write_private,
 )
 from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
@@ -136,17 +139,12 @@ class QemuProvider:
 
     def create(self, spec: HostSpec) -> Host:
         self._check_tools()
-        hdir = new_host_dir(self.root, spec.host_id, self.name)
-        try:
-            return self._boot(spec, hdir)
-        except BaseException:
-            self._stop(spec.host_id)
-            raise
+        return self._boot(spec, new_host_dir(self.root, spec.host_id, self.name))
 
     def status(self, host_id: str) -> Host:
         meta = self._meta(host_id)
         serial = self._serial(host_id)
-        if not self._is_ours(host_id, int(str(meta["pid"]))):
+        if int(str(meta["pid"])) not in processes_naming(self.root / host_id):
             state = HostStatus.FAILED
         elif self._healthy(meta):
             state = HostStatus.ACTIVE
@@ -156,11 +154,40 @@ class QemuProvider:
             state = HostStatus.CREATING
         return self._host(meta, state, boot_stage(serial))
 
-    def delete(self, host_id: str | None = None, ip: str | None = None) -> None:
+    def delete(
+        self, host_id: str | None = None, ip: str | None = None, force: bool = False
+    ) -> None:
+        """Every qemu host is ours by construction; ``force`` changes nothing."""
         if host_id is None:
             host_id = self._find_by_ip(ip)
         self._meta(host_id)
-        self._stop(host_id)
+        self.purge(host_id)
+
+    def purge(self, host_id: str) -> list[str]:
+        """Stop the VM if it is still ours, reap it, then remove overlay and seed.
+
+        The serial log, the one clue to a failed boot, is kept under ``logs/``.
+        """
+        hdir = host_dir(self.root, host_id)
+        if hdir is None or host_id == LOGS or not hdir.is_dir():
+            return []
+        stopped = stop_processes(hdir, self._children.pop(host_id, None))
+        serial = hdir / "serial.log"
+        if serial.is_file():
+            (self.root / LOGS).mkdir(exist_ok=True, mode=0o700)
+            serial.replace(self.root / LOGS / f"{host_id}-serial.log")
+        shutil.rmtree(hdir, ignore_errors=True)
+        return [f"qemu process {pid}" for pid in stopped] + [f"directory {hdir}"]
+
+    def console_output(self, host_id: str) -> str:
+        """The serial console: the VM's own, or the log kept of a deleted one."""
+        for path in (
+            self.root / host_id / "serial.log",
+            self.root / LOGS / f"{host_id}-serial.log",
+        ):
+            if host_dir(self.root, host_id) is not None and path.is_file():
+                return path.read_text(errors="replace")
+        raise HostNotFound(f"qemu: no console log for host {host_id!r}")
 
     def list(self) -> list[Host]:
         if not self.root.is_dir():
@@ -325,6 +352,7 @@ class QemuProvider:
             status=state,
             ip=LOOPBACK,
             additional={
+                "host_id": host_id,
                 "pid": str(meta["pid"]),
                 "control_port": str(meta["control_port"]),
                 "data_port": str(meta["data_port"]),
@@ -342,31 +370,6 @@ class QemuProvider:
         except (OSError, ValueError):
             return False
         return True
-
-    def _is_ours(self, host_id: str, pid: int) -> bool:
-        """True only if ``pid`` is alive (not a zombie) and its command line names this host."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        alive = stat.rsplit(")", 1)[1].split()[0] != "Z"
-        return alive and str(self.root / host_id).encode() in cmdline
-
-    def _stop(self, host_id: str) -> None:
-        """Stop qemu if it is still ours, reap it, then remove the overlay, seed and logs."""
-        hdir = self.root / host_id
-        meta_path = hdir / META
-        pid = int(json.loads(meta_path.read_text())["pid"]) if meta_path.is_file() else 0
-        if pid and self._is_ours(host_id, pid):
-            terminate(pid)
-        if (child := self._children.pop(host_id, None)) is not None:
-            child.wait(timeout=STOP_TIMEOUT_S)  # terminated above, or it exited on its own
-        serial = hdir / "serial.log"
-        if serial.is_file():  # the one clue to a failed boot outlives the host
-            (self.root / LOGS).mkdir(exist_ok=True, mode=0o700)
-            serial.replace(self.root / LOGS / f"{host_id}-serial.log")
-        shutil.rmtree(hdir, ignore_errors=True)
 
 
 def boot_stage(serial: str) -> str:

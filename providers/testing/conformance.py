@@ -36,6 +36,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -96,13 +97,17 @@ def make_server_spec(
     )
 
 
-def wait_active(provider: Provider, host: Host) -> Host:
-    for _ in range(MAX_POLLS):
+def wait_active(
+    provider: Provider, host: Host, max_polls: int = MAX_POLLS, interval: float = 0.0
+) -> Host:
+    """Poll until active; a real boot (qemu) needs ``interval``, fakes answer at once."""
+    for _ in range(max_polls):
         host = provider.status(host.id)
         if host.status is HostStatus.ACTIVE:
             return host
         assert host.status is HostStatus.CREATING, host
-    raise AssertionError(f"host {host.id} not active after {MAX_POLLS} polls")
+        time.sleep(interval)
+    raise AssertionError(f"host {host.id} not active after {max_polls} polls")
 
 
 #: what each fault must surface as when ``create`` does not finish
@@ -124,6 +129,9 @@ class ProviderConformance:
     faults: ClassVar[Sequence[Fault]] = IN_PROCESS
     #: extra ``inletsctl create`` arguments for the kill -9 cases
     cli_create_args: ClassVar[Sequence[str]] = ("--tcp", "--ports", "8080")
+    #: how the lifecycle case polls a host to active (a fake needs no pause)
+    max_polls: ClassVar[int] = MAX_POLLS
+    poll_interval: ClassVar[float] = 0.0
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "fault" in metafunc.fixturenames:
@@ -155,7 +163,7 @@ class ProviderConformance:
         host = kit.create_host(provider, spec)
         assert host.id
         assert host.status in (HostStatus.CREATING, HostStatus.ACTIVE)
-        active = wait_active(provider, host)
+        active = wait_active(provider, host, self.max_polls, self.poll_interval)
         assert active.id == host.id and active.provider == provider.name
         assert active.ip, "an active host has a public IP"
         assert fake.resources() > before, "create made something at the provider"

@@ -9,43 +9,63 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from providers import kit
 from providers.errors import HostNotFound, ProviderAPIError
-from providers.local import META, LocalProvider, healthz
+from providers.local import META, PYTHON_ENV, LocalProvider, healthz, processes_naming
 from providers.models import HostStatus, ProviderConfig
 from providers.testing.conformance import ProviderConformance
+from providers.testing.faults import Fault
 
 
 class LocalMachine:
-    """Control handle of the local "cloud": what exists, and how to make a start fail."""
+    """The kit's ``FakeCloud`` for the local "cloud": what exists, and faults at start.
+
+    A fault is a stand-in interpreter that marks it was reached, then fails to start
+    (ERROR), or signals its parent (the provider, or the CLI: INTERRUPT, TERMINATE,
+    KILL) and goes on to start the server: the work is done when the signal lands.
+    """
 
     failure_points = ("start_server",)
+    _SIGNALS = {Fault.INTERRUPT: "INT", Fault.TERMINATE: "TERM", Fault.KILL: "KILL"}
 
     def __init__(self, provider: LocalProvider, tmp: Path) -> None:
         self.provider = provider
-        self.failing = tmp / "failing_python"
-        self.failing.write_text("#!/bin/sh\necho 'cannot start' >&2\nexit 3\n")
-        self.failing.chmod(0o755)
+        self.python = tmp / "python-at-fault"
+        self.marker = tmp / "fault-reached"
 
     def resources(self) -> set[str]:
         found: set[str] = set()
         root = self.provider.root
         for hdir in root.iterdir() if root.is_dir() else ():
             found.add(f"dir:{hdir.name}")
-            meta = hdir / META
-            if meta.is_file():
-                pid = json.loads(meta.read_text())["pid"]
-                if Path(f"/proc/{pid}").exists():
-                    found.add(f"pid:{pid}")
+            found |= {f"pid:{pid}" for pid in processes_naming(hdir)}
         return found
 
-    def fail_at(self, step: str) -> None:
+    def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
         assert step == "start_server"
-        self.provider.python = str(self.failing)
+        body = f"touch {self.marker}\n"
+        if fault is Fault.ERROR:
+            body += "echo 'cannot start' >&2\nexit 3\n"
+        else:
+            body += f'kill -{self._SIGNALS[fault]} "$PPID"\nexec {sys.executable} "$@"\n'
+        self.python.write_text("#!/bin/sh\n" + body)
+        self.python.chmod(0o755)
+        self.provider.python = str(self.python)
+
+    def struck(self, step: str) -> bool:
+        return self.marker.exists()
+
+    def foreign_vm(self) -> None:
+        """No VMs of its own: a stranger's PID is the local case (tested below)."""
+        return None
+
+    def fail_at(self, step: str) -> None:
+        self.arm(step, Fault.ERROR)
 
 
 @pytest.fixture
@@ -58,6 +78,13 @@ def local(tmp_path: Path) -> Iterator[LocalProvider]:
 
 
 class TestLocalConformance(ProviderConformance):
+    failure_points = LocalMachine.failure_points
+    faults = (Fault.ERROR, Fault.INTERRUPT, Fault.TERMINATE)
+
+    @pytest.fixture
+    def cli_env(self, fake: LocalMachine) -> dict[str, str]:
+        return {PYTHON_ENV: str(fake.python)}
+
     @pytest.fixture
     def provider(self, local: LocalProvider) -> LocalProvider:
         return local
@@ -114,8 +141,15 @@ def test_failed_start_reports_the_server_log(local: LocalProvider, tmp_path: Pat
     machine = LocalMachine(local, tmp_path)
     machine.fail_at("start_server")
     with pytest.raises(ProviderAPIError, match="cannot start"):
-        local.create(ProviderConformance().make_spec(local))
+        kit.create_host(local, ProviderConformance().make_spec(local))
     assert machine.resources() == set()
+
+
+def test_console_output_is_the_server_log(local: LocalProvider) -> None:
+    host = local.create(ProviderConformance().make_spec(local))
+    assert "listening" in local.console_output(host.id).lower()
+    with pytest.raises(HostNotFound):
+        local.console_output("0" * 12)
 
 
 def test_delete_by_ip_is_ambiguous_with_two_hosts(local: LocalProvider) -> None:
