@@ -16,8 +16,9 @@ import typer
 
 from inletsctl.errors import InletsctlError, map_provider_errors
 from inletsctl.output import stderr
+from providers.kit import Terminated
 
-COMMANDS = ("create", "delete", "list", "get", "connect", "version", "download")
+COMMANDS = ("create", "delete", "list", "get", "logs", "connect", "version", "download")
 
 app = typer.Typer(
     name="inletsctl",
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             console.print(f"Hint: {exc.hint}", markup=False)
         return exc.exit_code
+    except Terminated:  # SIGTERM inside create: its undo has run, as for Ctrl-C
+        console.print("Error: terminated (SIGTERM)", style="red", markup=False)
+        return 1
     return 0
 
 

@@ -6,10 +6,12 @@ Tree::
     ├── UsageError                 bad flags or values (exit code 2)
     ├── StateError                 the host state file is unreadable, corrupt or newer
     ├── HostUnknown                no host with that id / ip in the state
-    └── ProviderFailure            a provider (or the user-data) failed; wraps ProviderError
+    ├── ProviderFailure            a provider (or the user-data) failed; wraps ProviderError
+    └── NotReady                   create --wait gave up at --timeout; the host is kept
 
 ``map_provider_errors`` is the one boundary where ``providers.errors`` become ours:
-spec errors the user can fix by changing a flag are usage errors, the rest failures.
+spec errors the user can fix by changing a flag are usage errors, the rest failures
+(``NotOurs`` too: the flags were right, the VM is someone else's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from providers.errors import (
     CredentialsMissing,
     HostNotFound,
     InvalidSpec,
+    NotOurs,
     ProviderError,
     ProviderNotFound,
     UserDataTooLarge,
@@ -55,6 +58,17 @@ class ProviderFailure(InletsctlError):
     pass
 
 
+class NotReady(InletsctlError):
+    """The host exists but did not get ready in time; it is kept so its logs can be read.
+
+    ``host_id`` lets ``create -o json`` still print the host's document before exit 1.
+    """
+
+    def __init__(self, message: str, hint: str, host_id: str) -> None:
+        super().__init__(message, hint)
+        self.host_id = host_id
+
+
 _USAGE = (ProviderNotFound, InvalidSpec, CredentialsMissing, UserDataTooLarge)
 
 
@@ -66,5 +80,7 @@ def map_provider_errors() -> Iterator[None]:
         raise HostUnknown(exc.message, exc.hint) from exc
     except _USAGE as exc:
         raise UsageError(exc.message, exc.hint) from exc
+    except NotOurs as exc:
+        raise ProviderFailure(exc.message, exc.hint) from exc
     except ProviderError as exc:
         raise ProviderFailure(exc.message, exc.hint) from exc

@@ -1,8 +1,10 @@
 """Orchestration of a host's life: create (record, call, poll, undo), delete.
 
 The record is written as ``creating`` before the first API call, so a crash at any
-point leaves something ``delete --id`` can finish. A create that fails midway is
-undone; if the undo fails too, the host stays in state as ``failed``.
+point leaves something ``delete --id`` can finish (by our host-id tag, which every
+resource carries from the call that makes it). A create that fails midway is undone
+by that tag; if the undo fails too, the host stays in state as ``failed``. A create
+that only ran out of time is kept as ``unready``: it may just be slow.
 """
 
 from __future__ import annotations
@@ -14,27 +16,49 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cloud_init
-from inletsctl import release, tls
+from inletsctl import readiness, release, tls
 from inletsctl.errors import (
     HostUnknown,
-    InletsctlError,
+    NotReady,
     ProviderFailure,
     UsageError,
     map_provider_errors,
 )
-from inletsctl.store import HostRecord, Store
+from inletsctl.readiness import Probe, Wait
+from inletsctl.store import READY, UNREADY, HostRecord, Store
+from providers import kit
 from providers.base import Provider
-from providers.errors import HostNotFound, ProviderError
+from providers.errors import HostNotFound, UndoFailed
 from providers.models import Engine, Host, HostSpec, HostStatus, ServerSpec, TunnelMode
 
 #: Seconds to wait before poll ``n`` (1-based).
 Backoff = Callable[[int], float]
-#: Called after each poll with (n, max_polls, host) so the CLI can show progress.
-Progress = Callable[[int, int, Host], None]
+#: Called after each poll with (n, host, tunnel) so the CLI can show progress; ``tunnel``
+#: is "" until the server is probed, then ``ready`` or why not (``connection refused``).
+Progress = Callable[[int, Host, str], None]
+
+#: ``create --timeout`` default: cloud VMs take 30-90 s to boot and fetch the engine.
+DEFAULT_TIMEOUT_S = 300.0
+#: Bounds on one readiness probe: a silent firewall must not eat the whole deadline.
+PROBE_TIMEOUT_S = 5.0
+MIN_PROBE_TIMEOUT_S = 0.5
 
 
 def constant(seconds: float) -> Backoff:
     return lambda _n: seconds
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How far and how long ``create`` waits; tests swap the clock, sleep and probe."""
+
+    until: Wait = Wait.ready
+    #: seconds from the start of ``create`` to giving up (the host is then kept)
+    timeout: float = DEFAULT_TIMEOUT_S
+    backoff: Backoff = constant(2.0)
+    probe: Probe = readiness.probe
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True)
@@ -161,69 +185,152 @@ def create(
     provider: Provider,
     req: CreateRequest,
     spec: HostSpec,
-    max_polls: int,
-    backoff: Backoff,
+    waiting: Waiting,
     progress: Progress,
 ) -> HostRecord:
-    record = store.add(record_for(req, spec))
-    try:
-        with map_provider_errors():
-            host = provider.create(spec)
-        record = store.update(record.id, **_observed(record, host))
-        for n in range(1, max_polls + 1):
-            progress(n, max_polls, host)
-            if host.status is HostStatus.ACTIVE:
-                return store.update(record.id, **_observed(record, host))
-            if host.status is HostStatus.FAILED:
-                raise ProviderFailure(f"{req.provider}: host {host.id} failed while starting")
-            time.sleep(backoff(n))
+    """Record, create, wait as far as ``waiting.until`` says; undo on any failure but time.
+
+    A time-out keeps the host (``unready``): it exists and may only be slow, and its
+    console output is what tells the user why. Everything else (the host failed, an
+    error, Ctrl-C, SIGTERM) removes it by our host-id tag, so even what a lost answer
+    hid goes; the state says ``deleted`` only when that removal succeeded.
+    """
+    with kit.sigterm_raises():
+        deadline = waiting.clock() + waiting.timeout
+        record = store.add(record_for(req, spec))
+        host = _create_call(store, provider, spec)
+        try:
+            record = store.update(record.id, **_observed(record, host))
+            if waiting.until is Wait.none:
+                return record
+            return _wait(store, provider, record, host, waiting, deadline, progress)
+        except NotReady:
+            store.update(record.id, status=UNREADY)
+            raise
+        except BaseException as exc:
+            _undo(store, provider, record.id, exc)
+            raise
+
+
+def _create_call(store: Store, provider: Provider, spec: HostSpec) -> Host:
+    """The kit removes what a failed call made; the state records whether it managed to."""
+    with map_provider_errors():
+        try:
+            return kit.create_host(provider, spec)
+        except UndoFailed:
+            store.update(spec.host_id, status=HostStatus.FAILED.value)
+            raise
+        except BaseException:
+            store.update(spec.host_id, status=HostStatus.DELETED.value)
+            raise
+
+
+def _wait(
+    store: Store,
+    provider: Provider,
+    record: HostRecord,
+    host: Host,
+    waiting: Waiting,
+    deadline: float,
+    progress: Progress,
+) -> HostRecord:
+    """Poll the cloud until the VM runs, then (for ``ready``) probe its tunnel server.
+
+    Once the cloud says running, its status is not asked again: only the probe can
+    tell more, and each poll shows both in one progress line.
+    """
+    n = 1
+    while True:
+        tunnel, ready = "", False
+        if host.status is HostStatus.ACTIVE and waiting.until is Wait.ready:
+            left = deadline - waiting.clock()
+            reason = waiting.probe(
+                record.ip, record.control_port, record.fingerprint, _probe_timeout(left)
+            )
+            tunnel, ready = reason or "ready", reason is None
+        progress(n, host, tunnel)
+        if host.status is HostStatus.FAILED:
+            raise ProviderFailure(f"{record.provider}: host {host.id} failed while starting")
+        if host.status is HostStatus.ACTIVE and waiting.until is Wait.running:
+            return record
+        if ready:
+            return store.update(record.id, status=READY)
+        left = deadline - waiting.clock()
+        if left <= 0:
+            raise _timed_out(record, host, tunnel, waiting.timeout)
+        waiting.sleep(min(waiting.backoff(n), left))
+        n += 1
+        if host.status is not HostStatus.ACTIVE:
             with map_provider_errors():
                 host = provider.status(host.id)
             record = store.update(record.id, **_observed(record, host))
-        raise ProviderFailure(
-            f"{req.provider}: host {host.id} not active after {max_polls} polls",
-            hint="Raise --max-polls or --poll.",
-        )
-    except BaseException as exc:
-        _undo(store, provider, store.get(record.id), exc)
-        raise
 
 
-def _undo(store: Store, provider: Provider, record: HostRecord, exc: BaseException) -> None:
-    """Remove what a failed create made; if that fails too, leave it for `delete --id`."""
-    if not record.provider_id:  # the provider's create itself failed and cleaned up
-        store.update(record.id, status=HostStatus.DELETED.value)
-        return
+def _probe_timeout(left: float) -> float:
+    """A probe never outlives the deadline by much, and never gets too little to finish TLS."""
+    return min(PROBE_TIMEOUT_S, max(MIN_PROBE_TIMEOUT_S, left))
+
+
+def _timed_out(record: HostRecord, host: Host, tunnel: str, timeout: float) -> NotReady:
+    after = f"after {timeout:g}s"
+    if host.status is HostStatus.ACTIVE:
+        what = f"is running but its tunnel server is not ready {after} ({tunnel})"
+    else:
+        word = host.additional.get("provider_status") or host.status.value
+        what = f"is not running {after} (status: {word})"
+    return NotReady(
+        f"{record.provider}: host {record.id} {what}",
+        hint=(
+            f"It is kept as {UNREADY!r}: see its console with `inletsctl logs {record.id}`, "
+            f"remove it with `inletsctl delete --id {record.id}`, or raise --timeout."
+        ),
+        host_id=record.id,
+    )
+
+
+def _undo(store: Store, provider: Provider, host_id: str, exc: BaseException) -> None:
+    """Remove by tag what a create interrupted after its call made; ``deleted`` only if so."""
     try:
-        provider.delete(host_id=record.provider_id)
-    except HostNotFound:
-        pass
-    except ProviderError as undo_exc:
-        store.update(record.id, status=HostStatus.FAILED.value)
-        if isinstance(exc, InletsctlError):
-            exc.hint = (
-                f"Undo failed too ({undo_exc.message}); "
-                f"finish it with `inletsctl delete --id {record.id}`."
-            )
-        return
-    store.update(record.id, status=HostStatus.DELETED.value)
+        kit.undo(provider, host_id, exc)
+    except UndoFailed as failed:
+        store.update(host_id, status=HostStatus.FAILED.value)
+        raise ProviderFailure(failed.message, failed.hint) from failed
+    except BaseException:
+        store.update(host_id, status=HostStatus.FAILED.value)
+        raise
+    store.update(host_id, status=HostStatus.DELETED.value)
 
 
 def delete(store: Store, provider: Provider, record: HostRecord) -> HostRecord:
-    """Remove the host at its provider; a host the provider no longer has is deleted too."""
+    """Remove by our host id, not the provider's: that also finishes a create that was
+    killed before the provider's id reached the state. Nothing tagged left = deleted.
+    """
     store.update(record.id, status=HostStatus.DELETING.value)
     try:
         with map_provider_errors():
-            provider.delete(host_id=record.provider_id or record.id)
+            kit.delete_host(provider, record.id)
     except HostUnknown:
-        pass  # already gone at the provider: nothing left to remove
+        pass  # nothing carries our tag any more: already gone at the provider
     except BaseException:
         store.update(record.id, status=HostStatus.FAILED.value)
         raise
     return store.update(record.id, status=HostStatus.DELETED.value)
 
 
-def refreshed(store: Store, provider: Provider, record: HostRecord) -> HostRecord:
+def delete_unrecorded(
+    provider: Provider, host_id: str = "", ip: str = "", force: bool = False
+) -> None:
+    """A host the state never saw: ``host_id`` may be ours (a tag) or the provider's.
+
+    Our id is tried first because removing by tag also takes the firewall and finds a
+    VM whose create never answered; only then is it taken as the provider's own id,
+    where the provider's ownership rule (``NotOurs`` unless ``force``) applies.
+    """
     with map_provider_errors():
-        host = provider.status(record.provider_id or record.id)
-    return store.update(record.id, **_observed(record, host))
+        if ip:
+            provider.delete(ip=ip, force=force)
+            return
+        try:
+            kit.delete_host(provider, host_id)
+        except HostNotFound:
+            provider.delete(host_id=host_id, force=force)

@@ -14,24 +14,26 @@ if TYPE_CHECKING:  # inletsctl.hosts pulls in jinja2 and the engine; not for --h
     from inletsctl.hosts import Progress
 
 
-def line(n: int, total: int, host: Host) -> str:
-    """The cloud's own word for the state (DigitalOcean's ``new``) when it gives one."""
+def line(n: int, host: Host, tunnel: str = "") -> str:
+    """The cloud's own word for the state (DigitalOcean's ``new``) when it gives one, and
+    the tunnel server's answer (``ready`` or why not) once it is probed."""
     status = host.additional.get("provider_status") or host.status.value
-    return f"[{n}/{total}] Host: {host.id}, status: {status}"
+    probed = f", tunnel: {tunnel}" if tunnel else ""
+    return f"[{n}] Host: {host.id}, status: {status}{probed}"
 
 
 @contextmanager
 def poll_reporter(console: Console) -> Iterator[Progress]:
     if not console.is_terminal:
 
-        def plain(n: int, total: int, host: Host) -> None:
-            console.print(line(n, total, host), markup=False)
+        def plain(n: int, host: Host, tunnel: str) -> None:
+            console.print(line(n, host, tunnel), markup=False)
 
         yield plain
         return
     with console.status("Creating host") as status:
 
-        def live(n: int, total: int, host: Host) -> None:
-            status.update(line(n, total, host).replace("[", "\\["))
+        def live(n: int, host: Host, tunnel: str) -> None:
+            status.update(line(n, host, tunnel).replace("[", "\\["))
 
         yield live

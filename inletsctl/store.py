@@ -28,6 +28,15 @@ DB_NAME = "hosts.sqlite3"
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
 
+#: A host's ``status`` is the provider's word (``providers.models.HostStatus``:
+#: creating, active, failed, deleting, deleted) plus two that only inletsctl can
+#: know, because only it probes the tunnel server: ``ready`` (the control port
+#: answered TLS with the pinned certificate and /healthz was ok) and ``unready``
+#: (``create --wait`` gave up at ``--timeout``; the host is kept for ``logs``).
+#: ``active`` on its own means the cloud runs the VM and nobody checked the server.
+READY = "ready"
+UNREADY = "unready"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
     id TEXT PRIMARY KEY,
@@ -180,6 +189,18 @@ class Store:
                 (ip,),
             ).fetchall()
         return [_record(r) for r in rows]
+
+    def find_provider_id(self, provider_id: str, provider: str = "") -> HostRecord | None:
+        """The newest live row the provider knows as ``provider_id`` (any provider if "")."""
+        if not provider_id:
+            return None
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM hosts WHERE provider_id = ? AND status != 'deleted'"
+                " AND (? = '' OR provider = ?) ORDER BY created_at DESC LIMIT 1",
+                (provider_id, provider, provider),
+            ).fetchone()
+        return None if row is None else _record(row)
 
     def all(self, include_deleted: bool = False) -> list[HostRecord]:
         query = "SELECT * FROM hosts"

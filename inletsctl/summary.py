@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from inletsctl.store import HostRecord
+from inletsctl.store import READY, HostRecord
 
 TOKEN_ENV = "INLETS_TOKEN"
 
@@ -53,6 +53,9 @@ class Summary:
     tls_fingerprint: str
     client_command: str
     delete_command: str
+    #: the tunnel server answered with the pinned certificate (status ``ready``); scripts
+    #: test this instead of knowing every status word
+    ready: bool = False
     token: str | None = field(default=None, repr=False)
 
 
@@ -76,5 +79,6 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "") -> Summa
         tls_fingerprint=record.fingerprint,
         client_command=shlex.join(client_argv(record, upstream, token)),
         delete_command=f"inletsctl delete --id {record.id}",
+        ready=record.status == READY,
         token=token,
     )

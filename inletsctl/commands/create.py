@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from inletsctl.commands import _options as o
-from inletsctl.errors import UsageError
+from inletsctl.errors import NotReady, UsageError
 from inletsctl.output import Format, emit_json, show_summary, stderr
 from inletsctl.progress import poll_reporter
 from inletsctl.providers_config import Access, open_provider
+from inletsctl.readiness import Wait
 from inletsctl.store import Store
 from inletsctl.summary import summarise
 from providers.models import Engine, TunnelMode
@@ -19,10 +20,10 @@ from providers.models import Engine, TunnelMode
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
 
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, flag: str = "--poll") -> float:
     m = _DURATION.match(text.strip())
     if not m:
-        raise UsageError(f"--poll: not a duration: {text!r}", hint="Use e.g. 2s, 500ms or 1m.")
+        raise UsageError(f"{flag}: not a duration: {text!r}", hint="Use e.g. 2s, 500ms or 1m.")
     value = float(m.group(1))
     return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
 
@@ -50,6 +51,19 @@ def mode_of(tcp: bool, http: bool, domains: list[str]) -> TunnelMode:
             "say what to tunnel", hint="Pass --tcp, --http or --letsencrypt-domain DOMAIN."
         )
     return TunnelMode.TCP if tcp else TunnelMode.HTTP
+
+
+def wait_level(wait: Wait | None, engine: Engine) -> Wait:
+    """inlets-pro's server makes its own certificate, so ours can never be seen on it."""
+    if engine is not Engine.INLETS_PRO:
+        return wait or Wait.ready
+    if wait is Wait.ready:
+        raise UsageError(
+            "--wait ready needs the tunnel-core engine: inlets-pro's server makes its own "
+            "certificate, so the pinned one can never answer",
+            hint="Pass --wait running (the default with --engine inlets-pro).",
+        )
+    return wait or Wait.running
 
 
 def register(app: typer.Typer) -> None:
@@ -87,8 +101,19 @@ def create(
     vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
     subnet_id: Annotated[str, typer.Option(help="Subnet to launch in (ec2).")] = "",
     aws_key_name: Annotated[str, typer.Option(help="EC2 key pair for SSH access.")] = "",
+    wait: Annotated[
+        Wait | None,
+        typer.Option(
+            help="Return after the create call (none), once the cloud runs the VM (running), "
+            "or once its tunnel server answers with the pinned certificate (ready). "
+            "Default: ready; running for --engine inlets-pro.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option(help="Give up waiting after this long, counted from the start.")
+    ] = "5m",
     poll: Annotated[str, typer.Option(help="Time between status polls.")] = "2s",
-    max_polls: Annotated[int, typer.Option(min=1, help="Polls before giving up.")] = 500,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render and check the user-data; create nothing.")
     ] = False,
@@ -104,6 +129,11 @@ def create(
     if mode is TunnelMode.TCP and not port_list:
         raise UsageError("--tcp needs the ports to expose", hint="Pass --ports 8080,2222.")
     interval = parse_duration(poll)
+    waiting = hosts.Waiting(
+        until=wait_level(wait, engine),
+        timeout=parse_duration(timeout, "--timeout"),
+        backoff=hosts.constant(interval),
+    )
     req = hosts.CreateRequest(
         provider=provider,
         mode=mode,
@@ -129,6 +159,11 @@ def create(
         else:
             typer.echo(spec.user_data, nl=False)
         return
-    with poll_reporter(stderr()) as progress:
-        record = hosts.create(store, prov, req, spec, max_polls, hosts.constant(interval), progress)
+    try:
+        with poll_reporter(stderr()) as progress:
+            record = hosts.create(store, prov, req, spec, waiting, progress)
+    except NotReady as exc:
+        if output is Format.json:  # scripts still learn the id, to read logs or delete it
+            show_summary(summarise(store.get(exc.host_id), True, upstream), output)
+        raise
     show_summary(summarise(record, show_token=True, upstream=upstream), output)

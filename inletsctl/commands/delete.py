@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from inletsctl.commands import _options as o
-from inletsctl.errors import HostUnknown, UsageError, map_provider_errors
-from inletsctl.output import Format, emit_json, stdout
+from inletsctl.errors import HostUnknown, UsageError
+from inletsctl.output import Format, emit_json, stderr, stdout
 from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import HostRecord, Store
 
@@ -18,12 +18,13 @@ def register(app: typer.Typer) -> None:
     app.command()(delete)
 
 
-def _from_state(store: Store, host_id: str, ip: str) -> HostRecord | None:
+def _from_state(store: Store, host_id: str, ip: str, provider: str) -> HostRecord | None:
+    """The row for our id, or for a provider's id (so deleting by it marks the row too)."""
     if host_id:
         try:
             return store.get(host_id)
         except HostUnknown:
-            return None
+            return store.find_provider_id(host_id, provider)
     found = store.find_ip(ip)
     if len(found) > 1:
         ids = ", ".join(r.id for r in found)
@@ -38,17 +39,28 @@ def delete(
     provider: Annotated[
         str, typer.Option("--provider", "-p", help="Look up hosts the state never saw here.")
     ] = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Delete a VM inletsctl did not make (with --provider); prints a warning.",
+        ),
+    ] = False,
     output: o.OutputOpt = Format.text,
     *,
     access: Access,
 ) -> None:
-    """Delete a host by --id (the state knows the rest) or by --ip."""
+    """Delete a host by --id (the state knows the rest) or by --ip.
+
+    A host the state never saw needs --provider: --id is tried as inletsctl's host id
+    (everything tagged with it goes), then as the provider's own id.
+    """
     from inletsctl import hosts  # jinja2, cryptography: only when used
 
     if bool(id) == bool(ip):
         raise UsageError("pass exactly one of --id or --ip")
     store = Store()
-    record = _from_state(store, id, ip)
+    record = _from_state(store, id, ip, provider)
     if record is not None and not access.region:
         access = dataclasses.replace(access, region=record.region)
     if record is not None:
@@ -57,8 +69,14 @@ def delete(
         doc = {"id": record.id, "provider": record.provider, "status": record.status}
     elif provider:
         prov = open_provider(provider, access, store.directory)
-        with map_provider_errors():
-            prov.delete(host_id=id or None, ip=ip or None)
+        if force:
+            stderr().print(
+                f"Warning: --force: {id or ip} is deleted at {provider} even if inletsctl "
+                "did not make it (only the VM, nothing around it).",
+                style="yellow",
+                markup=False,
+            )
+        hosts.delete_unrecorded(prov, host_id=id, ip=ip, force=force)
         doc = {"id": id, "ip": ip, "provider": provider, "status": "deleted"}
     else:
         what = f"id {id!r}" if id else f"IP {ip}"

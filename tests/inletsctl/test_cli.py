@@ -39,6 +39,12 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             "Use one of: local",
         ),
         (["create", "--tcp", "--ports", "80", "--poll", "soon"], "not a duration", "2s"),
+        (["create", "--http", "--timeout", "5 min"], "--timeout: not a duration", "500ms"),
+        (
+            ["create", "--http", "--engine", "inlets-pro", "--wait", "ready"],
+            "--wait ready needs the tunnel-core engine",
+            "--wait running",
+        ),
         (["create", "--http", "--inlets-token", "two words"], "tunnel token", "--inlets-token"),
         (["delete"], "exactly one of --id or --ip", ""),
         (["list", "--remote"], "--remote needs --provider", ""),
@@ -238,3 +244,23 @@ def test_local_refuses_what_it_cannot_run(
     rc, _, err = cli(capsys, "create", *args)
     assert rc == 2 and message in err
     assert [r.status for r in Store(state_dir).all(include_deleted=True)] == ["deleted"]
+
+
+def test_delete_by_the_providers_id_marks_the_row_deleted(
+    plugins: dict[str, str], state_dir: Path
+) -> None:
+    made = run_cli(
+        "create", "-p", "latecloud", "--tcp", "--ports", "8080", "--wait", "none", "-o", "json",
+        env=plugins,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    gone = run_cli("delete", "--id", host["provider_id"], "-o", "json", env=plugins)
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout) == {
+        "id": host["id"],
+        "provider": "latecloud",
+        "status": "deleted",
+    }
+    assert Store(state_dir).get(host["id"]).status == "deleted"
+    assert not (state_dir / "latecloud" / host["id"]).exists()

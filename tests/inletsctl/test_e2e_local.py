@@ -85,7 +85,7 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
         connect_upstream = ["--upstream", f"http://127.0.0.1:{upstream}"]
     assert res.returncode == 0, res.stderr
     host = json.loads(res.stdout)
-    assert host["provider"] == "local" and host["status"] == "active"
+    assert host["provider"] == "local" and host["status"] == "ready" and host["ready"] is True
     assert host["ip"] == "127.0.0.1" and host["mode"] == mode
     if mode == "tcp":
         assert host["ports"] == f"{public}:{upstream}"
@@ -97,9 +97,14 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
     assert f"--token {host['token']}" in host["client_command"]
     assert host["url"] == f"wss://127.0.0.1:{host['control_port']}"
     assert host["delete_command"] == f"inletsctl delete --id {host['id']}"
-    assert f"[1/500] Host: {host['id']}, status: active" in res.stderr
+    # local's create itself waits for /healthz: ready comes on the first probe
+    assert res.stderr.splitlines() == [f"[1] Host: {host['id']}, status: active, tunnel: ready"]
     pid = int(Store(state_dir).get(host["id"]).additional["pid"])
     assert pid_alive(pid)
+    logs = run_cli("logs", host["id"])
+    assert logs.returncode == 0, logs.stderr
+    assert "tunnel-core INFO control port" in logs.stdout, "the server's own log"
+    assert f"127.0.0.1:{host['control_port']}" in logs.stdout
 
     client = subprocess.Popen(
         [sys.executable, "-m", "inletsctl", "connect", host["id"], *connect_upstream],
@@ -121,7 +126,7 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
     assert shown["token"] == host["token"]
 
     remote = json.loads(run_cli("list", "--provider", "local", "--remote", "-o", "json").stdout)
-    assert [(h["id"], h["status"], h["ip"]) for h in remote] == [
+    assert [(h["id"], h["status"], h["ip"]) for h in remote] == [  # the provider's word
         (host["id"], "active", "127.0.0.1")
     ]
     planned = json.loads(run_cli("connect", host["id"], "--print", "-o", "json").stdout)

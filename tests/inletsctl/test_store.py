@@ -57,6 +57,17 @@ def test_unknown_id(tmp_path: Path) -> None:
         Store(tmp_path).update("nope", status="active")
 
 
+def test_find_by_provider_id_among_live_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.add(record("h1", provider_id="i-1", status="deleted"))
+    store.add(record("h2", provider_id="i-1", provider="ec2"))
+    store.add(record("h3", provider_id="droplet-7", provider="digitalocean"))
+    found = store.find_provider_id("i-1")
+    assert found is not None and found.id == "h2"
+    assert store.find_provider_id("i-1", "hetzner") is None, "only that provider's, if given"
+    assert store.find_provider_id("") is None, "no provider id yet matches nothing"
+
+
 def test_find_by_ip_skips_deleted(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.add(record("a", ip="192.0.2.7"))

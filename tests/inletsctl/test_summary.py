@@ -42,3 +42,11 @@ def test_http_upstream_default_and_inlets_pro() -> None:
     pro = HostRecord(**{**RECORD.__dict__, "engine": "inlets-pro"})
     argv = client_argv(pro, "", "s3cret")
     assert argv[0] == "inlets-pro" and "--tls-fingerprint" not in argv
+
+
+def test_ready_only_when_the_server_answered_with_the_pinned_certificate() -> None:
+    def ready(status: str) -> bool:
+        return summarise(HostRecord(**{**RECORD.__dict__, "status": status}), False).ready
+
+    assert ready("ready")
+    assert not any(map(ready, ["active", "unready", "creating", "failed", "deleted"]))

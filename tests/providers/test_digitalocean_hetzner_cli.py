@@ -18,6 +18,9 @@ from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
 
+#: The fakes hand out public-looking IPs: a readiness probe must never aim at one.
+NO_PROBE = ("--wait", "running")
+
 CLOUDS = {
     "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
     "hetzner": (FakeHetzner, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"),
@@ -50,11 +53,13 @@ def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: P
             "NO_COLOR": "1",
         }
         made = inletsctl(
-            env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s", "-o", "json"
-        )
+            env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s",
+            *NO_PROBE, "-o", "json",
+        )  # fmt: skip
         assert made.returncode == 0, made.stderr
         host = json.loads(made.stdout)
         assert host["status"] == "active" and host["provider"] == provider
+        assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
         assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
         assert len(fake.resources()) == 2, "a VM and its firewall"
         assert fake.token not in made.stdout + made.stderr
@@ -67,6 +72,40 @@ def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: P
 
         gone = inletsctl(env, "delete", "--id", host["id"])
         assert gone.returncode == 0, gone.stderr
+        assert fake.resources() == set()
+    finally:
+        fake.stop()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("provider", sorted(CLOUDS))
+def test_a_vm_inletsctl_did_not_make_is_deleted_only_with_force(
+    provider: str, tmp_path: Path
+) -> None:
+    fake_class, token_env, endpoint_env = CLOUDS[provider]
+    fake: JsonApiFake = fake_class().start()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "INLETS_ACCESS_TOKEN"},
+            "INLETSCTL_STATE_DIR": str(tmp_path),
+            token_env: fake.token,
+            endpoint_env: fake.base_url,
+            "NO_COLOR": "1",
+        }
+        vm, ip = fake.foreign_vm()
+        before = fake.resources()
+        refused = inletsctl(env, "delete", "-p", provider, "--id", str(vm))
+        assert refused.returncode == 1, refused.stderr
+        assert "was not made by inletsctl" in refused.stderr
+        assert "Hint: " in refused.stderr and "--force" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        by_ip = inletsctl(env, "delete", "-p", provider, "--ip", ip)
+        assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
+        assert fake.resources() == before, "refused means untouched"
+
+        forced = inletsctl(env, "delete", "-p", provider, "--id", str(vm), "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "Warning: --force" in forced.stderr
         assert fake.resources() == set()
     finally:
         fake.stop()

@@ -18,6 +18,9 @@ from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register
     plain_client,
 )
 
+#: moto hands out public-looking IPs: a readiness probe must never aim at one.
+NO_PROBE = ("--wait", "running")
+
 
 def inletsctl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INLETSCTL_STATE_DIR": str(state), "NO_COLOR": "1"}
@@ -64,6 +67,7 @@ def test_create_then_delete_by_id_leaves_nothing(moto: str, tmp_path: Path) -> N
         "8080",
         "--poll",
         "0s",
+        *NO_PROBE,
         "-o",
         "json",
         *credentials(moto),
@@ -71,11 +75,16 @@ def test_create_then_delete_by_id_leaves_nothing(moto: str, tmp_path: Path) -> N
     assert created.returncode == 0, created.stderr
     doc = json.loads(created.stdout)
     assert (doc["provider"], doc["status"], doc["region"]) == ("aws", "active", "eu-west-1")
+    assert doc["ready"] is False and "tunnel:" not in created.stderr, "never probed"
     instances, groups = ours(moto)
     assert [i["InstanceId"] for i in instances] == [doc["provider_id"]]
     assert instances[0]["PublicIpAddress"] == doc["ip"]
     assert len(groups) == 1
     assert CREDENTIALS["aws_secret_access_key"] not in created.stderr
+
+    logs = inletsctl(tmp_path, "logs", doc["id"], "-o", "json", *credentials(moto))
+    assert logs.returncode == 0, logs.stderr
+    assert json.loads(logs.stdout)["id"] == doc["id"], "GetConsoleOutput, through the CLI"
 
     deleted = inletsctl(tmp_path, "delete", "--id", doc["id"], "-o", "json", *credentials(moto))
     assert deleted.returncode == 0, deleted.stderr
@@ -87,7 +96,7 @@ def test_list_remote_and_delete_by_ip_of_a_host_the_state_never_saw(
     moto: str, tmp_path: Path
 ) -> None:
     created = inletsctl(
-        tmp_path / "a", "create", "-p", "aws", "--http", "--poll", "0s", "-o", "json",
+        tmp_path / "a", "create", "-p", "aws", "--http", "--poll", "0s", *NO_PROBE, "-o", "json",
         *credentials(moto),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -107,7 +116,7 @@ def test_list_remote_and_delete_by_ip_of_a_host_the_state_never_saw(
 def test_refused_plan_is_one_line_with_a_hint_and_leaves_nothing(moto: str, tmp_path: Path) -> None:
     failed = inletsctl(
         tmp_path, "create", "-p", "aws", "--tcp", "--ports", "8080", "--plan", "t9.huge",
-        "--poll", "0s", *credentials(moto),
+        "--poll", "0s", *NO_PROBE, *credentials(moto),
     )  # fmt: skip
     assert failed.returncode == 1
     assert "InvalidInstanceType" in failed.stderr
@@ -133,6 +142,7 @@ def test_placement_flags_reach_the_instance(moto: str, tmp_path: Path) -> None:
         "my-key",
         "--poll",
         "0s",
+        *NO_PROBE,
         "-o",
         "json",
         *credentials(moto),
