@@ -10,7 +10,7 @@ Tree::
     ├── UserDataTooLarge           rendered user-data is over the provider's limit
     ├── ProviderAPIError           the cloud API answered with an error (code + hint)
     ├── HostNotFound               no host with that id / ip at the provider
-    └── ProvisionTimeout           a host did not become active within the polls allowed
+    └── ProvisionTimeout           a cloud action did not finish within the polls allowed
 
 Every error carries a one-line ``message`` and a ``hint`` that says what to do; the
 CLI prints both without a traceback. Chain SDK exceptions with ``raise ... from exc``
@@ -83,4 +83,4 @@ class UndoFailed(ProviderError):
 
 
 class ProvisionTimeout(ProviderError):
-    default_hint = "Raise --max-polls, or run `inletsctl delete --id ID` to remove the host."
+    default_hint = "Run the same command again shortly; `inletsctl delete --id ID` removes the host."

@@ -127,8 +127,9 @@ class ProviderConformance:
     failure_points: ClassVar[Sequence[str]] = ()
     #: the in-process faults the fake can inject (a local provider has no lost answers)
     faults: ClassVar[Sequence[Fault]] = IN_PROCESS
-    #: extra ``inletsctl create`` arguments for the kill -9 cases
-    cli_create_args: ClassVar[Sequence[str]] = ("--tcp", "--ports", "8080")
+    #: extra ``inletsctl create`` arguments for the kill -9 cases (``--wait none``: no
+    #: readiness probe ever aims at the public-looking addresses a fake hands out)
+    cli_create_args: ClassVar[Sequence[str]] = ("--tcp", "--ports", "8080", "--wait", "none")
     #: how the lifecycle case polls a host to active (a fake needs no pause)
     max_polls: ClassVar[int] = MAX_POLLS
     poll_interval: ClassVar[float] = 0.0
