@@ -15,7 +15,7 @@ __all__ = ["allow_list", "inbound_ports", "inbound_ranges", "merge_ranges"]
 def allow_list(text: str) -> list[tuple[int, int]]:
     """The server's ``--allow-ports`` ranges, parsed by the engine that will enforce them."""
     from tunnel_core.errors import ConfigError
-    from tunnel_core.tcp import parse_port_ranges  # imported here: the engine is heavy
+    from tunnel_core.tcp.plane import parse_port_ranges  # imported here: the engine is heavy
 
     try:
         return parse_port_ranges(text)

@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import http_cli, status, tcp_cli
+from . import status
+from .http import cli as http_cli
 from .runner import setup_logging
+from .tcp import cli as tcp_cli
 
 #: Each mode module has ``register(subparsers)`` that sets ``func`` on its parsers.
 MODES = [tcp_cli.register, http_cli.register, status.register]

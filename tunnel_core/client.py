@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from . import tls, ws
+from . import tls
 from .errors import (
     AuthRejected,
     ConfigError,
@@ -30,7 +30,8 @@ from .errors import (
     ProtocolError,
     Refused,
 )
-from .mux import Event, GoAway, Role, Welcome
+from .protocol import ws
+from .protocol.mux import Event, GoAway, Role, Welcome
 from .session import Session, Stream
 
 log = logging.getLogger("tunnel_core")

@@ -18,9 +18,9 @@ from typing import Any, Protocol, cast
 
 import h11
 
-from . import ws
 from .errors import Refused, TunnelError
-from .mux import Event, GoAway, Hello, Role
+from .protocol import ws
+from .protocol.mux import Event, GoAway, Hello, Role
 from .session import Session, Stream
 
 log = logging.getLogger("tunnel_core")

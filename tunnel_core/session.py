@@ -1,7 +1,7 @@
 """The asyncio driver of one control connection after the WebSocket upgrade.
 
 :class:`Session` is the ``asyncio.Protocol`` of the upgraded TLS transport: it unframes
-WebSocket messages, feeds the :class:`~tunnel_core.mux.Mux`, dispatches its events to
+WebSocket messages, feeds the :class:`~tunnel_core.protocol.mux.Mux`, dispatches its events to
 :class:`Stream` objects, and writes the mux's outbox once per loop iteration so that
 WINDOW updates and small frames share one WebSocket message.
 
@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import ws
 from .errors import LocalProtocolError, ProtocolError, StreamClosedError
-from .mux import (
+from .protocol import ws
+from .protocol.mux import (
     CAN_SEND,
     CreditAvailable,
     Event,

@@ -1,20 +1,36 @@
-"""Join a TCP socket and a stream, at the asyncio.Protocol level (the hot path).
+"""Stream plumbing shared by the modes: join two byte streams, with backpressure.
 
-Backpressure both ways without a buffer that can grow:
+Two ways, for two kinds of peers:
 
-* socket -> stream: when the stream runs out of credit (or the control connection's
-  write buffer is full) the stream calls ``pause_producing`` and we stop reading the
-  socket until credit comes back;
-* stream -> socket: we return credit for bytes only once the socket's write buffer
-  is below its high-water mark, so a slow reader stops its sender after one window.
+* :class:`SpliceProtocol` joins a TCP socket and a tunnel stream at the
+  ``asyncio.Protocol`` level (the hot path, TCP mode), with backpressure both ways
+  and no buffer that can grow:
+
+  * socket -> stream: when the stream runs out of credit (or the control connection's
+    write buffer is full) the stream calls ``pause_producing`` and we stop reading the
+    socket until credit comes back;
+  * stream -> socket: we return credit for bytes only once the socket's write buffer
+    is below its high-water mark, so a slow reader stops its sender after one window.
+
+* :func:`splice` copies between two :class:`Duplex` byte streams with coroutines, for
+  code that reads the bytes first (HTTP mode parses a request, then pipes the rest):
+  :class:`StreamDuplex` is a TCP connection, :class:`TunnelDuplex` a tunnel stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import contextlib
+from collections.abc import Callable
+from typing import Protocol, cast
 
+from .errors import StreamClosedError
 from .session import Stream
+
+__all__ = ["READ_SIZE", "Duplex", "SpliceProtocol", "StreamDuplex", "TunnelDuplex", "splice"]
+
+#: Bytes asked of a :class:`Duplex` per read.
+READ_SIZE = 64 * 1024
 
 
 class SpliceProtocol(asyncio.Protocol):
@@ -97,3 +113,103 @@ class SpliceProtocol(asyncio.Protocol):
     def resume_producing(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+
+class Duplex(Protocol):
+    """A reliable byte stream: a tunnel stream or a TCP connection."""
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes``; ``b""`` at EOF. Raises ConnectionError on a reset."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data``, waiting while the peer has no room for it."""
+        ...
+
+    async def write_eof(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class StreamDuplex:
+    """:class:`Duplex` over an asyncio reader/writer pair."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self, max_bytes: int) -> bytes:
+        return await self.reader.read(max_bytes)
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def write_eof(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.is_closing():
+            self.writer.write_eof()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+class TunnelDuplex:
+    """A tunnel :class:`Stream` seen as a :class:`Duplex`; resets become ConnectionError."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    async def read(self, max_bytes: int) -> bytes:
+        try:
+            return await self.stream.read(max_bytes)
+        except StreamClosedError as exc:
+            raise ConnectionResetError(exc.message) from exc
+
+    async def write(self, data: bytes) -> None:
+        self.stream.write(data)
+        try:
+            await self.stream.drain()
+        except StreamClosedError as exc:
+            raise ConnectionResetError(exc.message) from exc
+
+    async def write_eof(self) -> None:
+        self.stream.write_eof()
+
+    async def close(self) -> None:
+        """Abort what is left: by now every byte that mattered was drained in order."""
+        self.stream.reset("done")
+
+
+async def _copy(src: Duplex, dst: Duplex, count: Callable[[int], None]) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await src.read(READ_SIZE):
+            count(len(data))
+            await dst.write(data)
+        await dst.write_eof()
+
+
+async def splice(
+    a: Duplex,
+    b: Duplex,
+    a_to_b: Callable[[int], None] = lambda n: None,
+    b_to_a: Callable[[int], None] = lambda n: None,
+    *,
+    half_close: bool = True,
+) -> None:
+    """Copy bytes both ways until both directions reached EOF or either broke.
+
+    With ``half_close=False`` the first direction to end ends both, for peers
+    (keep-alive HTTP servers) that never close their side on their own.
+    """
+    forward = asyncio.ensure_future(_copy(a, b, a_to_b))
+    backward = asyncio.ensure_future(_copy(b, a, b_to_a))
+    try:
+        if half_close:
+            await asyncio.gather(forward, backward)
+        else:
+            await asyncio.wait((forward, backward), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        forward.cancel()
+        backward.cancel()

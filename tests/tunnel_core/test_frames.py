@@ -1,10 +1,17 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tunnel_core import ws
 from tunnel_core.errors import FrameError, LocalProtocolError
-from tunnel_core.frames import HEADER, Frame, FrameDecoder, FrameType, json_payload, window_frame
-from tunnel_core.ws import Opcode, WsDecoder, apply_mask, encode
+from tunnel_core.protocol import ws
+from tunnel_core.protocol.frames import (
+    HEADER,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    json_payload,
+    window_frame,
+)
+from tunnel_core.protocol.ws import Opcode, WsDecoder, apply_mask, encode
 
 
 def frames_strategy() -> st.SearchStrategy[Frame]:

@@ -22,11 +22,12 @@ import h11
 import pytest
 import websockets
 
-from tunnel_core.http_conn import Limits, start_public_server
-from tunnel_core.http_proxy import Duplex, HttpProxy, StreamDuplex, forwarded_request
-from tunnel_core.http_router import Router
-from tunnel_core.http_upstream import Upstreams, parse_upstream, serve_http_stream
+from tunnel_core.http.proxy import HttpProxy, forwarded_request
+from tunnel_core.http.public import Limits, start_public_server
+from tunnel_core.http.router import Router
+from tunnel_core.http.upstream import Upstreams, parse_upstream, serve_http_stream
 from tunnel_core.metrics import Metrics
+from tunnel_core.splice import Duplex, StreamDuplex
 
 pytestmark = pytest.mark.network
 DEADLINE = 20.0

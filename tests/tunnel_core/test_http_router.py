@@ -6,7 +6,7 @@ from collections import Counter
 
 from hypothesis import given, strategies as st
 
-from tunnel_core.http_router import Router, normalize_host
+from tunnel_core.http.router import Router, normalize_host
 
 
 def test_round_robin_is_exact_and_removal_keeps_the_turn_order() -> None:

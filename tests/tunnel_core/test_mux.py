@@ -1,8 +1,8 @@
 import pytest
 
 from tunnel_core.errors import LocalProtocolError, RemoteProtocolError
-from tunnel_core.frames import HEADER, FrameType, data_header, window_frame
-from tunnel_core.mux import (
+from tunnel_core.protocol.frames import HEADER, FrameType, data_header, window_frame
+from tunnel_core.protocol.mux import (
     CreditAvailable,
     Hello,
     Mux,

@@ -14,7 +14,7 @@ from tunnel_core.client import Backoff, ClientConfig, connect, run_client
 from tunnel_core.errors import ConfigError, Refused, StreamClosedError
 from tunnel_core.server import ServerConfig, TunnelServer
 from tunnel_core.session import Session, Stream
-from tunnel_core.tcp import parse_port_map, parse_port_ranges
+from tunnel_core.tcp.plane import parse_port_map, parse_port_ranges
 
 pytestmark = pytest.mark.network
 
@@ -309,9 +309,9 @@ def test_window_then_reset_in_one_message_resets_only_that_stream():
     """Regression (iperf3 loop): the peer granted credit and reset a stream in one
     message while we had bytes pending; the session sent on the closed stream and
     dropped the whole connection ("stream N cannot send in state closed")."""
-    from tunnel_core import ws
-    from tunnel_core.frames import Frame, FrameType, window_frame
-    from tunnel_core.mux import Role
+    from tunnel_core.protocol import ws
+    from tunnel_core.protocol.frames import Frame, FrameType, window_frame
+    from tunnel_core.protocol.mux import Role
 
     async def scenario() -> None:
         transport = _FakeTransport()

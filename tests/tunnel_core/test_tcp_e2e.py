@@ -17,9 +17,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.conftest import Engine, TunnelServerInfo, free_port, healthz, wait_for
-from tunnel_core import ws
-from tunnel_core.frames import HEADER, Frame, FrameDecoder, FrameType, json_payload, window_frame
-from tunnel_core.mux import DEFAULT_WINDOW
+from tunnel_core.protocol import ws
+from tunnel_core.protocol.frames import (
+    HEADER,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    json_payload,
+    window_frame,
+)
+from tunnel_core.protocol.mux import DEFAULT_WINDOW
 
 pytestmark = pytest.mark.network
 IO_TIMEOUT = 30.0

@@ -9,16 +9,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import options
-from .client import ClientConfig, run_client
-from .errors import ConfigError
+from tunnel_core import options
+from tunnel_core.client import ClientConfig, run_client
+from tunnel_core.errors import ConfigError
+from tunnel_core.runner import run
+from tunnel_core.server import ServerConfig, TunnelServer
+from tunnel_core.systemd import add_generate_arg, server_unit
+
 from .fileserver import FileServer, run_fileserver
-from .http_conn import Limits
-from .http_server import HttpClientPlane, HttpServerPlane
-from .http_upstream import Upstreams, parse_upstream
-from .runner import run
-from .server import ServerConfig, TunnelServer
-from .systemd import add_generate_arg, server_unit
+from .plane import HttpClientPlane, HttpServerPlane
+from .public import Limits
+from .upstream import Upstreams, parse_upstream
 
 __all__ = ["register"]
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from tunnel_core.errors import LocalProtocolError, RemoteProtocolError
+
 from .frames import (
     DEFAULT_MAX_PAYLOAD,
     Frame,

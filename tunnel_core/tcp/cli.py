@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import logging
 
-from . import options
-from .client import ClientConfig, run_client
-from .runner import run
-from .server import ServerConfig, TunnelServer
-from .systemd import add_generate_arg, server_unit
-from .tcp import TcpServerPlane, TcpUpstreams, parse_port_map, parse_port_ranges
+from tunnel_core import options
+from tunnel_core.client import ClientConfig, run_client
+from tunnel_core.runner import run
+from tunnel_core.server import ServerConfig, TunnelServer
+from tunnel_core.systemd import add_generate_arg, server_unit
+
+from .plane import TcpServerPlane, TcpUpstreams, parse_port_map, parse_port_ranges
 
 log = logging.getLogger("tunnel_core")
 

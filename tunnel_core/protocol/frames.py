@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from .errors import FrameError, LocalProtocolError
+from tunnel_core.errors import FrameError, LocalProtocolError
 
 HEADER = struct.Struct("!BII")
 HEADER_SIZE = HEADER.size

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable
 from enum import IntEnum
 
-from .errors import FrameError
+from tunnel_core.errors import FrameError
 
 _c_apply_mask: Callable[[bytes | memoryview, bytes], bytes] | None
 try:

@@ -12,26 +12,18 @@ byte pipe once the upstream answered 101.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
 
 import h11
 
-from .http_conn import HttpError, Limits, PublicConnection, serve_requests
-from .http_router import Router, normalize_host
-from .metrics import Metrics
+from tunnel_core.metrics import Metrics
+from tunnel_core.splice import READ_SIZE, Duplex, StreamDuplex, splice
 
-__all__ = [
-    "UPSTREAM_ERROR_HEADER",
-    "Duplex",
-    "HttpProxy",
-    "OpenStream",
-    "StreamDuplex",
-    "forwarded_request",
-    "splice",
-]
+from .public import HttpError, Limits, PublicConnection, serve_requests
+from .router import Router, normalize_host
+
+__all__ = ["UPSTREAM_ERROR_HEADER", "HttpProxy", "OpenStream", "forwarded_request"]
 
 #: Set by the tunnel client on the 502s it makes itself, stripped by the server.
 UPSTREAM_ERROR_HEADER = b"x-tunnel-upstream-error"
@@ -49,80 +41,6 @@ _HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-_READ_SIZE = 64 * 1024
-
-
-class Duplex(Protocol):
-    """A reliable byte stream: a tunnel stream or a TCP connection."""
-
-    async def read(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes``; ``b""`` at EOF. Raises ConnectionError on a reset."""
-        ...
-
-    async def write(self, data: bytes) -> None:
-        """Send ``data``, waiting while the peer has no room for it."""
-        ...
-
-    async def write_eof(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class StreamDuplex:
-    """:class:`Duplex` over an asyncio reader/writer pair."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def read(self, max_bytes: int) -> bytes:
-        return await self.reader.read(max_bytes)
-
-    async def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def write_eof(self) -> None:
-        if self.writer.can_write_eof() and not self.writer.is_closing():
-            self.writer.write_eof()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
-
-
-async def _copy(src: Duplex, dst: Duplex, count: Callable[[int], None]) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await src.read(_READ_SIZE):
-            count(len(data))
-            await dst.write(data)
-        await dst.write_eof()
-
-
-async def splice(
-    a: Duplex,
-    b: Duplex,
-    a_to_b: Callable[[int], None] = lambda n: None,
-    b_to_a: Callable[[int], None] = lambda n: None,
-    *,
-    half_close: bool = True,
-) -> None:
-    """Copy bytes both ways until both directions reached EOF or either broke.
-
-    With ``half_close=False`` the first direction to end ends both, for peers
-    (keep-alive HTTP servers) that never close their side on their own.
-    """
-    forward = asyncio.ensure_future(_copy(a, b, a_to_b))
-    backward = asyncio.ensure_future(_copy(b, a, b_to_a))
-    try:
-        if half_close:
-            await asyncio.gather(forward, backward)
-        else:
-            await asyncio.wait((forward, backward), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        forward.cancel()
-        backward.cancel()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -351,7 +269,7 @@ class HttpProxy:
             except h11.RemoteProtocolError as exc:
                 raise _UpstreamFailed(str(exc)) from exc
             if event is h11.NEED_DATA:
-                upstream.receive_data(await stream.read(_READ_SIZE))
+                upstream.receive_data(await stream.read(READ_SIZE))
             elif isinstance(event, h11.Event):
                 return event
             else:

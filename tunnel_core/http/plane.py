@@ -15,44 +15,19 @@ import logging
 import time
 from typing import Any
 
-from .errors import Refused, StreamClosedError, TunnelError
-from .http_conn import HttpError, Limits, PublicConnection, start_public_server
-from .http_proxy import Duplex, HttpProxy
-from .http_router import Router
-from .http_upstream import Upstreams, serve_http_stream
-from .metrics import CONTENT_TYPE, Metrics
-from .session import Session, Stream
+from tunnel_core.errors import Refused, TunnelError
+from tunnel_core.metrics import CONTENT_TYPE, Metrics
+from tunnel_core.session import Session, Stream
+from tunnel_core.splice import Duplex, TunnelDuplex
 
-__all__ = ["HttpClientPlane", "HttpServerPlane", "TunnelDuplex"]
+from .proxy import HttpProxy
+from .public import HttpError, Limits, PublicConnection, start_public_server
+from .router import Router
+from .upstream import Upstreams, serve_http_stream
+
+__all__ = ["HttpClientPlane", "HttpServerPlane"]
 
 log = logging.getLogger("tunnel_core")
-
-
-class TunnelDuplex:
-    """A tunnel :class:`Stream` seen as a :class:`Duplex`; resets become ConnectionError."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-
-    async def read(self, max_bytes: int) -> bytes:
-        try:
-            return await self.stream.read(max_bytes)
-        except StreamClosedError as exc:
-            raise ConnectionResetError(exc.message) from exc
-
-    async def write(self, data: bytes) -> None:
-        self.stream.write(data)
-        try:
-            await self.stream.drain()
-        except StreamClosedError as exc:
-            raise ConnectionResetError(exc.message) from exc
-
-    async def write_eof(self) -> None:
-        self.stream.write_eof()
-
-    async def close(self) -> None:
-        """Abort what is left: by now every byte that mattered was drained in order."""
-        self.stream.reset("done")
 
 
 class HttpServerPlane:

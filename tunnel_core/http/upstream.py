@@ -15,9 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .http_conn import simple_response
-from .http_proxy import UPSTREAM_ERROR_HEADER, Duplex, StreamDuplex, splice
-from .http_router import normalize_host
+from tunnel_core.splice import Duplex, StreamDuplex, splice
+
+from .proxy import UPSTREAM_ERROR_HEADER
+from .public import simple_response
+from .router import normalize_host
 
 __all__ = ["Upstream", "Upstreams", "parse_upstream", "serve_http_stream"]
 

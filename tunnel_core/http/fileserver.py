@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import h11
 
-from .http_conn import HttpError, Limits, PublicConnection, serve_requests, start_public_server
+from .public import HttpError, Limits, PublicConnection, serve_requests, start_public_server
 
 __all__ = ["FileServer", "run_fileserver"]
 

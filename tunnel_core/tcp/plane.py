@@ -15,9 +15,9 @@ import asyncio
 import logging
 from typing import Any, cast
 
-from .errors import ConfigError, Refused, TunnelError
-from .session import Session, Stream
-from .splice import SpliceProtocol
+from tunnel_core.errors import ConfigError, Refused, TunnelError
+from tunnel_core.session import Session, Stream
+from tunnel_core.splice import SpliceProtocol
 
 log = logging.getLogger("tunnel_core")
 
