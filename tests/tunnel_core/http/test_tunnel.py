@@ -26,7 +26,7 @@ import pytest
 import websockets
 
 from tests.conftest import Engine, EngineProcess, TunnelServerInfo, free_port, healthz, wait_for
-from tests.tunnel_core.test_http_proxy import digest_of, echo_app, ws_echo
+from tests.tunnel_core.http.test_proxy import digest_of, echo_app, ws_echo
 
 pytestmark = pytest.mark.network
 DEADLINE = 30.0

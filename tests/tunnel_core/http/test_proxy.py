@@ -4,7 +4,7 @@ Each "tunnel client" here is a loopback listener that runs the real client-side
 code (``serve_http_stream``) on every connection, and ``open_stream`` dials it: the
 proxy logic, h11 on both legs and the upstream dialing are all real; only the
 multiplexed transport is replaced by one TCP connection per stream. The same
-scenarios through real tunnel processes live in test_http_tunnel.py.
+scenarios through real tunnel processes live in test_tunnel.py.
 """
 
 from __future__ import annotations
