@@ -4,8 +4,8 @@ An exit server installs the engine from the user-data by downloading one file an
 refusing it unless its SHA-256 matches the one pinned in the user-data, so the
 digest must be known on the user's machine *before* any VM exists. Decision:
 
-* The pyz is a pure function of its inputs: the ``.py`` files of ``tunnel_core``,
-  ``websockets`` and ``h11`` as installed, sorted, with fixed timestamps and modes
+* The pyz is a pure function of its inputs: the ``.py`` files of ``tunnel_core``
+  and ``h11`` as installed, sorted, with fixed timestamps and modes
   (:func:`build_pyz`). No clock, no user name, no file system order enters it.
 * ``make dist`` (``scripts/build_dist.py``) builds that pyz first and writes its
   digest into ``inletsctl/_artifact.json`` of the wheel and sdist it builds next.
@@ -51,8 +51,9 @@ SUMS_NAME = "SHA256SUMS"
 #: Written by ``make dist`` into the wheel and sdist; absent in a source checkout.
 PIN_FILE = "_artifact.json"
 
-#: Packages inside the pyz: the engine and its pure-Python runtime dependencies.
-RUNTIME_PACKAGES = ("tunnel_core", "websockets", "h11")
+#: Packages inside the pyz: the engine and its pure-Python runtime dependencies. Not
+#: websockets: the engine only uses its C ``apply_mask``, which a zipapp cannot carry.
+RUNTIME_PACKAGES = ("tunnel_core", "h11")
 SHEBANG = b"#!/usr/bin/env python3\n"
 #: Every zip entry gets this timestamp (the earliest a zip can hold), so the
 #: artifact is the same whenever and wherever it is built from the same sources.
@@ -209,7 +210,7 @@ def _package_root(name: str) -> Path:
 
 
 def _package_files(name: str) -> Iterator[tuple[str, Path]]:
-    """Source files only: no bytecode, no C extensions (websockets falls back to Python)."""
+    """Source files only: no bytecode, no C extensions."""
     root = _package_root(name)
     for path in root.rglob("*"):
         rel = path.relative_to(root)

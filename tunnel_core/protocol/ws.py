@@ -22,7 +22,7 @@ from tunnel_core.errors import FrameError
 _c_apply_mask: Callable[[bytes | memoryview, bytes], bytes] | None
 try:
     from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pure-Python websockets (e.g. inside the zipapp)
+except ImportError:  # websockets is not installed (the zipapp does not carry it)
     _c_apply_mask = None
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
