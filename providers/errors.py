@@ -83,4 +83,4 @@ class UndoFailed(ProviderError):
 
 
 class ProvisionTimeout(ProviderError):
-    default_hint = "Run the same command again shortly; `inletsctl delete --id ID` removes the host."
+    default_hint = "Run the same command again shortly; `inletsctl delete --id ID` removes it."
