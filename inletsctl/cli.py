@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from inletsctl.errors import InletsctlError, map_provider_errors
-from inletsctl.output import stderr
+from inletsctl.output import literal, stderr, tolerant_streams
 from providers.kit import Terminated
 
 COMMANDS = ("create", "delete", "list", "get", "logs", "connect", "version", "download")
@@ -53,6 +53,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerant_streams()
     console = stderr()
     try:
         with map_provider_errors():
@@ -63,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except InletsctlError as exc:
         if _state["verbose"]:
             console.print_exception()
-        console.print(f"Error: {exc.message}", style="red", markup=False)
+        # messages quote names, ids and cloud API errors: printed as they are
+        console.print(literal(f"Error: {exc.message}", keep="\n"), style="red")
         if exc.hint:
-            console.print(f"Hint: {exc.hint}", markup=False)
+            console.print(literal(f"Hint: {exc.hint}", keep="\n"))
         return exc.exit_code
     except Terminated:  # SIGTERM inside create: its undo has run, as for Ctrl-C
         console.print("Error: terminated (SIGTERM)", style="red", markup=False)

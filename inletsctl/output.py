@@ -1,19 +1,28 @@
 """Rendering: results to stdout (text or one JSON document), progress to stderr.
 
 Colour and spinners only on a TTY; rich honours ``NO_COLOR`` itself.
+
+Every value printed here may come from a user, a cloud API or the state file (names,
+tokens, IPs, provider ids, error messages), and it is printed after the VM exists: a
+value must never be parsed as rich markup or emoji codes (``[/b]`` in a token raised
+``MarkupError``), and never reach the terminal as a control sequence. So the consoles
+have markup and emoji off, and text goes through :func:`literal`, which rich renders
+as it is, in a table cell or a spinner too (those parse plain ``str`` as markup).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from inletsctl.summary import Summary
 
@@ -24,11 +33,43 @@ class Format(str, enum.Enum):
 
 
 def stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def printable(value: object, keep: str = "") -> str:
+    r"""``value`` with control characters (but those in ``keep``) shown as ``\x1b`` etc.
+
+    An ESC from an API error could rewrite the user's terminal, a CR hide the start of a
+    line, a tab or newline in a name shift the columns scripts cut from ``list``.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def literal(value: object, keep: str = "") -> Text:
+    """Text that rich prints exactly as given: no markup, no ``:emoji:`` codes."""
+    return Text(printable(value, keep))
+
+
+def tolerant_streams() -> None:
+    """Characters stdout's encoding lacks are escaped instead of raising after the VM exists.
+
+    Under ``PYTHONIOENCODING=ascii`` or a latin-1 terminal, a host name with ``é`` would
+    otherwise end ``create`` with ``UnicodeEncodeError`` before the summary is out
+    (stderr already uses ``backslashreplace``; JSON output is ASCII anyway).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
 
 
 def emit_json(doc: Any) -> None:
@@ -42,36 +83,53 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     return doc
 
 
-def show_summary(summary: Summary, fmt: Format) -> None:
+def summary_lines(summary: Summary) -> list[str]:
+    lines = [
+        f"Host: {summary.id} ({summary.provider}), status: {summary.status}",
+        f"IP: {summary.ip or '(none yet)'}",
+        f"TLS fingerprint: {summary.tls_fingerprint}",
+    ]
+    if summary.token is not None:
+        lines.append(f"Auth token: {summary.token}")
+    if summary.domains:
+        lines.append(f"HTTPS domains: {summary.domains}")
+    lines += ["", "Connect a client with:", f"  {summary.client_command}"]
+    lines += ["", "Delete it with:", f"  {summary.delete_command}"]
+    return lines
+
+
+def show_summary(summary: Summary, fmt: Format, console: Console | None = None) -> None:
     if fmt is Format.json:
         emit_json(as_dict(summary))
         return
-    out = stdout()
-    out.print(f"Host: {summary.id} ({summary.provider}), status: {summary.status}")
-    out.print(f"IP: {summary.ip or '(none yet)'}")
-    out.print(f"TLS fingerprint: {summary.tls_fingerprint}")
-    if summary.token is not None:
-        out.print(f"Auth token: {summary.token}")
-    if summary.domains:
-        out.print(f"HTTPS domains: {summary.domains}")
-    out.print("")
-    out.print("Connect a client with:")
-    out.print(f"  {summary.client_command}", markup=False)
-    out.print("")
-    out.print("Delete it with:")
-    out.print(f"  {summary.delete_command}", markup=False)
+    out = console or stdout()
+    for text in summary_lines(summary):
+        out.print(literal(text))
 
 
-def show_table(rows: Sequence[Summary], fmt: Format) -> None:
+_COLUMNS = ("ID", "PROVIDER", "STATUS", "IP", "MODE", "NAME")
+
+
+def _row(r: Summary) -> tuple[str, ...]:
+    return (r.id, r.provider, r.status, r.ip or "-", r.mode, r.name)
+
+
+def write_rows(out: Console, rows: Iterable[Sequence[str]]) -> None:
+    """Tab-separated lines for scripts, written past rich, which would expand the tabs."""
+    for row in rows:
+        out.file.write("\t".join(printable(v) for v in row) + "\n")
+
+
+def show_table(rows: Sequence[Summary], fmt: Format, console: Console | None = None) -> None:
+    """A rich table on a TTY; tab-separated lines, one per host, in a pipe."""
     if fmt is Format.json:
         emit_json([as_dict(r) for r in rows])
         return
-    out = stdout()
+    out = console or stdout()
     if not out.is_terminal:
-        for r in rows:
-            print("\t".join((r.id, r.provider, r.status, r.ip or "-", r.mode, r.name)))
+        write_rows(out, (_row(r) for r in rows))
         return
-    table = Table("ID", "PROVIDER", "STATUS", "IP", "MODE", "NAME")
+    table = Table(*_COLUMNS)
     for r in rows:
-        table.add_row(r.id, r.provider, r.status, r.ip or "-", r.mode, r.name)
+        table.add_row(*(literal(v) for v in _row(r)))
     out.print(table)
