@@ -39,11 +39,15 @@ lint: install
 types: install
 	$(BIN)/mypy
 
+# Tests reach only loopback: as root, pytest (alone) runs in a loopback-only network
+# namespace (scripts/offline.sh); pytest-socket refuses other in-process connects anyway.
+OFFLINE := bash scripts/offline.sh
+
 test: install system-deps lint types
-	$(BIN)/pytest -q
+	$(OFFLINE) $(BIN)/pytest -q
 
 cov: install system-deps
-	$(BIN)/pytest -q --cov --cov-report=term-missing
+	$(OFFLINE) $(BIN)/pytest -q --cov --cov-report=term-missing
 
 test-vm: install system-deps vm-image
 	$(BIN)/pytest -q -m vm -o addopts='' tests/vm

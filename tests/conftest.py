@@ -1,4 +1,10 @@
-"""Shared fixtures. Engine helpers: start tunnel-core processes, wait for /healthz, kill by PID."""
+"""Shared fixtures. Engine helpers: start tunnel-core processes, wait for /healthz, kill by PID.
+
+Network guard: pytest-socket (``--allow-hosts`` in pyproject.toml) makes an in-process
+connect() to anything but loopback or a unix socket raise; ``offline_guard`` fails the
+test even when the code under test catches that error. Subprocesses are out of its
+reach: ``make test`` as root runs pytest in a loopback-only network namespace for them.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pytest_socket import SocketConnectBlockedError
 
 from tests.certs import self_signed
 
@@ -176,3 +183,37 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         yield factory
     finally:
         factory.stop_all()
+
+
+@dataclass
+class OfflineGuard:
+    """What pytest-socket refused in this test; a test that provokes it on purpose clears it."""
+
+    blocked: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def offline_guard() -> Iterator[OfflineGuard]:
+    """Records every refused connect(), so a retry loop or a broad ``except`` cannot hide one.
+
+    pytest-socket installs its allow-list guard before fixtures are set up and restores the
+    real connect() at teardown; this wraps its guard for the test's duration only.
+    """
+    guard = OfflineGuard()
+    guarded = socket.socket.connect
+
+    def connect(sock: socket.socket, address: object) -> None:
+        try:
+            guarded(sock, address)  # type: ignore[arg-type]
+        except SocketConnectBlockedError as exc:
+            guard.blocked.append(str(exc))
+            raise
+
+    socket.socket.connect = connect  # type: ignore[method-assign, assignment]
+    try:
+        yield guard
+    finally:
+        if socket.socket.connect is connect:
+            socket.socket.connect = guarded  # type: ignore[method-assign]
+    if guard.blocked:
+        pytest.fail("connect() off loopback: " + "; ".join(guard.blocked), pytrace=False)
