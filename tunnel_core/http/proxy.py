@@ -70,6 +70,24 @@ def _is_websocket_upgrade(request: h11.Request) -> bool:
     )
 
 
+def _check_response_framing(response: h11.Response | h11.InformationalResponse) -> None:
+    """Refuse a response head whose body length is ambiguous (RFC 9112 sections 6.1, 6.3).
+
+    h11 refuses an invalid or conflicting Content-Length and codings other than
+    ``chunked`` itself (a 502 as well). Both Transfer-Encoding and Content-Length, or
+    Transfer-Encoding in an HTTP/1.0 response, are faulty framing that RFC 9112 says
+    to handle as an error: forwarding the Content-Length with the re-chunked body
+    truncated the response. We answer 502 rather than guess.
+    """
+    names = {name for name, _ in response.headers}
+    if b"transfer-encoding" not in names:
+        return
+    if b"content-length" in names:
+        raise _BadResponse("both Transfer-Encoding and Content-Length")
+    if response.http_version == b"1.0":
+        raise _BadResponse("Transfer-Encoding in an HTTP/1.0 response")
+
+
 def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
     """``request`` as the upstream gets it: hop-by-hop gone, X-Forwarded-* set."""
     original = list(request.headers)
@@ -84,6 +102,8 @@ def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
     if host is not None and _header(original, b"x-forwarded-host") is None:
         headers.append((b"x-forwarded-host", host))
     if _header(original, b"transfer-encoding") is not None:
+        # Never both (RFC 9112 section 6.3); the public side refused such requests already.
+        headers = [(k, v) for k, v in headers if k != b"content-length"]
         headers.append((b"transfer-encoding", b"chunked"))
     if _is_websocket_upgrade(request):
         headers += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
@@ -94,6 +114,10 @@ def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
 
 class _UpstreamFailed(Exception):
     """The stream broke or answered garbage before a response head arrived."""
+
+
+class _BadResponse(_UpstreamFailed):
+    """The upstream broke HTTP (bad or ambiguous framing): never forwarded, never retried."""
 
 
 class _StaleLeg(Exception):
@@ -217,6 +241,9 @@ class HttpProxy:
                 head = await asyncio.wait_for(
                     self._response_head(upstream, stream), self.response_timeout
                 )
+            except _BadResponse:
+                self.metrics.upstream_errors += 1
+                raise HttpError(502, "the upstream sent a malformed response") from None
             except (_UpstreamFailed, ConnectionError):
                 if retryable and no_body:
                     await sender  # no body: it ends at once, leaving the public side ready
@@ -263,13 +290,18 @@ class HttpProxy:
             return False
 
     async def _receive(self, upstream: h11.Connection, stream: Duplex) -> h11.Event:
+        closed = False
         while True:
             try:
                 event = upstream.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _UpstreamFailed(str(exc)) from exc
+                if closed:  # it went away (perhaps a kept-alive leg closed while idle)
+                    raise _UpstreamFailed(str(exc)) from exc
+                raise _BadResponse(str(exc)) from exc
             if event is h11.NEED_DATA:
-                upstream.receive_data(await stream.read(READ_SIZE))
+                data = await stream.read(READ_SIZE)
+                closed = not data
+                upstream.receive_data(data)
             elif isinstance(event, h11.Event):
                 return event
             else:
@@ -286,6 +318,7 @@ class HttpProxy:
                 break
             raise _UpstreamFailed(f"unexpected {type(event).__name__}")
         original = list(event.headers)
+        _check_response_framing(event)
         if event.status_code == 101:
             return h11.InformationalResponse(status_code=101, headers=original)
         headers = [(k, v) for k, v in _strip_hop_by_hop(original) if k != UPSTREAM_ERROR_HEADER]

@@ -74,6 +74,21 @@ def simple_response(
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
 
 
+def _check_framing(request: h11.Request) -> None:
+    """Refuse a body whose length two parsers could read differently (RFC 9112 section 6.3).
+
+    h11 already refuses differing Content-Length values and any Transfer-Encoding but
+    ``chunked``. With both Transfer-Encoding and Content-Length, h11 would follow the
+    former; an upstream that trusts the latter would read the rest of the body as a
+    second request, one that bypassed routing and X-Forwarded-For. RFC 9112 lets an
+    intermediary drop Content-Length instead, but such a request is an attack or a
+    broken client, so it gets 400 and the connection closes.
+    """
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        raise HttpError(400, "both Transfer-Encoding and Content-Length")
+
+
 class PublicConnection:
     """An h11 server connection over an asyncio stream pair, with limits applied."""
 
@@ -112,6 +127,7 @@ class PublicConnection:
                 status = 431 if exc.error_status_hint == 431 else 400
                 raise HttpError(status, str(exc) or "malformed request") from exc
             if isinstance(event, h11.Request):
+                _check_framing(event)
                 if len(event.headers) > self.limits.max_headers:
                     raise HttpError(431, "too many header fields")
                 # One read can bring a whole oversized head that h11 never saw incomplete.
