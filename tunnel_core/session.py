@@ -40,6 +40,11 @@ from .protocol.mux import (
 log = logging.getLogger("tunnel_core")
 #: Largest WebSocket message the session writes; bigger outboxes are split.
 MAX_WS_MESSAGE = 1 << 20
+#: Bytes a stream holds beyond its credit (written while it waits for credit or for the
+#: control connection). A producer pauses at the first such byte, so this is one socket
+#: read (256 KiB in both loops) with room to spare; a producer that keeps writing past it
+#: ignores backpressure and its stream is reset.
+DEFAULT_MAX_PENDING = 1 << 20
 
 
 class StreamSink(Protocol):
@@ -56,8 +61,8 @@ class Stream:
     """One multiplexed byte stream with credit-based backpressure both ways."""
 
     __slots__ = (
-        "session", "id", "metadata", "_sink", "_pending", "_eof_pending", "_eof_sent",
-        "_producing", "_rbuf", "_eof_received", "_reset_reason", "_waiter",
+        "session", "id", "metadata", "_sink", "_pending", "_pending_size", "_eof_pending",
+        "_eof_sent", "_producing", "_rbuf", "_eof_received", "_reset_reason", "_waiter",
     )  # fmt: skip
 
     def __init__(self, session: Session, stream_id: int, metadata: dict[str, Any]) -> None:
@@ -66,6 +71,7 @@ class Stream:
         self.metadata = metadata
         self._sink: StreamSink | None = None
         self._pending: deque[bytes] = deque()  # written, waiting for credit
+        self._pending_size = 0
         self._eof_pending = False
         self._eof_sent = False
         self._producing = True
@@ -82,7 +88,14 @@ class Stream:
         return self.session.mux.state(self.id) is StreamState.CLOSED
 
     def write(self, data: bytes) -> None:
-        """Queue bytes; never blocks. A producer pauses when ``stream.paused`` or via its sink."""
+        """Queue bytes; never blocks. A producer pauses when ``stream.paused`` or via its sink.
+
+        Invariant, whatever the event loop: the stream holds at most its credit (in the
+        connection's outbox) plus ``session.max_pending`` bytes. A write while paused
+        pauses the sink again (uvloop ignores a ``pause_reading()`` made inside
+        ``connection_made``), and a producer that still writes past the limit is a bug
+        on our side: its stream is reset instead of growing.
+        """
         if self._eof_sent or self._eof_pending or self._reset_reason is not None:
             if self._reset_reason is not None:
                 return  # the peer is gone; drop silently like a socket after RST
@@ -91,12 +104,37 @@ class Stream:
             return
         if self._pending:
             self._pending.append(data)
+            self._pending_size += len(data)
+            self._hold()
             return
         sent = self.session.mux.send_data(self.id, data)
         self.session.schedule_flush()
         if sent < len(data):
             self._pending.append(data[sent:])
-            self._update_producing()
+            self._pending_size = len(data) - sent
+            self._hold()
+        elif self.session.write_paused:
+            self._hold()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the mux (they wait for credit)."""
+        return self._pending_size
+
+    def _hold(self) -> None:
+        """Pause the producer (again: a loop may have ignored the first pause)."""
+        if self._pending_size > self.session.max_pending:
+            log.warning(
+                "stream %d: %d bytes written while paused (max_pending %d); resetting it",
+                self.id, self._pending_size, self.session.max_pending,
+            )  # fmt: skip
+            self.reset("backpressure ignored")
+            if self._sink is not None:
+                self._sink.stream_reset("backpressure ignored")
+            return
+        if self._sink is not None:
+            self._producing = False
+            self._sink.pause_producing()
 
     @property
     def paused(self) -> bool:
@@ -128,6 +166,7 @@ class Stream:
             return
         self._reset_reason = reason or "reset"
         self._pending.clear()
+        self._pending_size = 0
         self.session.mux.reset(self.id, reason)
         self.session.schedule_flush()
         self.session.forget(self.id)
@@ -145,6 +184,7 @@ class Stream:
         while pending:
             chunk = pending[0]
             sent = mux.send_data(self.id, chunk)
+            self._pending_size -= sent
             if sent < len(chunk):
                 pending[0] = chunk[sent:]
                 break
@@ -225,6 +265,7 @@ class Stream:
             return
         self._reset_reason = reason or "reset"
         self._pending.clear()
+        self._pending_size = 0
         if self._sink is not None:
             self._sink.stream_reset(self._reset_reason)
         self._wake()
@@ -251,8 +292,10 @@ class Session(asyncio.Protocol):
         on_event: Callable[[Event], None],
         initial_window: int | None = None,
         peer: str = "",
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.role = role
+        self.max_pending = max_pending
         self.peer = peer
         self.transport = transport
         self.mux = Mux(role) if initial_window is None else Mux(role, initial_window=initial_window)

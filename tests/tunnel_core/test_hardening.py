@@ -1,0 +1,159 @@
+"""Engine hardening: hostile peers against real server and client processes.
+
+Each test drives a peer written with the engine's own codec (tests/tunnel_core/hostile.py)
+against a real ``tunnel-core`` process over real TLS on loopback, under both event
+loops (uvloop, and the stdlib loop via ``TUNNEL_CORE_LOOP=asyncio``), and asserts the
+exact error in the log or a bounded RSS (``/proc/PID/status``). The volumes are sized
+so that each attack takes seconds, and the bounds sit far from both the fixed figure
+and the figure of the bug, so a loaded machine does not make them flaky.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import free_port, wait_for
+from tests.tunnel_core.hostile import (
+    MB,
+    HostileClient,
+    HostileServer,
+    frame,
+    rss_mb,
+)
+from tunnel_core.protocol.frames import FrameType, json_payload
+
+pytestmark = pytest.mark.network
+STALL = 1.0  # a sender blocked this long is being held back by the tunnel
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the engine processes of the test under this event loop."""
+    if request.param == "asyncio":
+        monkeypatch.setenv("TUNNEL_CORE_LOOP", "asyncio")
+    else:
+        monkeypatch.delenv("TUNNEL_CORE_LOOP", raising=False)
+    return str(request.param)
+
+
+def push(port: int, total: int, sent: list[int]) -> None:
+    """Connect to ``port`` and send up to ``total`` bytes; stop once sends block for STALL."""
+    block = b"p" * MB
+    count = 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=STALL) as conn:
+            while count < total:
+                count += conn.send(block)
+            conn.settimeout(STALL)
+    except OSError:  # socket.timeout: the tunnel stopped reading us, as it should
+        pass
+    sent.append(count)
+
+
+def push_all(port: int, n: int, total: int) -> list[int]:
+    sent: list[int] = []
+    threads = [threading.Thread(target=push, args=(port, total, sent)) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return sent
+
+
+class Pusher:
+    """An upstream that sends ``total`` bytes to every connection until they block."""
+
+    def __init__(self, total: int) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.total = total
+        self.sent: list[int] = []
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._push, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _push(self, conn: socket.socket) -> None:
+        block, count = b"u" * MB, 0
+        conn.settimeout(STALL)
+        with conn:
+            try:
+                while count < self.total:
+                    count += conn.send(block)
+            except OSError:
+                pass
+            self.sent.append(count)
+            try:  # keep the connection open so the client keeps its buffers
+                conn.settimeout(30)
+                conn.recv(1)
+            except OSError:
+                pass
+
+    def wait(self, n: int) -> None:
+        wait_for(lambda: len(self.sent) >= n, timeout=60, what=f"{n} upstream pushes")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def pusher() -> Iterator[Pusher]:
+    upstream = Pusher(25 * MB)
+    yield upstream
+    upstream.close()
+
+
+# 1. Backpressure -------------------------------------------------------------------------
+
+
+def test_public_connections_accepted_while_the_client_is_stalled_stay_bounded(engine, loop):
+    """A client that stopped reading: the first connections fill the control link (its
+    write buffer is full), the next ones are accepted while it is. Each may hold its
+    window plus one read, never what the public side sends (was 25 MB each, uvloop)."""
+    server = engine.tcp_server()
+    public = free_port()
+    client = HostileClient(server)
+    client.register([public])  # and never reads again
+    base = rss_mb(server.process.pid)
+    first = push_all(public, 4, 25 * MB)
+    later = push_all(public, 16, 25 * MB)
+    rss = rss_mb(server.process.pid)
+    print(f"{loop}: rss {base:.0f} -> {rss:.0f} MB; first {first}; later {later}")
+    assert rss < 200, (rss, later)
+    assert sum(later) < 16 * 8 * MB, later
+    client.close()
+
+
+def test_upstream_connections_opened_while_the_server_is_stalled_stay_bounded(engine, loop, pusher):
+    """The same on the client: a server that never reads opens streams; the upstream
+    pushes 25 MB into each. Streams opened after the link filled must stay paused."""
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", f"9000:{pusher.port}")
+        peer = hostile.accept(welcome={"ok": True, "version": 1, "ports": [9000]})
+        meta = json_payload({"port": 9000, "remote": "x"})
+        peer.send(*(frame(FrameType.OPEN, sid, meta) for sid in (2, 4, 6, 8)))
+        pusher.wait(4)  # and the hostile server never reads
+        base = rss_mb(client.pid)
+        peer.send(*(frame(FrameType.OPEN, sid, meta) for sid in range(10, 42, 2)))
+        pusher.wait(20)
+        rss = rss_mb(client.pid)
+        later = pusher.sent[4:]
+        print(f"{loop}: rss {base:.0f} -> {rss:.0f} MB; first {pusher.sent[:4]}; later {later}")
+        assert rss < 200, (rss, later)
+        assert sum(later) < 16 * 8 * MB, later
+        peer.close()
+    finally:
+        hostile.close()

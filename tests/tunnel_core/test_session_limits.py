@@ -1,0 +1,146 @@
+"""Limits of one Session, in process: a fake transport records what the session does.
+
+Every test runs under both event loops (the stdlib loop and uvloop), because the
+invariants must not depend on how a loop treats ``pause_reading``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from tunnel_core.errors import StreamClosedError
+from tunnel_core.protocol import ws
+from tunnel_core.protocol.frames import Frame, FrameDecoder
+from tunnel_core.protocol.mux import Role
+from tunnel_core.session import Session
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run(loop: str, coro: Coroutine[Any, Any, Any]) -> Any:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+class FakeTransport:
+    """Collects what a Session writes; remembers pauses and aborts."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.aborted = False
+        self.closing = False
+        self.reading = True
+        self.pauses = 0
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.out.extend(bytes(c) for c in chunks)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def frames(self, *, masked: bool) -> list[Frame]:
+        """Every mux frame written so far (WebSocket unframed)."""
+        decoder = ws.WsDecoder(expect_mask=masked, max_message=1 << 30)
+        frames = FrameDecoder()
+        got: list[Frame] = []
+        for payload in decoder.feed(b"".join(self.out))[0]:
+            got += frames.feed(payload)
+        return got
+
+
+def session(role: Role = Role.SERVER, **kwargs: Any) -> tuple[Session, FakeTransport]:
+    transport = FakeTransport()
+    kwargs.setdefault("on_stream", lambda stream: None)
+    kwargs.setdefault("on_event", lambda event: None)
+    return Session(role, transport, **kwargs), transport  # type: ignore[arg-type]
+
+
+def message(*frames: bytes, masked: bool = True) -> bytes:
+    return ws.encode(ws.Opcode.BINARY, b"".join(frames), mask=masked)
+
+
+class DeafSink:
+    """A producer that keeps writing whatever it is told (a loop that ignores pauses)."""
+
+    def __init__(self) -> None:
+        self.pauses = 0
+        self.reset: str | None = None
+
+    def stream_data(self, data: bytes) -> None: ...
+    def stream_eof(self) -> None: ...
+
+    def stream_reset(self, reason: str) -> None:
+        self.reset = reason
+
+    def pause_producing(self) -> None:
+        self.pauses += 1
+
+    def resume_producing(self) -> None: ...
+
+
+# 1. Backpressure -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_never_buffers_more_than_its_window_and_one_read(loop):
+    """Before: a producer whose pause was lost (uvloop ignores pause_reading inside
+    connection_made) made ``_pending`` grow with every read: 50 MB here."""
+
+    async def main() -> None:
+        s, transport = session(initial_window=64 * 1024)
+        stream = s.open_stream({})
+        sink = DeafSink()
+        stream.set_sink(sink)
+        read = b"r" * (256 * 1024)  # one socket read in either loop
+        most = 0
+        for _ in range(200):
+            stream.write(read)
+            most = max(most, stream.buffered)
+        assert most <= (1 << 20) + len(read)  # max_pending + one read
+        assert sink.pauses > 1  # asked again after the first pause was ignored
+        assert sink.reset == "backpressure ignored"
+        with pytest.raises(StreamClosedError):
+            await stream.drain()
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_opened_while_the_link_is_full_pauses_its_producer_at_the_first_write(loop):
+    async def main() -> None:
+        s, transport = session()
+        s.pause_writing()  # the control connection's buffer is full
+        stream = s.open_stream({})
+        sink = DeafSink()
+        stream.set_sink(sink)
+        sink.pauses = 0  # pretend the loop ignored the pause made in set_sink
+        stream.write(b"x" * 1000)
+        assert sink.pauses == 1
+        assert stream.buffered == 0  # the bytes are within credit: in the outbox
+
+    run(loop, main())
