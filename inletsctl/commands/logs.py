@@ -17,7 +17,7 @@ import typer
 
 from inletsctl.commands import _options as o
 from inletsctl.errors import ProviderFailure, map_provider_errors
-from inletsctl.output import Format, emit_json
+from inletsctl.output import Format, emit_json, printable
 from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import Store
 
@@ -59,15 +59,5 @@ def logs(
         emit_json({"id": record.id, "provider": record.provider, "console_output": text})
         return
     if sys.stdout.isatty():
-        text = _inert(text)
+        text = printable(text, keep="\n\t")  # a VM's console must not drive the terminal
     sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
-
-
-def _inert(text: str) -> str:
-    r"""Control characters but newline and tab shown as ``\x1b``: a VM's console must not
-    drive the user's terminal. A pipe gets the bytes as the provider gave them.
-    """
-    return "".join(
-        c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
-        for c in text
-    )
