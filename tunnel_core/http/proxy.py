@@ -43,6 +43,10 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+#: Request headers the proxy sets itself; whatever the public client sent is dropped.
+_SET_HERE = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"expect"})
+
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
@@ -89,17 +93,20 @@ def _check_response_framing(response: h11.Response | h11.InformationalResponse) 
 
 
 def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
-    """``request`` as the upstream gets it: hop-by-hop gone, X-Forwarded-* set."""
+    """``request`` as the upstream gets it: hop-by-hop gone, X-Forwarded-* set.
+
+    X-Forwarded-For appends the peer to the chain the client sent; X-Forwarded-Proto
+    and X-Forwarded-Host are always ours (the Host the request was routed by).
+    """
     original = list(request.headers)
     headers = _strip_hop_by_hop(original)
-    forwarded_for = _header(original, b"x-forwarded-for")
-    chain = (forwarded_for + b", " if forwarded_for else b"") + peer_ip.encode()
-    headers = [(k, v) for k, v in headers if k not in (b"x-forwarded-for", b"expect")]
-    headers.append((b"x-forwarded-for", chain))
-    if _header(original, b"x-forwarded-proto") is None:
-        headers.append((b"x-forwarded-proto", b"http"))
+    chain = [v for k, v in original if k == b"x-forwarded-for" and v]
+    headers = [(k, v) for k, v in headers if k not in _SET_HERE]
+    headers.append((b"x-forwarded-for", b", ".join([*chain, peer_ip.encode()])))
+    # Ours, never the public client's: a client could claim https or another host.
+    headers.append((b"x-forwarded-proto", b"http"))
     host = _header(original, b"host")
-    if host is not None and _header(original, b"x-forwarded-host") is None:
+    if host is not None:
         headers.append((b"x-forwarded-host", host))
     if _header(original, b"transfer-encoding") is not None:
         # Never both (RFC 9112 section 6.3); the public side refused such requests already.

@@ -11,10 +11,13 @@ keep-alive requests.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h11
+
+from .router import valid_host
 
 __all__ = [
     "HttpError",
@@ -85,8 +88,42 @@ def _check_framing(request: h11.Request) -> None:
     broken client, so it gets 400 and the connection closes.
     """
     names = {name for name, _ in request.headers}
-    if b"transfer-encoding" in names and b"content-length" in names:
-        raise HttpError(400, "both Transfer-Encoding and Content-Length")
+    if b"transfer-encoding" in names:
+        if b"content-length" in names:
+            raise HttpError(400, "both Transfer-Encoding and Content-Length")
+        if request.http_version == b"1.0":  # section 6.1: the framing is faulty
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+
+
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+
+
+def _checked_target(request: h11.Request) -> h11.Request:
+    """``request`` with a valid Host that agrees with its target (RFC 9112 section 3.2).
+
+    An absolute-form target (``GET http://a/x``) wins over the Host field (section
+    3.2.2): the result has target ``/x`` and ``Host: a``, so routing, the upstream and
+    X-Forwarded-Host all see the same host. An invalid Host or authority is a 400
+    (h11 already refuses two Host fields).
+    """
+    absolute = _ABSOLUTE.fullmatch(request.target)
+    if absolute is None:
+        for name, value in request.headers:
+            if name == b"host" and not valid_host(value):
+                raise HttpError(400, "invalid Host header")
+        return request
+    scheme, authority, rest = absolute.groups()
+    if scheme.lower() not in (b"http", b"https"):
+        raise HttpError(400, "the target's scheme is not http")
+    if not valid_host(authority):
+        raise HttpError(400, "invalid host in the target")
+    if b"#" in rest:
+        raise HttpError(400, "a fragment in the target")
+    target = rest if rest.startswith(b"/") else b"/" + rest
+    headers = [(b"host", authority), *((k, v) for k, v in request.headers if k != b"host")]
+    return h11.Request(
+        method=request.method, target=target, headers=headers, http_version=request.http_version
+    )
 
 
 class PublicConnection:
@@ -128,6 +165,7 @@ class PublicConnection:
                 raise HttpError(status, str(exc) or "malformed request") from exc
             if isinstance(event, h11.Request):
                 _check_framing(event)
+                event = _checked_target(event)
                 if len(event.headers) > self.limits.max_headers:
                     raise HttpError(431, "too many header fields")
                 # One read can bring a whole oversized head that h11 never saw incomplete.

@@ -9,10 +9,24 @@ server can call it from its event loop without locking.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Router", "normalize_host"]
+__all__ = ["Router", "normalize_host", "valid_host"]
+
+# RFC 9110 section 7.2: Host = uri-host [ ":" port ]. Names are kept to what DNS and our
+# router can use (letters, digits, "-", ".", "_", "~"); IP literals are bracketed.
+_HOST = re.compile(rb"(?:[A-Za-z0-9._~-]{1,255}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{0,5})?")
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a Host value (or an absolute target's authority) names one host.
+
+    ``a, b`` (two Host fields folded into one), ``user@host``, spaces and the empty
+    value are refused: two parsers could route them differently.
+    """
+    return _HOST.fullmatch(value) is not None
 
 
 def normalize_host(host: str) -> str:

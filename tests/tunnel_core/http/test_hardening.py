@@ -109,3 +109,66 @@ def test_forwarded_request_never_carries_both_lengths() -> None:
     )
     names = [k for k, _ in forwarded_request(request, "192.0.2.1").headers]
     assert b"transfer-encoding" in names and b"content-length" not in names
+
+
+# -- 6. Host handling -------------------------------------------------------------------------
+
+
+def test_an_absolute_form_target_is_routed_by_its_authority_and_host_rewritten(up: Pair) -> None:
+    answer = exchange(
+        up.port,
+        b"GET http://A.test/abs?q=1 HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.status == 200
+    [seen] = up.a.requests
+    assert seen.target == b"/abs?q=1"
+    assert seen.header(b"host") == [b"A.test"] and seen.header(b"x-forwarded-host") == [b"A.test"]
+    assert up.b.connections == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: a.test, b.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test/x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        b"GET http://b.test@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET ftp://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET http://a.test/#frag HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    ],
+)
+def test_an_invalid_host_gets_400_and_never_reaches_an_upstream(
+    up: Pair, request_bytes: bytes
+) -> None:
+    answer = exchange(up.port, request_bytes)
+    assert answer.status == 400 and not answer.reset
+    assert up.a.connections == [] and up.b.connections == []
+
+
+def test_http_1_0_with_transfer_encoding_gets_400_and_the_connection_closes(up: Pair) -> None:
+    answer = exchange(
+        up.port,
+        b"POST /x HTTP/1.0\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"3\r\nabc\r\n0\r\n\r\n",
+    )
+    assert answer.status == 400
+    assert answer.body == b"Transfer-Encoding in an HTTP/1.0 request\n"
+    assert up.a.connections == []
+
+
+def test_x_forwarded_proto_and_host_are_ours_and_the_for_chain_is_appended(up: Pair) -> None:
+    answer = exchange(
+        up.port,
+        b"GET /xf HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Host: evil.test\r\nX-Forwarded-For: 203.0.113.1\r\n"
+        b"X-Forwarded-For: 203.0.113.2\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.status == 200
+    [seen] = up.a.requests
+    assert seen.header(b"x-forwarded-proto") == [b"http"]
+    assert seen.header(b"x-forwarded-host") == [b"a.test"]
+    assert seen.header(b"x-forwarded-for") == [b"203.0.113.1, 203.0.113.2, 127.0.0.1"]
