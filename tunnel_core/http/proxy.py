@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h11
 
@@ -54,13 +54,19 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+#: End to end whatever Connection says: the fields that frame and route a message.
+#: ``Connection: close, Host`` stripped Host (the client got 0 bytes) and
+#: ``Connection: content-length`` the body; such tokens are ignored.
+_NEVER_HOP_BY_HOP = frozenset({b"host", b"content-length", b"transfer-encoding"})
+
+
 def _strip_hop_by_hop(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     named = {
         token.strip().lower()
         for key, value in headers
         if key == b"connection"
         for token in value.split(b",")
-    }
+    } - _NEVER_HOP_BY_HOP
     return [(k, v) for k, v in headers if k not in _HOP_BY_HOP and k not in named]
 
 
@@ -119,6 +125,14 @@ def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
     )
 
 
+def _public_fault(sender: asyncio.Future[bool]) -> HttpError | None:
+    """The public client's error that ended the request body, if it did."""
+    if not sender.done() or sender.cancelled():
+        return None
+    exc = sender.exception()
+    return exc if isinstance(exc, HttpError) else None
+
+
 class _UpstreamFailed(Exception):
     """The stream broke or answered garbage before a response head arrived."""
 
@@ -157,6 +171,7 @@ class HttpProxy:
     metrics: Metrics
     limits: Limits = Limits()
     response_timeout: float = 60.0
+    _closing: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
 
     async def handle(self, conn: PublicConnection) -> None:
         kept: list[_Leg] = []  # the previous request's leg, if it can carry the next one
@@ -243,11 +258,17 @@ class HttpProxy:
             self.metrics.upstream_errors += 1
             raise HttpError(502, "the tunnel client went away") from None
         sender = asyncio.ensure_future(self._send_body(conn, upstream, stream, body_sent))
+        sender.add_done_callback(lambda task: self._on_body_sent(task, stream))
+        receiver = asyncio.ensure_future(
+            asyncio.wait_for(self._response_head(upstream, stream), self.response_timeout)
+        )
         try:
+            await asyncio.wait((sender, receiver), return_when=asyncio.FIRST_COMPLETED)
+            fault = _public_fault(sender)
+            if fault is not None and (not receiver.done() or receiver.exception() is not None):
+                raise fault  # 400/408 to the public client; the upstream saw no whole request
             try:
-                head = await asyncio.wait_for(
-                    self._response_head(upstream, stream), self.response_timeout
-                )
+                head = await receiver
             except _BadResponse:
                 self.metrics.upstream_errors += 1
                 raise HttpError(502, "the upstream sent a malformed response") from None
@@ -266,15 +287,36 @@ class HttpProxy:
                 return False
             await conn.send(head)
             intact = await self._response_body(conn, upstream, stream)
+            if not intact:
+                conn.abort()  # a reset, so no client takes a cut-off body for a whole one
         finally:
-            if not sender.done():
-                sender.cancel()
-        return intact and sender.done() and not sender.cancelled() and sender.result()
+            for task in (sender, receiver):
+                if not task.done():
+                    task.cancel()
+        return (
+            intact
+            and sender.done()
+            and not sender.cancelled()
+            and sender.exception() is None
+            and sender.result()
+        )
+
+    def _on_body_sent(self, sender: asyncio.Future[bool], stream: Duplex) -> None:
+        """A broken request body resets the leg at once, even mid-response, so the
+        upstream sees an aborted request and an early response ends instead of
+        stalling until the idle timeout."""
+        if _public_fault(sender) is not None:
+            closing = asyncio.ensure_future(stream.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _send_body(
         self, conn: PublicConnection, upstream: h11.Connection, stream: Duplex, body_sent: bool
     ) -> bool:
         """Copy the request body to the stream; ``True`` if it ended cleanly.
+
+        Raises :class:`HttpError` when the public client broke the body (a bad chunk,
+        too slow): the caller answers it, or resets the connection after a response head.
 
         ``body_sent``: a retry of a bodiless request whose end the public side
         already delivered; only the upstream leg still needs to hear it.
@@ -293,7 +335,7 @@ class HttpProxy:
                 await stream.write(upstream.send(event))
                 if isinstance(event, h11.EndOfMessage):
                     return True
-        except (HttpError, ConnectionError, OSError, h11.LocalProtocolError):
+        except (ConnectionError, OSError, h11.LocalProtocolError):
             return False
 
     async def _receive(self, upstream: h11.Connection, stream: Duplex) -> h11.Event:

@@ -11,7 +11,10 @@ keep-alive requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,6 +43,9 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,18 @@ class PublicConnection:
         """Answer ``error`` and mark the connection for closing."""
         self.writer.write(simple_response(error.status, error.message + "\n"))
         await self.writer.drain()
+
+    def abort(self) -> None:
+        """Reset the connection (RST): the peer must not take what it got for complete.
+
+        A transport's ``abort()`` alone closes with a FIN, which a client reading up to
+        the close (HTTP/1.0) takes for the end of the body; a zero linger sends RST.
+        """
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.writer.transport.abort()
 
     def reusable(self) -> bool:
         """Start the next keep-alive cycle if both sides finished cleanly."""

@@ -15,7 +15,7 @@ import h11
 import pytest
 
 from tests.conftest import Engine
-from tests.tunnel_core.http.hostile import Recorder, exchange
+from tests.tunnel_core.http.hostile import Recorder, connect, exchange, read_all
 from tests.tunnel_core.http.test_tunnel import HttpServer, http_client, http_server
 from tunnel_core.http.proxy import forwarded_request
 
@@ -172,3 +172,65 @@ def test_x_forwarded_proto_and_host_are_ours_and_the_for_chain_is_appended(up: P
     assert seen.header(b"x-forwarded-proto") == [b"http"]
     assert seen.header(b"x-forwarded-host") == [b"a.test"]
     assert seen.header(b"x-forwarded-for") == [b"203.0.113.1, 203.0.113.2, 127.0.0.1"]
+
+
+# -- 8. Connection tokens, broken bodies ------------------------------------------------------
+
+
+def test_connection_naming_host_is_ignored_for_host(up: Pair) -> None:
+    answer = exchange(up.port, b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close, Host\r\n\r\n")
+    assert answer.status == 200
+    [seen] = up.a.requests
+    assert seen.header(b"host") == [b"a.test"]
+
+
+def test_connection_naming_content_length_keeps_the_body(up: Pair) -> None:
+    answer = exchange(
+        up.port,
+        b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n"
+        b"Connection: close, content-length\r\n\r\nhello",
+    )
+    assert answer.status == 200
+    [seen] = up.a.requests
+    assert (seen.header(b"content-length"), bytes(seen.body), seen.complete) == (
+        [b"5"],
+        b"hello",
+        True,
+    )
+
+
+def test_a_response_naming_content_length_in_connection_keeps_it(up: Pair) -> None:
+    answer = exchange(
+        up.port, b"GET /resp/conn-cl HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = answer.data.partition(b"\r\n\r\n")
+    assert answer.status == 200 and b"\r\ncontent-length: 5\r\n" in head.lower()
+    assert body == b"hello"
+
+
+def test_a_bad_chunk_after_the_head_was_forwarded_gets_400_and_aborts_the_upstream(
+    up: Pair,
+) -> None:
+    with connect(up.port) as sock:
+        sock.sendall(
+            b"POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        up.a.wait(lambda: any(len(s.body) == 5 for s in up.a.requests))
+        sock.sendall(b"zz\r\n")
+        answer = read_all(sock)
+    assert answer.status == 400 and not answer.reset
+    assert answer.body.startswith(b"illegal chunk header")
+    up.a.wait(lambda: all(c.closed for c in up.a.connections))
+    [seen] = up.a.requests
+    assert (bytes(seen.body), seen.complete) == (b"hello", False)  # never a whole request
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_a_response_cut_off_by_the_upstream_resets_the_public_connection(
+    up: Pair, version: bytes
+) -> None:
+    answer = exchange(
+        up.port,
+        b"GET /resp/truncated HTTP/" + version + b"\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.reset  # not a clean close after "only part"
