@@ -45,6 +45,10 @@ MAX_WS_MESSAGE = 1 << 20
 #: read (256 KiB in both loops) with room to spare; a producer that keeps writing past it
 #: ignores backpressure and its stream is reset.
 DEFAULT_MAX_PENDING = 1 << 20
+#: Bytes of replies (mux PONGs, RESETs of streams the peer opened, WebSocket pongs) the
+#: peer may make us queue while it does not read what we write; past that it is dropped.
+#: Our own peers owe a ping every few seconds; this is many thousands of them.
+DEFAULT_MAX_OWED = 1 << 20
 
 
 class StreamSink(Protocol):
@@ -293,9 +297,11 @@ class Session(asyncio.Protocol):
         initial_window: int | None = None,
         peer: str = "",
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_owed: int = DEFAULT_MAX_OWED,
     ) -> None:
         self.role = role
         self.max_pending = max_pending
+        self.max_owed = max_owed
         self.peer = peer
         self.transport = transport
         self.mux = Mux(role) if initial_window is None else Mux(role, initial_window=initial_window)
@@ -310,6 +316,8 @@ class Session(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason = ""
         self.last_received = self._loop.time()
+        self._ws_replies = 0  # bytes of WebSocket pongs queued, since the start
+        self._owed_base = 0  # replies queued when writing last paused
 
     # Data planes call these -------------------------------------------------------------
 
@@ -349,22 +357,43 @@ class Session(asyncio.Protocol):
                 self.mux.receive_data(payload)
                 self._dispatch()
         except ProtocolError as exc:
-            log.warning("dropping %s: %s", self.peer or "peer", exc)
-            self.close_reason = str(exc)
-            self.transport.abort()
+            self.drop(str(exc))
             return
         for opcode, payload in controls:
             if opcode is ws.Opcode.CLOSE:
                 self.transport.close()
             elif opcode is ws.Opcode.PING:
-                self.transport.write(ws.encode(ws.Opcode.PONG, payload, mask=self._mask))
+                pong = ws.encode(ws.Opcode.PONG, payload, mask=self._mask)
+                self._ws_replies += len(pong)
+                self.transport.write(pong)
+        if self.write_paused and self._owed() > self.max_owed:
+            self.drop(
+                f"{self._owed()} bytes of replies owed while it does not read "
+                f"(max_owed {self.max_owed})"
+            )
+            return
         self.schedule_flush()
+
+    def drop(self, reason: str) -> None:
+        """Abort the connection of a peer that broke the protocol or a limit (one log line)."""
+        if self.transport.is_closing():
+            return
+        log.warning("dropping %s: %s", self.peer or "peer", reason)
+        self.close_reason = reason
+        self.transport.abort()
+
+    def _owed(self) -> int:
+        return self.mux.replies + self._ws_replies - self._owed_base
 
     def eof_received(self) -> bool:
         return False
 
     def pause_writing(self) -> None:
+        # We keep reading: a side that stopped reading while its own writes wait would
+        # deadlock with a peer doing the same (both buffers full of DATA within credit).
+        # What reading makes us owe the peer is bounded by max_owed instead.
         self.write_paused = True
+        self._owed_base = self.mux.replies + self._ws_replies
         for stream in self.streams.values():
             stream._update_producing()
 

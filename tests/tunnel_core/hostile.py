@@ -27,12 +27,17 @@ IO_TIMEOUT = 30.0
 MB = 1 << 20
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """Resident set size of a process, from /proc/PID/status (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def peak_mb(pid: int) -> float:
+    """The highest resident set size the process ever had (VmHWM)."""
+    return rss_mb(pid, "VmHWM")
 
 
 def frame(ftype: FrameType, stream_id: int = 0, payload: bytes = b"") -> bytes:

@@ -22,8 +22,10 @@ from tests.tunnel_core.hostile import (
     HostileClient,
     HostileServer,
     frame,
+    peak_mb,
     rss_mb,
 )
+from tunnel_core.protocol import ws
 from tunnel_core.protocol.frames import FrameType, json_payload
 
 pytestmark = pytest.mark.network
@@ -154,6 +156,49 @@ def test_upstream_connections_opened_while_the_server_is_stalled_stay_bounded(en
         print(f"{loop}: rss {base:.0f} -> {rss:.0f} MB; first {pusher.sent[:4]}; later {later}")
         assert rss < 200, (rss, later)
         assert sum(later) < 16 * 8 * MB, later
+        peer.close()
+    finally:
+        hostile.close()
+
+
+# 2. Replies owed to a peer that does not read ----------------------------------------------
+
+PING_64K = frame(FrameType.PING, 0, b"p" * 65536)
+
+
+@pytest.mark.parametrize(
+    ("flood", "total"),
+    [
+        (lambda peer: peer.message(*[PING_64K] * 16), 300 * MB),  # mux PINGs
+        (lambda peer: b"".join([ws.encode(ws.Opcode.PING, b"w" * 125, mask=True)] * 8192),
+         40 * MB),  # WebSocket pings
+    ],
+    ids=["mux-ping", "ws-ping"],
+)  # fmt: skip
+def test_a_client_that_pings_and_never_reads_is_dropped(engine, loop, flood, total):
+    """Before: every PONG queued (300 MB of PINGs: 30 -> 340 MB RSS, never dropped)."""
+    server = engine.tcp_server()
+    client = HostileClient(server)
+    client.register([free_port()])
+    sent = client.flood(flood(client), total)
+    server.process.wait_log("bytes of replies owed while it does not read")
+    peak = peak_mb(server.process.pid)
+    print(f"{loop}: sent {sent / MB:.0f} MB, server peak {peak:.0f} MB")
+    assert peak < 150
+    assert server.clients() == 0
+    client.close()
+
+
+def test_a_server_that_pings_and_never_reads_is_dropped_by_the_client(engine, loop):
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", "9000")
+        peer = hostile.accept(welcome={"ok": True, "version": 1, "ports": [9000]})
+        sent = peer.flood(peer.message(*[PING_64K] * 16), 300 * MB)
+        client.wait_log("bytes of replies owed while it does not read")
+        peak = peak_mb(client.pid)
+        print(f"{loop}: sent {sent / MB:.0f} MB, client peak {peak:.0f} MB")
+        assert peak < 150
         peer.close()
     finally:
         hostile.close()

@@ -14,7 +14,7 @@ import pytest
 
 from tunnel_core.errors import StreamClosedError
 from tunnel_core.protocol import ws
-from tunnel_core.protocol.frames import Frame, FrameDecoder
+from tunnel_core.protocol.frames import Frame, FrameDecoder, FrameType
 from tunnel_core.protocol.mux import Role
 from tunnel_core.session import Session
 
@@ -142,5 +142,47 @@ def test_a_stream_opened_while_the_link_is_full_pauses_its_producer_at_the_first
         stream.write(b"x" * 1000)
         assert sink.pauses == 1
         assert stream.buffered == 0  # the bytes are within credit: in the outbox
+
+    run(loop, main())
+
+
+# 2. What is owed to a peer that does not read ----------------------------------------------
+
+
+def opens(first: int, n: int) -> bytes:
+    return b"".join(
+        Frame(FrameType.OPEN, sid, b"{}").serialize() for sid in range(first, first + 2 * n, 2)
+    )
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_refused_opens_of_a_peer_that_does_not_read_are_owed_up_to_max_owed(loop):
+    """Each refused OPEN costs a RESET; while writes are paused they add up (before: 467 MB
+    of RSS for 56 MiB of OPENs), so the session drops the peer past ``max_owed``."""
+
+    async def main() -> None:
+        s, transport = session(on_stream=lambda stream: stream.reset("no"), max_owed=4096)
+        s.pause_writing()
+        s.data_received(message(opens(1, 50)))
+        assert not transport.aborted  # 50 RESETs: under the limit
+        s.data_received(message(opens(101, 500)))
+        assert transport.aborted
+        assert "bytes of replies owed while it does not read" in s.close_reason
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_replies_are_owed_only_while_the_peer_does_not_read(loop):
+    async def main() -> None:
+        s, transport = session(max_owed=4096)
+        ping = Frame(FrameType.PING, 0, b"x" * 100).serialize()
+        for _ in range(100):  # 11 KB of PONGs, but the transport takes them
+            s.data_received(message(ping))
+        assert not transport.aborted
+        s.pause_writing()
+        s.resume_writing()
+        s.data_received(message(ping * 30))
+        assert not transport.aborted
 
     run(loop, main())

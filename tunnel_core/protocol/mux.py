@@ -189,6 +189,10 @@ class Mux:
         self._highest_remote = 0
         self._events: list[Event] = []
         self._out: list[bytes] = []
+        #: Bytes of replies the peer's own frames made us queue (PONGs, RESETs of streams
+        #: it opened), since the start; a driver bounds what is owed while the peer is
+        #: not reading (the mux cannot know that).
+        self.replies = 0
 
     # Outbox ---------------------------------------------------------------------
 
@@ -271,7 +275,10 @@ class Mux:
         if stream_id not in self._streams:
             return
         self._transition(stream_id, C.SEND_RESET, local=True)
-        self._out.append(Frame(FrameType.RESET, stream_id, reason[:1024].encode()).serialize())
+        frame = Frame(FrameType.RESET, stream_id, reason[:1024].encode()).serialize()
+        self._out.append(frame)
+        if stream_id % 2 != self._next_id % 2:  # a stream the peer opened
+            self.replies += len(frame)
 
     def consumed(self, stream_id: int, nbytes: int) -> None:
         """The application took ``nbytes`` of this stream's data; grant them back (batched)."""
@@ -328,7 +335,9 @@ class Mux:
             else:
                 self._check_known(sid)
         elif ftype is FrameType.PING:
-            self._out.append(Frame(FrameType.PONG, 0, frame.payload).serialize())
+            pong = Frame(FrameType.PONG, 0, frame.payload).serialize()
+            self._out.append(pong)
+            self.replies += len(pong)
             self._events.append(PingReceived(frame.payload))
         elif ftype is FrameType.PONG:
             self._events.append(PongReceived(frame.payload))
