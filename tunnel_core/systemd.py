@@ -28,8 +28,11 @@ _VALUE_FLAGS = (
     ("metrics_port", "--metrics-port", False),
     ("allow_ports", "--allow-ports", False),
     ("max_connections", "--max-connections", False),
+    ("max_connections_per_ip", "--max-connections-per-ip", False),
     ("header_timeout", "--header-timeout", False),
     ("idle_timeout", "--idle-timeout", False),
+    ("min_body_rate", "--min-body-rate", False),
+    ("body_rate_window", "--body-rate-window", False),
     ("tls_cert", "--tls-cert", True),
     ("tls_key", "--tls-key", True),
 )

@@ -31,6 +31,8 @@ def test_http_unit_reads_the_token_from_the_environment_file(tmp_path) -> None: 
     assert exec_line.endswith("--token-env INLETS_TOKEN")
     assert " --port 8000 " in exec_line and " --control-port 8123 " in exec_line
     assert " --max-connections 1024 " in exec_line and " --header-timeout 10.0 " in exec_line
+    assert " --max-connections-per-ip 64 " in exec_line and " --min-body-rate 500.0 " in exec_line
+    assert " --body-rate-window 10.0 " in exec_line
     assert f" --tls-key {tmp_path / 'key.pem'} " in exec_line
     assert " --tls-cert /" in exec_line  # relative paths are made absolute
     for option in (

@@ -35,11 +35,35 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
         help=f"public connections served at once; more get 503 ({defaults.max_connections})",
     )
     parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=defaults.max_connections_per_ip,
+        metavar="N",
+        help="public connections one source address (IPv6: /64) may hold; more get 429. "
+        "0: no limit, e.g. behind a load balancer that every client shares "
+        f"({defaults.max_connections_per_ip})",
+    )
+    parser.add_argument(
         "--header-timeout",
         type=float,
         default=defaults.header_timeout,
-        help="seconds a client may take to send its request headers, then 408 "
-        f"({defaults.header_timeout:g})",
+        help="seconds a client may take to send its request headers, counted from accept "
+        f"for a connection's first request; then 408 ({defaults.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--min-body-rate",
+        type=float,
+        default=defaults.min_body_rate,
+        metavar="BYTES_PER_S",
+        help="slowest average rate of a request body over each --body-rate-window, "
+        f"then 408; 0: no minimum ({defaults.min_body_rate:g})",
+    )
+    parser.add_argument(
+        "--body-rate-window",
+        type=float,
+        default=defaults.body_rate_window,
+        metavar="SECONDS",
+        help=f"seconds over which --min-body-rate is averaged ({defaults.body_rate_window:g})",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -50,12 +74,24 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    if args.max_connections < 1 or args.header_timeout <= 0 or args.idle_timeout <= 0:
-        raise ConfigError("--max-connections, --header-timeout and --idle-timeout must be > 0")
+    if (
+        args.max_connections < 1
+        or args.header_timeout <= 0
+        or args.idle_timeout <= 0
+        or args.body_rate_window <= 0
+    ):
+        raise ConfigError(
+            "--max-connections, --header-timeout, --idle-timeout and --body-rate-window must be > 0"
+        )
+    if args.max_connections_per_ip < 0 or args.min_body_rate < 0:
+        raise ConfigError("--max-connections-per-ip and --min-body-rate must be >= 0 (0: off)")
     return Limits(
         max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
         header_timeout=args.header_timeout,
         idle_timeout=args.idle_timeout,
+        min_body_rate=args.min_body_rate,
+        body_rate_window=args.body_rate_window,
     )
 
 

@@ -3,15 +3,18 @@
 Shared by the HTTP data port and the fileserver, the two places where strangers
 on the internet talk HTTP to us. Everything a peer can make us hold is bounded:
 the request line (414), the header block and header count (431), malformed input
-(400), the time to finish sending headers once the first byte arrived (408; a
-slowloris client only ever holds its own connection), and the idle time between
-keep-alive requests.
+and ambiguous framing or Host (400), the time to send the first request's headers
+counted from accept and a later one's from its first byte (408; a slowloris client
+only ever holds its own connection), the rate of a request body (408), the idle time
+between keep-alive requests, and the connections open at once, in all (503) and per
+source address (429).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import socket
 import struct
@@ -28,6 +31,7 @@ __all__ = [
     "PublicConnection",
     "serve_requests",
     "simple_response",
+    "source_of",
     "start_public_server",
 ]
 
@@ -38,6 +42,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    429: "Too Many Requests",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
@@ -50,7 +55,17 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-connection bounds for a public HTTP listener (bytes and seconds)."""
+    """Bounds for a public HTTP listener (bytes, seconds, connections).
+
+    ``header_timeout`` counts from accept for a connection's first request (a
+    connection that sends nothing is closed then) and from the first byte of each
+    later one; ``idle_timeout`` is the wait for a keep-alive request to start and
+    for any read of a body. ``max_connections_per_ip`` bounds the connections one
+    source (an IPv4 address, an IPv6 /64) holds at once; more get 429 (0: no limit,
+    e.g. behind a load balancer whose address every client shares). A request body
+    must arrive at ``min_body_rate`` bytes/s on average over each ``body_rate_window``
+    seconds spent waiting for it, else 408 (0: no minimum).
+    """
 
     max_request_line: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
@@ -58,6 +73,9 @@ class Limits:
     header_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_connections: int = 1024
+    max_connections_per_ip: int = 64
+    min_body_rate: float = 500.0
+    body_rate_window: float = 10.0
     read_size: int = 64 * 1024
 
 
@@ -144,6 +162,10 @@ class PublicConnection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         peer = writer.get_extra_info("peername")
         self.peer_ip: str = peer[0] if isinstance(peer, tuple) else ""
+        self.accepted = asyncio.get_running_loop().time()
+        self._served = 0  # requests so far: the first one's header deadline runs from accept
+        self._body_waited = 0.0  # seconds spent waiting for body bytes in this rate window
+        self._body_bytes = 0  # body bytes received in this rate window
 
     async def _receive(self, timeout: float) -> None:
         data = await asyncio.wait_for(self.reader.read(self.limits.read_size), timeout)
@@ -161,7 +183,7 @@ class PublicConnection:
         Raises :class:`HttpError` for a request we refuse.
         """
         loop = asyncio.get_running_loop()
-        deadline: float | None = None
+        deadline = self.accepted + self.limits.header_timeout if self._served == 0 else None
         while True:
             try:
                 self._check_request_line()
@@ -180,6 +202,8 @@ class PublicConnection:
                     > self.limits.max_header_bytes
                 ):
                     raise HttpError(431, "header fields too large")
+                self._served += 1
+                self._body_waited, self._body_bytes = 0.0, 0
                 return event
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
@@ -192,14 +216,15 @@ class PublicConnection:
             try:
                 await self._receive(timeout)
             except asyncio.TimeoutError:
-                if deadline is None:
-                    return None
+                if not self.h11.trailing_data[0]:
+                    return None  # not a byte of a request: just close
                 raise HttpError(408, "request headers not received in time") from None
             if deadline is None and self.h11.trailing_data[0]:
                 deadline = loop.time() + self.limits.header_timeout
 
     async def next_body_event(self) -> h11.Data | h11.EndOfMessage:
-        """The next piece of the request body; the idle timeout bounds each wait."""
+        """The next piece of the request body; the idle timeout bounds each wait and
+        the body must keep up ``min_body_rate`` (408 otherwise)."""
         while True:
             try:
                 event = self.h11.next_event()
@@ -209,10 +234,34 @@ class PublicConnection:
                 return event
             if isinstance(event, h11.ConnectionClosed):
                 raise HttpError(400, "connection closed in the middle of the body")
-            try:
-                await self._receive(self.limits.idle_timeout)
-            except asyncio.TimeoutError:
-                raise HttpError(408, "request body stalled") from None
+            await self._receive_body()
+
+    async def _receive_body(self) -> None:
+        """One read of the body. Only time spent waiting for the client counts toward
+        the rate, so an upstream that is slow to take the body never makes it 408."""
+        limits = self.limits
+        rate, window = limits.min_body_rate, limits.body_rate_window
+        timeout = limits.idle_timeout
+        if rate > 0:
+            timeout = min(timeout, window - self._body_waited)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            data = await asyncio.wait_for(self.reader.read(limits.read_size), timeout)
+        except asyncio.TimeoutError:
+            data = None
+        if rate > 0:
+            self._body_waited += loop.time() - started
+            self._body_bytes += len(data or b"")
+            if self._body_waited >= window:
+                if self._body_bytes < rate * self._body_waited:
+                    raise HttpError(408, "request body too slow")
+                self._body_waited, self._body_bytes = 0.0, 0
+        if data is None:
+            if rate > 0 and timeout < limits.idle_timeout:
+                return  # the rate window ended, the body kept up: wait on
+            raise HttpError(408, "request body stalled")
+        self.h11.receive_data(data)
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -284,17 +333,29 @@ async def start_public_server(
     on_count: Callable[[int], None] | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port`` and run ``handler`` per connection, at most
-    ``limits.max_connections`` at once; the rest get a 503 and are closed at once."""
+    ``limits.max_connections`` at once (the rest get 503) and at most
+    ``limits.max_connections_per_ip`` from one source (the rest get 429); refused
+    connections are closed at once."""
     open_count = 0
+    per_source: dict[str, int] = {}
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_count
         conn = PublicConnection(reader, writer, limits)
+        source = source_of(conn.peer_ip)
+        held = per_source.get(source, 0)
+        refusal = None
         if open_count >= limits.max_connections:
-            await conn.refuse(HttpError(503, "too many connections"))
+            refusal = HttpError(503, "too many connections")
+        elif 0 < limits.max_connections_per_ip <= held:
+            refusal = HttpError(429, "too many connections from your address")
+        if refusal is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.refuse(refusal)
             await conn.close()
             return
         open_count += 1
+        per_source[source] = held + 1
         if on_count is not None:
             on_count(open_count)
         try:
@@ -303,8 +364,26 @@ async def start_public_server(
             pass  # the peer left, or an upstream broke HTTP: only this connection ends
         finally:
             open_count -= 1
+            if per_source[source] > 1:
+                per_source[source] -= 1
+            else:
+                del per_source[source]
             if on_count is not None:
                 on_count(open_count)
             await conn.close()
 
     return await asyncio.start_server(accept, host, port, limit=limits.read_size)
+
+
+def source_of(ip: str) -> str:
+    """The key per-source limits count by: an IPv4 address, or an IPv6 address's /64
+    (one host usually holds a whole /64); IPv4-mapped IPv6 counts as the IPv4 address."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))

@@ -15,9 +15,10 @@ import h11
 import pytest
 
 from tests.conftest import Engine
-from tests.tunnel_core.http.hostile import Recorder, connect, exchange, read_all
+from tests.tunnel_core.http.hostile import Answer, Recorder, connect, exchange, read_all
 from tests.tunnel_core.http.test_tunnel import HttpServer, http_client, http_server
 from tunnel_core.http.proxy import forwarded_request
+from tunnel_core.http.public import source_of
 
 pytestmark = pytest.mark.network
 
@@ -234,3 +235,91 @@ def test_a_response_cut_off_by_the_upstream_resets_the_public_connection(
         b"GET /resp/truncated HTTP/" + version + b"\r\nHost: a.test\r\nConnection: close\r\n\r\n",
     )
     assert answer.reset  # not a clean close after "only part"
+
+
+# -- 7. public-port exhaustion ----------------------------------------------------------------
+
+PER_IP = 4
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """A server with small limits. The idle timeout (30 s) is longer than every socket
+    timeout below, so a connection closed by it instead of the header deadline fails."""
+    engine = Engine(tmp_path_factory.mktemp("limited"))
+    a, b = Recorder("a"), Recorder("b")
+    try:
+        server = http_server(
+            engine, "--max-connections-per-ip", str(PER_IP), "--header-timeout", "1",
+            "--idle-timeout", "30", "--min-body-rate", "2000", "--body-rate-window", "0.5",
+        )  # fmt: skip
+        http_client(engine, server, f"a.test={a.url}", b.url)
+        server.wait_clients(1)
+        yield Pair(server, a, b)
+    finally:
+        engine.stop_all()
+        a.close()
+        b.close()
+
+
+GET = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+
+
+def test_one_source_holds_only_its_share_and_idle_ones_go_at_the_header_deadline(
+    limited: Pair,
+) -> None:
+    held = [connect(limited.port, "127.0.0.3") for _ in range(PER_IP)]
+    try:
+        extra = exchange(limited.port, GET, source="127.0.0.3")
+        assert extra.status == 429 and extra.body == b"too many connections from your address\n"
+        assert exchange(limited.port, GET, source="127.0.0.4").status == 200  # others are served
+        for sock in held:  # not a byte sent: closed quietly 1 s after accept, not after 30 s
+            sock.settimeout(15)
+            assert read_all(sock) == Answer(b"", False)
+    finally:
+        for sock in held:
+            sock.close()
+    assert exchange(limited.port, GET, source="127.0.0.3").status == 200  # its share is back
+
+
+def test_a_body_dripping_below_the_minimum_rate_gets_408(limited: Pair) -> None:
+    limited.clear()
+    with connect(limited.port, "127.0.0.5") as sock:
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100000\r\n\r\n")
+        sock.settimeout(0.1)  # one byte per 0.1 s, until the server answers
+        answer = b""
+        for _ in range(150):  # 15 s: well past the 1 s header deadline, short of the 30 s idle
+            sock.sendall(b"x")
+            try:
+                answer = sock.recv(65536)
+                break
+            except TimeoutError:
+                continue
+        sock.settimeout(15)
+        rest = read_all(sock)
+    assert (answer + rest.data).startswith(b"HTTP/1.1 408 ")
+    assert (answer + rest.data).endswith(b"\r\n\r\nrequest body too slow\n")
+    limited.a.wait(lambda: all(c.closed for c in limited.a.connections))
+    [seen] = limited.a.requests
+    assert not seen.complete and len(seen.body) < 100000
+
+
+def test_a_body_at_a_normal_rate_passes_the_minimum_rate(limited: Pair) -> None:
+    limited.clear()
+    body = bytes(range(256)) * 8192  # 2 MiB in one go
+    answer = exchange(
+        limited.port,
+        b"POST /fast HTTP/1.1\r\nHost: a.test\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % len(body),
+        body,
+    )
+    assert answer.status == 200
+    [seen] = limited.a.requests
+    assert seen.complete and bytes(seen.body) == body
+
+
+def test_source_of_counts_ipv6_by_its_64() -> None:
+    assert source_of("192.0.2.7") == "192.0.2.7"
+    assert source_of("::ffff:192.0.2.7") == "192.0.2.7"
+    assert source_of("2001:db8:1:2:aaaa::1") == source_of("2001:db8:1:2:bbbb::2")
+    assert source_of("2001:db8:1:2::1") != source_of("2001:db8:1:3::1")
