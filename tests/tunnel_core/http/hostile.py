@@ -38,6 +38,12 @@ RESPONSES: dict[bytes, bytes] = {
 }
 
 
+#: ``/early`` gets this head and first chunk as soon as the request head arrives, and the
+#: last chunk once the request body is complete.
+EARLY_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nearly\r\n"
+RESPONSES[b"/early"] = b"0\r\n\r\n"
+
+
 @dataclass
 class Seen:
     """One request as the upstream got it."""
@@ -123,6 +129,8 @@ class Recorder:
                         if isinstance(event, h11.Request):
                             current = Seen(event.method, event.target, list(event.headers))
                             record.requests.append(current)
+                            if event.target == b"/early":  # answers before the body is in
+                                sock.sendall(EARLY_HEAD)
                         elif isinstance(event, h11.Data) and current is not None:
                             current.body += event.data
                         elif isinstance(event, h11.EndOfMessage) and current is not None:

@@ -323,3 +323,21 @@ def test_source_of_counts_ipv6_by_its_64() -> None:
     assert source_of("::ffff:192.0.2.7") == "192.0.2.7"
     assert source_of("2001:db8:1:2:aaaa::1") == source_of("2001:db8:1:2:bbbb::2")
     assert source_of("2001:db8:1:2::1") != source_of("2001:db8:1:3::1")
+
+
+def test_a_bad_chunk_after_an_early_response_head_resets_both_legs_at_once(up: Pair) -> None:
+    with connect(up.port) as sock:
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n"
+        )
+        got = b""
+        while b"early\r\n" not in got:  # the upstream answered before the body was in
+            got += sock.recv(65536)
+        up.a.wait(lambda: any(len(s.body) == 5 for s in up.a.requests))
+        sock.sendall(b"zz\r\n")
+        answer = read_all(sock)  # at once, not after the 60 s idle timeout
+    assert answer.reset and b"0\r\n\r\n" not in got + answer.data
+    up.a.wait(lambda: all(c.closed for c in up.a.connections))
+    [seen] = up.a.requests
+    assert not seen.complete
