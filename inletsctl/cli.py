@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from inletsctl.commands._options import with_verbose
 from inletsctl.errors import InletsctlError, map_provider_errors
 from inletsctl.output import literal, stderr, tolerant_streams
 from providers.kit import Terminated
@@ -30,12 +31,17 @@ app = typer.Typer(
 _state = {"verbose": False}
 
 
+def _set_verbose(verbose: bool) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
-    _state["verbose"] = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    _set_verbose(verbose)
 
 
 def _register() -> None:
@@ -47,6 +53,9 @@ def _register() -> None:
                 raise
             continue  # a command whose module is not installed yet
         module.register(app)
+    for info in app.registered_commands:  # `inletsctl get ID -v` as well as `-v get ID`
+        assert info.callback is not None
+        info.callback = with_verbose(info.callback, _set_verbose)
 
 
 _register()
@@ -71,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Terminated:  # SIGTERM inside create: its undo has run, as for Ctrl-C
         console.print("Error: terminated (SIGTERM)", style="red", markup=False)
+        return 1
+    except Exception as exc:  # a bug: still one line, the traceback only under -v
+        if _state["verbose"]:
+            console.print_exception()
+        first = str(exc).strip().splitlines()[:1] or [""]
+        console.print(literal(f"Error: unexpected {type(exc).__name__}: {first[0]}"), style="red")
+        console.print(
+            literal("Hint: this is a bug in inletsctl; rerun with -v and report the traceback.")
+        )
         return 1
     return 0
 

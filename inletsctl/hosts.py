@@ -76,6 +76,8 @@ class CreateRequest:
     token: str = field(default="", repr=False)
     engine: Engine = Engine.TUNNEL_CORE
     release_url: str = ""
+    #: what the printed client command forwards to; saved for `get` and `connect`
+    upstream: str = ""
     zone: str = ""
     #: provider-specific options (``vpc_id``, ``subnet_id``, ``aws_key_name``); empty ones dropped
     extra: tuple[tuple[str, str], ...] = ()
@@ -164,6 +166,7 @@ def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:
         region=spec.region,
         ports=",".join(f"{p}:{u}" if p != u else str(p) for p, u in req.ports),
         domains=",".join(s.letsencrypt_domains),
+        upstream=req.upstream,
     )
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import io
 import json
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from inletsctl.summary import Summary
+from inletsctl.summary import TOKEN_ENV, Summary
 
 
 class Format(str, enum.Enum):
@@ -93,8 +94,26 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"Auth token: {summary.token}")
     if summary.domains:
         lines.append(f"HTTPS domains: {summary.domains}")
-    lines += ["", "Connect a client with:", f"  {summary.client_command}"]
+    if summary.status == "deleted":
+        return [*lines, "", "It is deleted: nothing to connect to. Make a new one with:",
+                "  inletsctl create"]  # fmt: skip
+    lines += ["", *_connect_lines(summary)]
     lines += ["", "Delete it with:", f"  {summary.delete_command}"]
+    return lines
+
+
+def _connect_lines(summary: Summary) -> list[str]:
+    """The client reads the token from its environment, so it never shows in ``ps``."""
+    if summary.token is not None:
+        lines = ["Connect a client with:", f"  export {TOKEN_ENV}={shlex.quote(summary.token)}"]
+    else:
+        lines = [
+            f"Connect a client with ({TOKEN_ENV} set to the token from "
+            f"`inletsctl get {summary.id} --show-token`):"
+        ]
+    lines.append(f"  {summary.client_command}")
+    if summary.engine == "tunnel-core":
+        lines.append(f"or let inletsctl pass the token: inletsctl connect {summary.id}")
     return lines
 
 

@@ -23,7 +23,6 @@ import platformdirs
 from inletsctl.errors import HostUnknown, StateError
 
 STATE_DIR_ENV = "INLETSCTL_STATE_DIR"
-SCHEMA_VERSION = 1
 DB_NAME = "hosts.sqlite3"
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 30.0
@@ -37,8 +36,11 @@ BUSY_TIMEOUT_S = 30.0
 READY = "ready"
 UNREADY = "unready"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS hosts (
+#: ``_MIGRATIONS[n]`` takes a file from schema ``n`` to ``n + 1``; a file is carried
+#: through each step it lacks, so old state is upgraded in place, never rebuilt.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+CREATE TABLE hosts (
     id TEXT PRIMARY KEY,
     provider TEXT NOT NULL,
     provider_id TEXT NOT NULL DEFAULT '',
@@ -58,7 +60,11 @@ CREATE TABLE IF NOT EXISTS hosts (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 )
-"""
+""",
+    # 2: the --upstream given at create, so `get` and `connect` forward to the same service
+    "ALTER TABLE hosts ADD COLUMN upstream TEXT NOT NULL DEFAULT ''",
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class HostRecord:
     ip: str = ""
     ports: str = ""
     domains: str = ""
+    #: what the client forwards to, as given at create ("" = the mode's default)
+    upstream: str = ""
     additional: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -147,8 +155,11 @@ class Store:
             )
         if version < SCHEMA_VERSION:
             with conn:
-                conn.execute("BEGIN IMMEDIATE")  # a second process migrates after us: no-op
-                conn.execute(_SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")
+                # read again under the lock: a second process may have migrated meanwhile
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for step in _MIGRATIONS[version:]:
+                    conn.execute(step)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def add(self, record: HostRecord) -> HostRecord:
@@ -220,5 +231,5 @@ def _record(row: sqlite3.Row) -> HostRecord:
 def _unknown(host_id: str) -> HostUnknown:
     return HostUnknown(
         f"no host {host_id!r} in the state",
-        hint="Run `inletsctl list --all`, or pass --provider to look it up at the provider.",
+        hint="Run `inletsctl list --all` to see the hosts in the state.",
     )

@@ -6,26 +6,65 @@ client command is built here once so `create`, `get` and `connect` agree on it.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from inletsctl.errors import UsageError
 from inletsctl.store import READY, HostRecord
 
 TOKEN_ENV = "INLETS_TOKEN"
+DEFAULT_UPSTREAM = {"tcp": "127.0.0.1", "http": "http://127.0.0.1:8080"}
+_TCP_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
-def client_argv(record: HostRecord, upstream: str, token: str | None) -> list[str]:
-    """The tunnel client's argv; with ``token=None`` it reads ``$INLETS_TOKEN`` instead."""
+def check_upstream(mode: str, engine: str, upstream: str) -> str:
+    """Refuse an upstream the client of ``mode`` would reject, before anything is paid for.
+
+    TCP clients dial a host (the ports come from ``--ports``); HTTP clients proxy to a
+    URL: tunnel-core's speaks http:// only (its own parser decides), inlets-pro's https too.
+    """
+    if not upstream:
+        return upstream
+    if mode == "tcp":
+        if not _TCP_HOST.match(upstream) or "://" in upstream:
+            raise UsageError(
+                f"--upstream {upstream!r}: TCP mode forwards to a host, not a URL",
+                hint="Pass a host or IP, e.g. --upstream 127.0.0.1 (ports go in --ports).",
+            )
+        return upstream
+    if engine == "inlets-pro":
+        parts = urlsplit(upstream)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return upstream
+        problem = "expected http://ADDRESS[:PORT] or https://ADDRESS[:PORT]"
+    else:
+        from tunnel_core.http.upstream import parse_upstream  # the engine's own rule
+
+        try:
+            parse_upstream(upstream)
+            return upstream
+        except ValueError as exc:
+            problem = str(exc).removeprefix(f"--upstream {upstream!r}: ")
+    raise UsageError(
+        f"--upstream {upstream!r}: {problem}", hint="Pass e.g. --upstream http://127.0.0.1:8080."
+    )
+
+
+def client_argv(record: HostRecord, upstream: str = "") -> list[str]:
+    """The tunnel client's argv; the token comes from ``$INLETS_TOKEN``, never argv (``ps``).
+
+    ``upstream`` overrides the one saved at create, which overrides the mode's default.
+    """
     inlets_pro = record.engine == "inlets-pro"
     argv = ["inlets-pro" if inlets_pro else "tunnel-core", record.mode, "client"]
-    argv += ["--url", url(record)]
-    argv += ["--token", token] if token is not None else ["--token-env", TOKEN_ENV]
+    argv += ["--url", url(record), "--token-env", TOKEN_ENV]
     if not inlets_pro:  # inlets-pro's server made its own certificate (--auto-tls)
         argv += ["--tls-fingerprint", record.fingerprint]
+    argv += ["--upstream", upstream or record.upstream or DEFAULT_UPSTREAM[record.mode]]
     if record.mode == "tcp":
-        argv += ["--upstream", upstream or "127.0.0.1", "--ports", record.ports]
-    else:
-        argv += ["--upstream", upstream or "http://127.0.0.1:8080"]
+        argv += ["--ports", record.ports]
     return argv
 
 
@@ -60,7 +99,9 @@ class Summary:
 
 
 def summarise(record: HostRecord, show_token: bool, upstream: str = "") -> Summary:
+    """A deleted host has nothing to connect to or delete: its commands are empty."""
     token = record.token if show_token else None
+    gone = record.status == "deleted"
     return Summary(
         id=record.id,
         provider=record.provider,
@@ -77,8 +118,8 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "") -> Summa
         ports=record.ports,
         domains=record.domains,
         tls_fingerprint=record.fingerprint,
-        client_command=shlex.join(client_argv(record, upstream, token)),
-        delete_command=f"inletsctl delete --id {record.id}",
+        client_command="" if gone else shlex.join(client_argv(record, upstream)),
+        delete_command="" if gone else f"inletsctl delete --id {record.id}",
         ready=record.status == READY,
         token=token,
     )

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from providers.credentials import INLETS_TOKEN_ENV
 from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
 from providers.models import ProviderConfig
 
-__all__ = ["require_known", "token_rejected", "token_source", "undo"]
+__all__ = [
+    "network_cause",
+    "no_usable_answer",
+    "require_known",
+    "token_rejected",
+    "token_source",
+    "undo",
+]
 
 
 def require_known(provider: str, kind: str, value: str, known: Iterable[str]) -> None:
@@ -50,6 +58,45 @@ def token_rejected(provider: str, source: str) -> ProviderAPIError:
         f"the API rejected the token from {source} (401 Unauthorized)",
         hint=f"Set {source} to a valid read/write API token.",
         code="unauthorized",
+    )
+
+
+def network_cause(exc: BaseException) -> str:
+    """The operating system's words for a failed connection (``Connection refused``).
+
+    SDKs wrap it several layers deep (requests -> urllib3 -> socket), and their own
+    text is a paragraph of pool and object reprs; this digs it out of the chain,
+    the ``reason`` and the ``args``. "" when there is no socket error underneath.
+    """
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        err = todo.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return f"cannot resolve the host name ({err.strerror or err})"
+        if isinstance(err, TimeoutError):
+            return "timed out"
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror
+        nested = (err.__cause__, err.__context__, getattr(err, "reason", None), *err.args)
+        todo += [e for e in nested if isinstance(e, BaseException)]
+    return ""
+
+
+def no_usable_answer(
+    provider: str, endpoint: str, exc: BaseException, endpoint_env: str
+) -> ProviderAPIError:
+    """The one-line error for an API that could not be reached, or answered no API's words."""
+    cause = network_cause(exc)
+    what = f"cannot reach {endpoint}: {cause}" if cause else f"no usable answer from {endpoint}"
+    return ProviderAPIError(
+        provider,
+        what,
+        hint=f"Check the network and proxy, or {endpoint_env} / --endpoint-url; "
+        "`-v` shows the full error.",
     )
 
 

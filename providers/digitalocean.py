@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from providers.cloudapi import require_known, token_rejected, token_source
+from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
 from providers.errors import HostNotFound, ProviderAPIError
 from providers.kit import is_ours, require_ours
@@ -281,12 +281,17 @@ class DigitalOceanProvider:
                 if status == 401:
                     raise token_rejected(NAME, self._token_source) from exc
                 raise ProviderAPIError(NAME, str(exc), code=str(status or "")) from exc
-            except (sdk.Error, OSError) as exc:
+            except sdk.baseapi.JSONReadError as exc:  # an error page from a proxy, not the API
+                how = f" HTTP {self._last.status}" if self._last.status else ""
                 raise ProviderAPIError(
                     NAME,
-                    f"no usable answer from {self._endpoint}: {exc}",
-                    hint=f"Check the network, or {ENDPOINT_ENV} / --endpoint-url.",
+                    f"{self._endpoint} answered{how} with something that is not the API's JSON",
+                    hint=f"Check {ENDPOINT_ENV} / --endpoint-url and any proxy; "
+                    "`-v` shows the full error.",
+                    code=str(self._last.status or ""),
                 ) from exc
+            except (sdk.Error, OSError) as exc:
+                raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
 
     def _status_of(self, message: str) -> int:
         if self._last.status >= 400:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from providers.cloudapi import network_cause
 from providers.errors import CredentialsMissing, HostNotFound, ProviderAPIError
 
 PROVIDER = "ec2"
@@ -72,6 +73,7 @@ def error_code(exc: BaseException) -> str:
 def aws_errors(action: str) -> Iterator[None]:
     """Translate botocore failures raised while doing ``action`` (e.g. "launch the instance")."""
     from botocore import exceptions as bx
+    from botocore.parsers import ResponseParserError
 
     try:
         yield
@@ -86,10 +88,20 @@ def aws_errors(action: str) -> Iterator[None]:
     except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ProfileNotFound) as exc:
         raise CredentialsMissing(f"{PROVIDER}: {exc}", hint=_CREDENTIALS_HINT) from exc
     except bx.EndpointConnectionError as exc:
+        cause = network_cause(exc)
         raise ProviderAPIError(
             PROVIDER,
-            f"could not {action}: cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}",
+            f"could not {action}: cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
+            + (f": {cause}" if cause else ""),
             "Check the network, --region, and --endpoint-url / AWS_ENDPOINT_URL if you set one.",
+        ) from exc
+    except ResponseParserError as exc:  # not botocore's own tree: it escaped before
+        raise ProviderAPIError(
+            PROVIDER,
+            f"could not {action}: the endpoint's answer is not AWS's XML "
+            "(an error page from a proxy, or not an EC2 API)",
+            "Check --endpoint-url / AWS_ENDPOINT_URL and any proxy (https_proxy); "
+            "`-v` shows the full answer.",
         ) from exc
     except bx.BotoCoreError as exc:
         raise ProviderAPIError(PROVIDER, f"could not {action}: {exc}", _DEFAULT_HINT) from exc

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
-from providers.cloudapi import require_known, token_rejected, token_source
+from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
 from providers.errors import HostNotFound, ProviderAPIError, ProviderError, ProvisionTimeout
 from providers.kit import is_ours, require_ours
@@ -266,17 +266,22 @@ class HetznerProvider:
                 raise token_rejected(NAME, self._token_source) from exc
             if exc.code == "not_found":
                 raise _Missing(NAME, exc.message, code="not_found") from exc
-            raise ProviderAPIError(NAME, f"{exc.message} ({exc.code})", code=str(exc.code)) from exc
+            server_side = str(exc.code).isdigit() and int(exc.code) >= 500  # no API JSON came
+            raise ProviderAPIError(
+                NAME,
+                f"{exc.message} ({exc.code})",
+                hint=f"The API or a proxy before it failed: retry shortly, and check "
+                f"{ENDPOINT_ENV} / --endpoint-url."
+                if server_side
+                else None,
+                code=str(exc.code),
+            ) from exc
         except ActionTimeoutException as exc:
             raise ProvisionTimeout(f"{NAME}: action {exc.action.command} did not finish") from exc
         except ActionFailedException as exc:
             raise ProviderAPIError(NAME, f"action {exc.action.command} failed: {exc}") from exc
         except (HCloudException, OSError) as exc:
-            raise ProviderAPIError(
-                NAME,
-                f"no usable answer from {self._endpoint}: {exc}",
-                hint=f"Check the network, or {ENDPOINT_ENV} / --endpoint-url.",
-            ) from exc
+            raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
 
 
 def _addresses(server: BoundServer) -> tuple[str, str]:

@@ -60,23 +60,53 @@ _ACCESS_OPTIONS: tuple[tuple[str, Any, object], ...] = (
 )
 
 
-def with_access(fn: Callable[..., None]) -> Callable[..., None]:
-    """Give a command the credential options, passed to it as one ``access: Access``.
+#: click reads a group's options only before the subcommand, but people add ``-v`` to
+#: the end of the command that just failed; so every command takes it too.
+_VERBOSE_OPTION = (
+    "verbose",
+    Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")],
+    False,
+)
+
+
+def _extend(
+    fn: Callable[..., None],
+    options: tuple[tuple[str, Any, object], ...],
+    take: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Callable[..., None]:
+    """Give a command more options; ``take`` turns their values into the kwargs it gets.
 
     typer reads options from the signature, so the wrapper's signature is the
-    command's own minus ``access`` plus the options; every command spells them alike.
+    command's own, minus what ``take`` supplies, plus the options.
     """
     sig = inspect.signature(fn, eval_str=True)
-    params = [p for p in sig.parameters.values() if p.name != "access"]
+    supplied = set(take({name: default for name, _, default in options}))
+    params = [p for p in sig.parameters.values() if p.name not in supplied]
     params += [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-        for name, ann, default in _ACCESS_OPTIONS
+        for name, ann, default in options
     ]
 
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> None:
-        access = Access(**{name: kwargs.pop(name) for name, _, _ in _ACCESS_OPTIONS})
-        fn(*args, access=access, **kwargs)
+        values = {name: kwargs.pop(name) for name, _, _ in options}
+        fn(*args, **kwargs, **take(values))
 
     command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     return command
+
+
+def with_access(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the credential options, passed to it as one ``access: Access``."""
+    return _extend(fn, _ACCESS_OPTIONS, lambda values: {"access": Access(**values)})
+
+
+def with_verbose(fn: Callable[..., None], on: Callable[[bool], None]) -> Callable[..., None]:
+    """Give a command ``-v``; ``on(True)`` runs before its body when it is passed."""
+
+    def take(values: dict[str, Any]) -> dict[str, Any]:
+        if values["verbose"]:
+            on(True)
+        return {}
+
+    return _extend(fn, (_VERBOSE_OPTION,), take)

@@ -16,7 +16,7 @@ from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError
 from inletsctl.output import Format, emit_json
 from inletsctl.store import Store
-from inletsctl.summary import TOKEN_ENV, client_argv
+from inletsctl.summary import TOKEN_ENV, check_upstream, client_argv
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,11 @@ def register(app: typer.Typer) -> None:
 def connect(
     id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
     upstream: Annotated[
-        str, typer.Option(help="Where to forward: 127.0.0.1 (tcp) or http://127.0.0.1:8080.")
+        str,
+        typer.Option(
+            help="Where to forward: 127.0.0.1 (tcp) or http://127.0.0.1:8080; "
+            "default: the one saved at create."
+        ),
     ] = "",
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the command instead of running it.")
@@ -42,7 +46,8 @@ def connect(
             f"host {id} runs {record.engine}; connect runs tunnel-core clients only",
             hint=f"Run the client command from `inletsctl get {id} --show-token`.",
         )
-    argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream, None)[1:]]
+    check_upstream(record.mode, record.engine, upstream)
+    argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream)[1:]]
     if print_only or output is Format.json:
         if output is Format.json:
             emit_json({"id": record.id, "argv": argv, "env": [TOKEN_ENV]})

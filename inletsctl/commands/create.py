@@ -14,8 +14,8 @@ from inletsctl.progress import poll_reporter
 from inletsctl.providers_config import Access, open_provider
 from inletsctl.readiness import Wait
 from inletsctl.store import Store
-from inletsctl.summary import summarise
-from providers.models import Engine, TunnelMode
+from inletsctl.summary import check_upstream, summarise
+from providers.models import Engine, ServerSpec, TunnelMode
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
@@ -29,8 +29,13 @@ def parse_duration(text: str, flag: str = "--poll") -> float:
 
 
 def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
-    """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port."""
-    pairs: list[tuple[int, int]] = []
+    """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port.
+
+    Refused here, before anything is paid for, is what the server or client would only
+    refuse later: a public port given twice, or the one the control plane listens on.
+    """
+    pairs: dict[int, int] = {}
+    control = ServerSpec.control_port
     for part in filter(None, (p.strip() for p in text.split(","))):
         public, _, upstream = part.partition(":")
         nums = [public, upstream or public]
@@ -39,8 +44,19 @@ def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
                 f"--ports: {part!r} is not PORT or PUBLIC:UPSTREAM with ports 1-65535",
                 hint="Pass e.g. --ports 8080,2222:22.",
             )
-        pairs.append((int(nums[0]), int(nums[1])))
-    return tuple(pairs)
+        pub, up = int(nums[0]), int(nums[1])
+        if pub in pairs:
+            raise UsageError(
+                f"--ports: public port {pub} is given twice",
+                hint="Give each public port once; PUBLIC:UPSTREAM maps one to another local port.",
+            )
+        if pub == control:
+            raise UsageError(
+                f"--ports: {pub} is the tunnel's control port",
+                hint=f"Expose it under another public port, e.g. --ports {control + 1}:{up}.",
+            )
+        pairs[pub] = up
+    return tuple(pairs.items())
 
 
 def mode_of(tcp: bool, http: bool, domains: list[str]) -> TunnelMode:
@@ -83,7 +99,7 @@ def create(
         str, typer.Option(help="TCP ports to expose: PORT or PUBLIC:UPSTREAM, e.g. 80,2222:22.")
     ] = "",
     upstream: Annotated[
-        str, typer.Option(help="Where the printed client command forwards to.")
+        str, typer.Option(help="Where the client forwards to; saved for get and connect.")
     ] = "",
     name: Annotated[str, typer.Option(help="Host name at the provider.")] = "",
     plan: Annotated[str, typer.Option(help="VM size; the provider's default if empty.")] = "",
@@ -125,7 +141,13 @@ def create(
     from inletsctl import hosts  # jinja2, cryptography: only when used
 
     mode = mode_of(tcp, http, letsencrypt_domain)
+    if ports and mode is not TunnelMode.TCP:
+        raise UsageError(
+            "--ports is for --tcp: HTTP mode serves one port and routes by Host header",
+            hint="Drop --ports, or pass --tcp instead of --http.",
+        )
     port_list = parse_ports(ports)
+    check_upstream(mode.value, engine.value, upstream)
     if mode is TunnelMode.TCP and not port_list:
         raise UsageError("--tcp needs the ports to expose", hint="Pass --ports 8080,2222.")
     interval = parse_duration(poll)
@@ -147,6 +169,7 @@ def create(
         token=inlets_token,
         engine=engine,
         release_url=release_url,
+        upstream=upstream,
         zone=zone,
         extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name)),
     )
@@ -164,6 +187,6 @@ def create(
             record = hosts.create(store, prov, req, spec, waiting, progress)
     except NotReady as exc:
         if output is Format.json:  # scripts still learn the id, to read logs or delete it
-            show_summary(summarise(store.get(exc.host_id), True, upstream), output)
+            show_summary(summarise(store.get(exc.host_id), show_token=True), output)
         raise
-    show_summary(summarise(record, show_token=True, upstream=upstream), output)
+    show_summary(summarise(record, show_token=True), output)

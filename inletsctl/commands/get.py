@@ -9,7 +9,7 @@ import typer
 from inletsctl.commands import _options as o
 from inletsctl.output import Format, show_summary
 from inletsctl.store import Store
-from inletsctl.summary import summarise
+from inletsctl.summary import check_upstream, summarise
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,12 @@ def register(app: typer.Typer) -> None:
 def get(
     id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
     show_token: Annotated[bool, typer.Option(help="Include the tunnel token.")] = False,
-    upstream: Annotated[str, typer.Option(help="Upstream for the client command.")] = "",
+    upstream: Annotated[
+        str, typer.Option(help="Upstream for the client command; default: the one saved at create.")
+    ] = "",
     output: o.OutputOpt = Format.text,
 ) -> None:
     """Show a host from the state."""
-    show_summary(summarise(Store().get(id), show_token, upstream), output)
+    record = Store().get(id)
+    check_upstream(record.mode, record.engine, upstream)
+    show_summary(summarise(record, show_token, upstream), output)

@@ -11,6 +11,7 @@ import yaml
 
 from inletsctl.cli import main
 from inletsctl.store import Store
+from tests.conftest import free_port
 from tests.inletsctl.conftest import run_cli
 
 
@@ -80,13 +81,116 @@ def test_deleting_an_unknown_id_fails_with_hint(
 def test_get_unknown_id(capsys: pytest.CaptureFixture[str], state_dir: Path) -> None:
     rc, _, err = cli(capsys, "get", "nope")
     assert rc == 1 and "no host 'nope'" in err
+    assert "--provider" not in err, "get has no --provider to suggest"
+    assert "inletsctl list --all" in err
 
 
-def test_verbose_shows_the_traceback(state_dir: Path) -> None:
-    res = run_cli("-v", "get", "nope")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_shows_the_traceback(state_dir: Path, where: str) -> None:
+    res = run_cli("-v", "get", "nope") if where == "before" else run_cli("get", "nope", "-v")
     assert res.returncode == 1
     assert "Traceback" in res.stderr and "HostUnknown" in res.stderr
     assert "Traceback" not in run_cli("get", "nope").stderr
+
+
+#: values that cannot work, each refused before the provider is asked anything: its API
+#: is a port nobody listens on, so reaching it would fail with exit 1, not 2
+UNWORKABLE = [
+    (["--tcp", "--ports", "80,80"], "public port 80 is given twice"),
+    (["--tcp", "--ports", "8123"], "8123 is the tunnel's control port"),
+    (["--tcp", "--ports", "8080,2222:22,8080:81"], "public port 8080 is given twice"),
+    (["--http", "--ports", "80"], "--ports is for --tcp"),
+    (["--http", "--upstream", "ftp://x"], "--upstream 'ftp://x'"),
+    (["--http", "--upstream", "127.0.0.1:8080"], "--upstream '127.0.0.1:8080'"),
+    (["--tcp", "--ports", "80", "--upstream", "http://127.0.0.1"], "not a URL"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), UNWORKABLE)
+def test_unworkable_values_are_usage_errors_before_any_api_call(
+    state_dir: Path, args: list[str], message: str
+) -> None:
+    res = run_cli(
+        "create", "-p", "digitalocean", "--access-token", "x",
+        "--endpoint-url", f"http://127.0.0.1:{free_port()}", "--wait", "running", *args,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Hint: " in res.stderr
+    assert "cannot reach" not in res.stderr
+    assert Store(state_dir).all(include_deleted=True) == []
+
+
+def test_get_and_connect_refuse_an_upstream_of_the_wrong_kind(
+    plugins: dict[str, str], state_dir: Path
+) -> None:
+    made = run_cli(
+        "create", "-p", "latecloud", "--http", "--wait", "none", "-o", "json", env=plugins
+    )
+    assert made.returncode == 0, made.stderr
+    host_id = json.loads(made.stdout)["id"]
+    for command in (["get"], ["connect", "--print"]):
+        res = run_cli(*command, host_id, "--upstream", "ftp://x", env=plugins)
+        assert res.returncode == 2 and "--upstream 'ftp://x'" in res.stderr, command
+
+
+def test_the_upstream_given_at_create_is_what_get_and_connect_use(
+    plugins: dict[str, str], state_dir: Path
+) -> None:
+    made = run_cli(
+        "create", "-p", "latecloud", "--http", "--upstream", "http://127.0.0.1:9999",
+        "--wait", "none", "-o", "json", env=plugins,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert "--upstream http://127.0.0.1:9999" in host["client_command"]
+    got = json.loads(run_cli("get", host["id"], "-o", "json", env=plugins).stdout)
+    assert "--upstream http://127.0.0.1:9999" in got["client_command"]
+    planned = json.loads(run_cli("connect", host["id"], "-o", "json", env=plugins).stdout)
+    assert planned["argv"][-2:] == ["--upstream", "http://127.0.0.1:9999"]
+    other = run_cli(
+        "connect", host["id"], "--print", "--upstream", "http://127.0.0.1:7", env=plugins
+    )
+    assert other.stdout.split()[-2:] == ["--upstream", "http://127.0.0.1:7"], "a flag still wins"
+
+
+def test_a_deleted_host_has_nothing_to_connect_to(plugins: dict[str, str], state_dir: Path) -> None:
+    made = run_cli("create", "-p", "latecloud", "--http", "--wait", "none", "-o", "json",
+                   env=plugins)  # fmt: skip
+    host_id = json.loads(made.stdout)["id"]
+    assert run_cli("delete", "--id", host_id, env=plugins).returncode == 0
+    text = run_cli("get", host_id, env=plugins)
+    assert text.returncode == 0, text.stderr
+    assert "status: deleted" in text.stdout and "It is deleted" in text.stdout
+    assert "Connect a client" not in text.stdout and "tunnel-core http client" not in text.stdout
+    doc = json.loads(run_cli("get", host_id, "-o", "json", env=plugins).stdout)
+    assert (doc["status"], doc["client_command"], doc["delete_command"]) == ("deleted", "", "")
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_needs_v(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    (tmp_path / "buggycloud.py").write_text(
+        "from providers.local import LocalProvider\n"
+        "class BuggyCloud(LocalProvider):\n"
+        "    name = 'buggycloud'\n"
+        "    def list(self):\n"
+        "        raise RuntimeError('boom\\nand a second line')\n"
+    )
+    info = tmp_path / "buggycloud-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: buggycloud\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[inletsctl.providers]\nbuggycloud = buggycloud:BuggyCloud\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    res = run_cli("list", "--remote", "-p", "buggycloud", env=env)
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [
+        "Error: unexpected RuntimeError: boom",
+        "Hint: this is a bug in inletsctl; rerun with -v and report the traceback.",
+    ]
+    verbose = run_cli("list", "--remote", "-p", "buggycloud", "-v", env=env)
+    assert "Traceback" in verbose.stderr and "and a second line" in verbose.stderr
 
 
 def test_click_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str], state_dir: Path):

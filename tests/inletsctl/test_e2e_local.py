@@ -94,7 +94,8 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
         assert public > 0 and public != host["control_port"]
     assert host["tls_fingerprint"].startswith("sha256:") and len(host["tls_fingerprint"]) == 71
     assert f"--tls-fingerprint {host['tls_fingerprint']}" in host["client_command"]
-    assert f"--token {host['token']}" in host["client_command"]
+    assert host["token"] not in host["client_command"], "the client reads it from INLETS_TOKEN"
+    assert "--token-env INLETS_TOKEN" in host["client_command"]
     assert host["url"] == f"wss://127.0.0.1:{host['control_port']}"
     assert host["delete_command"] == f"inletsctl delete --id {host['id']}"
     # local's create itself waits for /healthz: ready comes on the first probe

@@ -87,6 +87,38 @@ def test_newer_schema_is_refused_and_kept(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM hosts").fetchone()[0] == 1
 
 
+#: the schema of the first release, as its files are on users' disks
+V1_HOSTS = """
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY, provider TEXT NOT NULL, provider_id TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL, region TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,
+    ip TEXT NOT NULL DEFAULT '', mode TEXT NOT NULL, engine TEXT NOT NULL,
+    control_port INTEGER NOT NULL, data_port INTEGER NOT NULL, ports TEXT NOT NULL DEFAULT '',
+    domains TEXT NOT NULL DEFAULT '', fingerprint TEXT NOT NULL, token TEXT NOT NULL,
+    additional TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL
+)
+"""
+
+
+def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(V1_HOSTS)
+        conn.execute(
+            "INSERT INTO hosts (id, provider, name, status, mode, engine, control_port,"
+            " data_port, fingerprint, token, created_at, updated_at) VALUES"
+            " ('old', 'hetzner', 'n', 'ready', 'tcp', 'tunnel-core', 8123, 8000, 'f', 't', 1, 1)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+    old = store.get("old")
+    assert (old.provider, old.status, old.token, old.upstream) == ("hetzner", "ready", "t", "")
+    assert store.update("old", upstream="10.0.0.5").upstream == "10.0.0.5"
+    store.add(record("new", upstream="http://127.0.0.1:3000"))
+    assert store.get("new").upstream == "http://127.0.0.1:3000"
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
 def test_corrupt_file_is_an_error_not_a_reset(tmp_path: Path) -> None:
     store = Store(tmp_path)
     tmp_path.mkdir(exist_ok=True)

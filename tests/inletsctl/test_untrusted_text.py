@@ -120,7 +120,7 @@ def test_create_list_get_with_markup_in_name_and_token(state_dir: Path) -> None:
     host_id = found.group(1)
     try:
         assert f"\nAuth token: {TOKEN}\n" in res.stdout
-        assert f"--token '{TOKEN}'" in res.stdout  # shell-quoted in the client command
+        assert f"export INLETS_TOKEN='{TOKEN}'" in res.stdout  # shell-quoted, for the client
 
         listed = run_cli("list", env=WIDE)
         assert listed.returncode == 0, listed.stderr

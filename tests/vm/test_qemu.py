@@ -69,8 +69,11 @@ def provider_host(state: Path, image: Path, summary: dict[str, object]) -> Host:
 
 
 @contextmanager
-def tunnel_client(command: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The printed client command, run with this interpreter's tunnel_core; ended by PID."""
+def tunnel_client(command: str, token: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The printed client command, run with this interpreter's tunnel_core; ended by PID.
+
+    The command reads the token from INLETS_TOKEN, as the summary tells a user to set it.
+    """
     argv = shlex.split(command)
     assert argv[0] == "tunnel-core", command
     with log.open("wb") as out:
@@ -78,6 +81,7 @@ def tunnel_client(command: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             [sys.executable, "-m", "tunnel_core", *argv[1:]],
             stdout=subprocess.DEVNULL,
             stderr=out,
+            env={**os.environ, "INLETS_TOKEN": token},
             start_new_session=True,
         )
     try:
@@ -183,7 +187,9 @@ def test_tcp_tunnel_through_a_vm(
             assert summary["ip"] == "127.0.0.1"
             forwards = dict(f.split(":") for f in host.additional["forwards"].split(","))
             public = next(h for h, g in forwards.items() if g == "8080")
-            with tunnel_client(str(summary["client_command"]), tmp_path / "client.log") as client:
+            with tunnel_client(
+                str(summary["client_command"]), str(summary["token"]), tmp_path / "client.log"
+            ) as client:
                 wait_client_connected(host, str(summary["tls_fingerprint"]), client)
                 got = read_all(int(public))
             assert len(got) == len(PAYLOAD)
@@ -241,7 +247,9 @@ def test_http_tunnel_through_a_vm(
             assert host.status is HostStatus.ACTIVE
             data_port = int(host.additional["data_port"])
             assert data_port and summary["data_port"] == data_port
-            with tunnel_client(str(summary["client_command"]), tmp_path / "client.log") as client:
+            with tunnel_client(
+                str(summary["client_command"]), str(summary["token"]), tmp_path / "client.log"
+            ) as client:
                 wait_client_connected(host, str(summary["tls_fingerprint"]), client)
                 assert http_get(data_port, "/") == (200, b"hello from upstream\n")
                 status, body = http_get(data_port, "/big")
