@@ -32,7 +32,7 @@ from .errors import (
 )
 from .protocol import ws
 from .protocol.mux import Event, GoAway, Role, Welcome
-from .session import Session, Stream
+from .session import Session, SessionLimits, Stream
 
 log = logging.getLogger("tunnel_core")
 
@@ -63,6 +63,8 @@ class ClientConfig:
     keepalive: float = 25.0
     backoff: Backoff = field(default_factory=Backoff)
     initial_window: int | None = None
+    #: What the server may make us buffer; no rate limits (the server opens the streams).
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -222,6 +224,7 @@ class _Handshake(asyncio.Protocol):
             on_event=self.on_event,
             initial_window=self.config.initial_window,
             peer=self.config.url,
+            limits=self.config.limits,
         )
         self.transport.set_protocol(session)
         self.upgraded.set_result(session)

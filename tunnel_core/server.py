@@ -21,7 +21,7 @@ import h11
 from .errors import Refused, TunnelError
 from .protocol import ws
 from .protocol.mux import Event, GoAway, Hello, Role
-from .session import Session, Stream
+from .session import SERVER_LIMITS, Session, SessionLimits, Stream
 
 log = logging.getLogger("tunnel_core")
 PROTOCOL_VERSION = 1
@@ -59,6 +59,8 @@ class ServerConfig:
     control_port: int = 8123
     handshake_timeout: float = 10.0
     initial_window: int | None = None
+    #: Per-session limits (rates, what a client may make us buffer); see SessionLimits.
+    limits: SessionLimits = SERVER_LIMITS
     #: Extra GET routes on the control port (path -> JSON body factory), e.g. for status.
     routes: dict[str, Any] = field(default_factory=dict)
     #: GET routes behind the token (path -> () -> (body, content type)), e.g. /metrics.
@@ -282,6 +284,7 @@ class _Handshake(asyncio.Protocol):
             on_event=lambda event: None,
             initial_window=self.server.config.initial_window,
             peer=self.peer,
+            limits=self.server.config.limits,
         )
         self.transport.set_protocol(session)
         self.server.upgraded(session)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import LocalProtocolError, ProtocolError, StreamClosedError
@@ -49,6 +50,36 @@ DEFAULT_MAX_PENDING = 1 << 20
 #: peer may make us queue while it does not read what we write; past that it is dropped.
 #: Our own peers owe a ping every few seconds; this is many thousands of them.
 DEFAULT_MAX_OWED = 1 << 20
+#: Mux frames parsed per loop turn for one connection; a read full of tiny frames is
+#: spread over several turns (reading paused meanwhile), so other connections get
+#: their turn. About 4 ms of work; a read of large DATA frames never reaches it.
+DEFAULT_FRAMES_PER_TURN = 1024
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one control connection's peer may make us hold or do (see the defaults above).
+
+    Exceeding a limit the peer controls is the peer's protocol error: the session is
+    dropped with one log line (``dropping PEER: ...``), memory never grows instead.
+    """
+
+    #: bytes a stream holds beyond its credit before its producer counts as broken
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: bytes of replies owed to a peer that does not read
+    max_owed: int = DEFAULT_MAX_OWED
+    #: mux frames parsed per loop turn
+    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN
+    #: frames/s the peer may send, averaged over a second (a token bucket); None: any
+    max_frame_rate: float | None = None
+    #: streams/s the peer may open, averaged over a second; None: any
+    max_open_rate: float | None = None
+
+
+#: The server's limits per client session (ServerConfig.limits). A client sending bulk
+#: data sends a few thousand frames/s (DATA carries up to 256 KiB); none of our clients
+#: opens streams (the server opens them), so a thousand a second is already abuse.
+SERVER_LIMITS = SessionLimits(max_frame_rate=50_000, max_open_rate=1_000)
 
 
 class StreamSink(Protocol):
@@ -296,12 +327,15 @@ class Session(asyncio.Protocol):
         on_event: Callable[[Event], None],
         initial_window: int | None = None,
         peer: str = "",
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_owed: int = DEFAULT_MAX_OWED,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.role = role
-        self.max_pending = max_pending
-        self.max_owed = max_owed
+        self.limits = limits = limits or SessionLimits()
+        self.max_pending = limits.max_pending
+        self.max_owed = limits.max_owed
+        self.frames_per_turn = limits.frames_per_turn
+        self.max_frame_rate = limits.max_frame_rate
+        self.max_open_rate = limits.max_open_rate
         self.peer = peer
         self.transport = transport
         self.mux = Mux(role) if initial_window is None else Mux(role, initial_window=initial_window)
@@ -318,6 +352,14 @@ class Session(asyncio.Protocol):
         self.last_received = self._loop.time()
         self._ws_replies = 0  # bytes of WebSocket pongs queued, since the start
         self._owed_base = 0  # replies queued when writing last paused
+        self._backlog: deque[bytes | memoryview] = deque()  # WebSocket payload, not parsed
+        self._backlog_paused = False  # reading paused until the backlog is parsed
+        self._resume_handle: asyncio.Handle | None = None
+        self._rate_time = self._loop.time()
+        self._rate_frames = 0  # mux.frames_received at _rate_time
+        self._rate_opens = 0
+        self._frame_tokens = limits.max_frame_rate or 0.0
+        self._open_tokens = limits.max_open_rate or 0.0
 
     # Data planes call these -------------------------------------------------------------
 
@@ -353,9 +395,6 @@ class Session(asyncio.Protocol):
         self.last_received = self._loop.time()
         try:
             payloads, controls = self._ws.feed(data)
-            for payload in payloads:
-                self.mux.receive_data(payload)
-                self._dispatch()
         except ProtocolError as exc:
             self.drop(str(exc))
             return
@@ -366,13 +405,68 @@ class Session(asyncio.Protocol):
                 pong = ws.encode(ws.Opcode.PONG, payload, mask=self._mask)
                 self._ws_replies += len(pong)
                 self.transport.write(pong)
+        self._backlog.extend(payloads)
+        if self._resume_handle is None:  # else the backlog is being worked off already
+            self._process()
+
+    def _process(self) -> None:
+        """Parse up to ``frames_per_turn`` frames of the backlog, then check the limits."""
+        self._resume_handle = None
+        mux, backlog = self.mux, self._backlog
+        budget_end = mux.frames_received + self.frames_per_turn
+        try:
+            while (left := budget_end - mux.frames_received) > 0:
+                if mux.backlog:
+                    mux.receive_data(b"", left)
+                elif backlog:
+                    mux.receive_data(backlog.popleft(), left)
+                else:
+                    break
+                self._dispatch()
+        except ProtocolError as exc:
+            self.drop(str(exc))
+            return
+        if self._over_limits() or self.transport.is_closing():
+            return
+        if mux.backlog or backlog:  # more to do: let the other connections have a turn
+            if not self._backlog_paused:
+                self._backlog_paused = True
+                self.transport.pause_reading()
+            self._resume_handle = self._loop.call_soon(self._process)
+        elif self._backlog_paused:
+            self._backlog_paused = False
+            self.transport.resume_reading()
+        self.schedule_flush()
+
+    def _over_limits(self) -> bool:
+        """Drop the peer if it owes too much or sends too fast; True if it was dropped."""
         if self.write_paused and self._owed() > self.max_owed:
             self.drop(
                 f"{self._owed()} bytes of replies owed while it does not read "
                 f"(max_owed {self.max_owed})"
             )
-            return
-        self.schedule_flush()
+            return True
+        if self.max_frame_rate is None and self.max_open_rate is None:
+            return False
+        now = self._loop.time()
+        elapsed, self._rate_time = now - self._rate_time, now
+        frames, opens = self.mux.frames_received, self.mux.opens_received
+        if self.max_frame_rate is not None:
+            rate = self.max_frame_rate
+            self._frame_tokens = min(rate, self._frame_tokens + elapsed * rate)
+            self._frame_tokens -= frames - self._rate_frames
+            if self._frame_tokens < 0:
+                self.drop(f"more than {rate:.0f} frames/s (max_frame_rate)")
+                return True
+        if self.max_open_rate is not None:
+            rate = self.max_open_rate
+            self._open_tokens = min(rate, self._open_tokens + elapsed * rate)
+            self._open_tokens -= opens - self._rate_opens
+            if self._open_tokens < 0:
+                self.drop(f"more than {rate:.0f} opens/s (max_open_rate)")
+                return True
+        self._rate_frames, self._rate_opens = frames, opens
+        return False
 
     def drop(self, reason: str) -> None:
         """Abort the connection of a peer that broke the protocol or a limit (one log line)."""
@@ -407,6 +501,10 @@ class Session(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._resume_handle is not None:
+            self._resume_handle.cancel()
+            self._resume_handle = None
+        self._backlog.clear()
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream._on_reset("control connection lost")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +31,7 @@ from tunnel_core.protocol.frames import FrameType, json_payload
 
 pytestmark = pytest.mark.network
 STALL = 1.0  # a sender blocked this long is being held back by the tunnel
+IO_TIMEOUT = 30.0
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -202,3 +204,88 @@ def test_a_server_that_pings_and_never_reads_is_dropped_by_the_client(engine, lo
         peer.close()
     finally:
         hostile.close()
+
+
+# 3. One client must not starve the others ---------------------------------------------------
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(1 << 16):
+        conn.sendall(data)
+
+
+class EchoUpstream:
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                echo(conn)
+            except OSError:
+                pass
+
+
+def probe(port: int) -> float:
+    """One round trip through a tunnel; seconds it took."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as conn:
+        conn.sendall(b"probe")
+        assert conn.recv(5) == b"probe"
+    return time.monotonic() - start
+
+
+def test_a_client_flooding_tiny_frames_is_cut_and_the_others_are_served(engine, loop):
+    """Before: the server processed a whole read of PINGs per turn (tens of thousands of
+    frames), so every other client waited for the whole flood, which never ended."""
+    upstream = EchoUpstream()
+    server = engine.tcp_server()
+    public = free_port()
+    engine.tcp_client(server, f"{public}:{upstream.port}")
+    wait_for(lambda: server.clients() == 1)
+    wait_for(lambda: _answers(public), what="the good tunnel")
+    flooder = HostileClient(server)
+    flooder.register([free_port()])
+    flooder.drain_in_background()  # it reads its PONGs: nothing is owed
+    pings = flooder.message(*[frame(FrameType.PING)] * 8192)
+    flood = threading.Thread(target=flooder.flood, args=(pings, 40 * MB))
+    flood.start()
+    latencies = []
+    while flood.is_alive():
+        latencies.append(probe(public))
+    flood.join()
+    print(f"{loop}: {len(latencies)} probes, max {max(latencies, default=0):.3f}s")
+    server.process.wait_log("frames/s (max_frame_rate)")
+    assert server.clients() == 1
+    assert probe(public) < IO_TIMEOUT
+    flooder.close()
+    upstream.sock.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        probe(port)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_client_opening_streams_in_a_flood_is_cut(engine, loop):
+    server = engine.tcp_server()
+    client = HostileClient(server)
+    client.register([free_port()])
+    opens = b"".join(frame(FrameType.OPEN, sid, b"{}") for sid in range(1, 2 * 50_000, 2))
+    client.flood(client.message(opens), len(opens) + 1)
+    server.process.wait_log("opens/s (max_open_rate)")
+    assert peak_mb(server.process.pid) < 150
+    client.close()

@@ -16,7 +16,7 @@ from tunnel_core.errors import StreamClosedError
 from tunnel_core.protocol import ws
 from tunnel_core.protocol.frames import Frame, FrameDecoder, FrameType
 from tunnel_core.protocol.mux import Role
-from tunnel_core.session import Session
+from tunnel_core.session import Session, SessionLimits
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -73,11 +73,21 @@ class FakeTransport:
         return got
 
 
-def session(role: Role = Role.SERVER, **kwargs: Any) -> tuple[Session, FakeTransport]:
+def session(
+    role: Role = Role.SERVER, *, window: int | None = None, **limits: Any
+) -> tuple[Session, FakeTransport]:
+    """A session on a FakeTransport; ``on_stream`` among ``limits`` is passed through."""
     transport = FakeTransport()
-    kwargs.setdefault("on_stream", lambda stream: None)
-    kwargs.setdefault("on_event", lambda event: None)
-    return Session(role, transport, **kwargs), transport  # type: ignore[arg-type]
+    on_stream = limits.pop("on_stream", lambda stream: None)
+    s = Session(
+        role,
+        transport,  # type: ignore[arg-type]
+        on_stream=on_stream,
+        on_event=lambda event: None,
+        initial_window=window,
+        limits=SessionLimits(**limits),
+    )
+    return s, transport
 
 
 def message(*frames: bytes, masked: bool = True) -> bytes:
@@ -112,7 +122,7 @@ def test_a_stream_never_buffers_more_than_its_window_and_one_read(loop):
     connection_made) made ``_pending`` grow with every read: 50 MB here."""
 
     async def main() -> None:
-        s, transport = session(initial_window=64 * 1024)
+        s, transport = session(window=64 * 1024)
         stream = s.open_stream({})
         sink = DeafSink()
         stream.set_sink(sink)
@@ -184,5 +194,63 @@ def test_replies_are_owed_only_while_the_peer_does_not_read(loop):
         s.resume_writing()
         s.data_received(message(ping * 30))
         assert not transport.aborted
+
+    run(loop, main())
+
+
+# 3. Fairness and rates ----------------------------------------------------------------------
+
+PING = Frame(FrameType.PING, 0, b"").serialize()
+
+
+def pongs(transport: FakeTransport) -> int:
+    return sum(f.type is FrameType.PONG for f in transport.frames(masked=False))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_read_full_of_tiny_frames_is_parsed_over_several_loop_turns(loop):
+    """Before: one read of 20,000 PINGs was parsed in one callback (~100 ms during which
+    no other connection was served)."""
+
+    async def main() -> None:
+        s, transport = session(frames_per_turn=1000)
+        s.data_received(message(PING * 20_000))
+        assert s.mux.frames_received == 1000
+        assert not transport.reading  # the rest waits; no more reads meanwhile
+        turns = 0
+        while s.mux.frames_received < 20_000:
+            await asyncio.sleep(0)  # one loop turn: other callbacks run in between
+            turns += 1
+        assert turns >= 19
+        await asyncio.sleep(0)
+        assert transport.reading
+        assert pongs(transport) == 20_000
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_peer_over_its_frame_rate_is_dropped(loop):
+    async def main() -> None:
+        s, transport = session(max_frame_rate=5000)
+        s.data_received(message(PING * 4000))  # within the first second's allowance
+        assert not transport.aborted
+        s.data_received(message(PING * 4000))
+        while not transport.aborted:
+            await asyncio.sleep(0)
+        assert s.close_reason == "more than 5000 frames/s (max_frame_rate)"
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_peer_over_its_open_rate_is_dropped(loop):
+    async def main() -> None:
+        s, transport = session(max_open_rate=100, on_stream=lambda stream: stream.reset("no"))
+        s.data_received(message(opens(1, 90)))
+        assert not transport.aborted
+        s.data_received(message(opens(181, 20)))
+        assert transport.aborted
+        assert s.close_reason == "more than 100 opens/s (max_open_rate)"
 
     run(loop, main())

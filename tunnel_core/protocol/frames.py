@@ -134,25 +134,43 @@ class FrameDecoder:
         self._data_left = 0  # payload bytes of the current DATA frame still to come
         self._data_stream = 0
         self._error: FrameError | None = None
+        self._rest: bytes | memoryview = b""  # input left over by a feed that hit max_frames
+        #: Frame headers parsed so far (a DATA frame counts once, however it is split).
+        self.frames_parsed = 0
 
     @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a frame (DATA is never held)."""
         return len(self._header) + len(self._control_buf)
 
-    def feed(self, data: bytes | memoryview) -> list[Frame]:
+    @property
+    def backlog(self) -> int:
+        """Input bytes a feed left unparsed because it reached ``max_frames``."""
+        return len(self._rest)
+
+    def feed(self, data: bytes | memoryview, max_frames: int = 0) -> list[Frame]:
+        """Parse ``data``; with ``max_frames``, stop after starting that many frames.
+
+        What is left is kept (``backlog``) and parsed first by the next call, so a
+        driver can spread a read full of tiny frames over several loop turns by
+        calling ``feed(b"", max_frames)`` until ``backlog`` is 0.
+        """
         if self._error is not None:
             raise self._error
+        if self._rest:
+            data = bytes(self._rest) + bytes(data) if data else self._rest
+            self._rest = b""
         try:
-            return self._feed(data)
+            return self._feed(data, max_frames)
         except FrameError as exc:
             self._error = exc
             raise
 
-    def _feed(self, data: bytes | memoryview) -> list[Frame]:
+    def _feed(self, data: bytes | memoryview, max_frames: int) -> list[Frame]:
         frames: list[Frame] = []
         pos, end = 0, len(data)
         header = self._header
+        limit = self.frames_parsed + max_frames if max_frames else -1
         while pos < end:
             if self._data_left:
                 n = min(self._data_left, end - pos)
@@ -171,6 +189,9 @@ class FrameDecoder:
                     self._control = None
                     self._control_buf.clear()
             else:
+                if self.frames_parsed == limit:
+                    self._rest = data[pos:]
+                    break
                 if not header and end - pos >= HEADER_SIZE:
                     code, stream_id, length = HEADER.unpack_from(data, pos)
                     pos += HEADER_SIZE
@@ -182,6 +203,7 @@ class FrameDecoder:
                         break
                     code, stream_id, length = HEADER.unpack_from(header)
                     header.clear()
+                self.frames_parsed += 1
                 known = _TYPES.get(code)
                 if known is None:
                     raise FrameError(f"unknown frame type {code}")

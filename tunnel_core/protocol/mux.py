@@ -193,6 +193,8 @@ class Mux:
         #: it opened), since the start; a driver bounds what is owed while the peer is
         #: not reading (the mux cannot know that).
         self.replies = 0
+        #: Streams the peer opened so far (for rate limits).
+        self.opens_received = 0
 
     # Outbox ---------------------------------------------------------------------
 
@@ -293,10 +295,24 @@ class Mux:
 
     # Receiving ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | memoryview) -> None:
-        """Parse bytes from the peer into events; raises RemoteProtocolError on abuse."""
-        for frame in self._decoder.feed(data):
+    def receive_data(self, data: bytes | memoryview, max_frames: int = 0) -> None:
+        """Parse bytes from the peer into events; raises RemoteProtocolError on abuse.
+
+        With ``max_frames``, at most that many frames are parsed; the rest of ``data``
+        waits (``backlog`` bytes) for ``receive_data(b"", max_frames)``.
+        """
+        for frame in self._decoder.feed(data, max_frames):
             self._handle(frame)
+
+    @property
+    def backlog(self) -> int:
+        """Received bytes not parsed yet because a call reached its ``max_frames``."""
+        return self._decoder.backlog
+
+    @property
+    def frames_received(self) -> int:
+        """Frames the peer sent so far (for rate limits; a split DATA frame counts once)."""
+        return self._decoder.frames_parsed
 
     def _handle(self, frame: Frame) -> None:
         ftype, sid = frame.type, frame.stream_id
@@ -359,6 +375,7 @@ class Mux:
         if len(self._streams) >= self.max_streams:
             raise RemoteProtocolError(f"peer opened more than {self.max_streams} streams")
         self._highest_remote = sid
+        self.opens_received += 1
         self._streams[sid] = _Stream(self.initial_window)
         self._events.append(StreamOpened(sid, metadata))
 
