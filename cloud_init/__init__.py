@@ -8,9 +8,11 @@ call when it is over a provider's limit.
 from cloud_init._render import (
     INLETS_PRO_URL,
     INLETS_PRO_VERSION,
+    LETSENCRYPT_STAGING,
     check_size,
     check_token,
     encoded_size,
+    inlets_pro_url,
     render,
     template_name,
 )
@@ -19,10 +21,12 @@ from cloud_init.errors import UnsafeValue
 __all__ = [
     "INLETS_PRO_URL",
     "INLETS_PRO_VERSION",
+    "LETSENCRYPT_STAGING",
     "UnsafeValue",
     "check_size",
     "check_token",
     "encoded_size",
+    "inlets_pro_url",
     "render",
     "template_name",
 ]

@@ -19,13 +19,14 @@ import jinja2
 
 from cloud_init.errors import UnsafeValue
 from providers.errors import UserDataTooLarge
-from providers.models import Engine, ProviderFacts, ServerSpec, TunnelMode
+from providers.models import Engine, Issuer, ProviderFacts, ServerSpec, TunnelMode
 
-#: Upstream inlets-pro release installed by ``--engine inlets-pro``.
+#: Upstream inlets-pro release installed by ``--engine inlets-pro`` unless told otherwise.
 INLETS_PRO_VERSION = "0.9.34"
-INLETS_PRO_URL = (
-    f"https://github.com/inlets/inlets-pro/releases/download/{INLETS_PRO_VERSION}/inlets-pro"
-)
+INLETS_PRO_RELEASES = "https://github.com/inlets/inlets-pro/releases/download"
+INLETS_PRO_URL = f"{INLETS_PRO_RELEASES}/{INLETS_PRO_VERSION}/inlets-pro"
+#: ACME directories Caddy asks for certificates (``acme_ca``); production is its default.
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+$"
@@ -34,6 +35,8 @@ _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _UNIT_ARG = re.compile(r"^[A-Za-z0-9.,:_/-]+$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: inlets-pro's release tags: ``0.9.34``, ``0.10.0-rc1`` (no leading ``v``)
+_INLETS_PRO_TAG = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$")
 _FORBIDDEN_TOKEN_CHARS = set("'\"\\")
 
 
@@ -70,6 +73,17 @@ def _email(value: str) -> str:
             f"not an email address: {value!r}", hint="Pass --letsencrypt-email you@example.com."
         )
     return value
+
+
+def inlets_pro_url(version: str = "") -> str:
+    """The upstream binary of ``version`` (default: the one this release was tested with)."""
+    version = version or INLETS_PRO_VERSION
+    if not _INLETS_PRO_TAG.match(version):
+        raise UnsafeValue(
+            f"not an inlets-pro release: {version!r}",
+            hint=f"Pass --inlets-version as its release tag, e.g. {INLETS_PRO_VERSION}.",
+        )
+    return f"{INLETS_PRO_RELEASES}/{version}/inlets-pro"
 
 
 def check_token(value: str) -> str:
@@ -127,7 +141,11 @@ def render(server: ServerSpec) -> str:
     if server.letsencrypt_domains and not server.letsencrypt_email:
         raise UnsafeValue("Let's Encrypt needs an email address", hint="Pass --letsencrypt-email.")
     env = _environment()
-    context = {"s": server, "inlets_pro_url": INLETS_PRO_URL}
+    context = {
+        "s": server,
+        "inlets_pro_url": inlets_pro_url(server.inlets_pro_version),
+        "acme_ca": LETSENCRYPT_STAGING if server.letsencrypt_issuer is Issuer.STAGING else "",
+    }
     files = {
         "unit": env.get_template(
             "inlets-pro.service.j2"

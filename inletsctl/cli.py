@@ -19,7 +19,17 @@ from inletsctl.errors import InletsctlError, map_provider_errors
 from inletsctl.output import literal, stderr, tolerant_streams
 from providers.kit import Terminated
 
-COMMANDS = ("create", "delete", "list", "get", "logs", "connect", "version", "download")
+COMMANDS = (
+    "create",
+    "delete",
+    "list",
+    "get",
+    "logs",
+    "connect",
+    "version",
+    "download",
+    "kfwd",
+)
 
 app = typer.Typer(
     name="inletsctl",

@@ -29,7 +29,15 @@ from inletsctl.store import READY, UNREADY, HostRecord, Store
 from providers import kit
 from providers.base import Provider
 from providers.errors import HostNotFound, UndoFailed
-from providers.models import Engine, Host, HostSpec, HostStatus, ServerSpec, TunnelMode
+from providers.models import (
+    Engine,
+    Host,
+    HostSpec,
+    HostStatus,
+    Issuer,
+    ServerSpec,
+    TunnelMode,
+)
 
 #: Seconds to wait before poll ``n`` (1-based).
 Backoff = Callable[[int], float]
@@ -73,8 +81,12 @@ class CreateRequest:
     ports: tuple[tuple[int, int], ...] = ()
     domains: tuple[str, ...] = ()
     email: str = ""
+    #: None = not asked for (production); staging only makes sense with domains
+    issuer: Issuer | None = None
     token: str = field(default="", repr=False)
     engine: Engine = Engine.TUNNEL_CORE
+    #: ``--engine inlets-pro``'s release; "" = the one cloud_init pins
+    inlets_version: str = ""
     release_url: str = ""
     #: what the printed client command forwards to; saved for `get` and `connect`
     upstream: str = ""
@@ -87,14 +99,24 @@ def new_host_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _no_warning(message: str) -> None:
+    pass
+
+
 def build_spec(
-    req: CreateRequest, provider: Provider, host_id: str, dry_run: bool = False
+    req: CreateRequest,
+    provider: Provider,
+    host_id: str,
+    dry_run: bool = False,
+    warn: Callable[[str], None] = _no_warning,
 ) -> HostSpec:
     """Everything the provider gets, user-data rendered and size-checked: no API call yet.
 
     A provider that boots no VM (``consumes_user_data = False``, as ``local``) gets no
     user-data unless it is a dry run, which saves building the release artifact.
+    ``warn`` hears of what works but is probably not what the user wants.
     """
+    _check_engine_options(req)
     facts = provider.facts
     region = req.region or facts.default_region
     plan = req.plan or facts.default_plan
@@ -109,6 +131,11 @@ def build_spec(
         )
     ident = tls.generate(ip="127.0.0.1" if req.provider == "local" else "")
     public = tuple(p for p, _ in req.ports)
+    if req.mode is TunnelMode.TCP and not public:
+        warn(
+            f"no --ports: the server accepts any port in {ServerSpec.allow_ports} that a "
+            "client asks for, and the firewall opens all of them; pass --ports to narrow it."
+        )
     wants_user_data = dry_run or getattr(provider, "consumes_user_data", True)
     artifact = (
         release.artifact(req.release_url or None)
@@ -129,6 +156,8 @@ def build_spec(
         engine=req.engine,
         letsencrypt_domains=req.domains,
         letsencrypt_email=req.email,
+        letsencrypt_issuer=req.issuer or Issuer.PROD,
+        inlets_pro_version=req.inlets_version,
         release_url=artifact.url if artifact else "",
         artifact_sha256=artifact.sha256 if artifact else "",
     )
@@ -148,6 +177,20 @@ def build_spec(
         zone=req.zone,
         extra={k: v for k, v in req.extra if v},
     )
+
+
+def _check_engine_options(req: CreateRequest) -> None:
+    """Options that belong to another engine or mode would be ignored: refuse them."""
+    if req.inlets_version and req.engine is not Engine.INLETS_PRO:
+        raise UsageError(
+            "--inlets-version picks the inlets-pro release; tunnel-core is this inletsctl's own",
+            hint="Pass --engine inlets-pro with it, or drop it.",
+        )
+    if req.issuer is not None and not req.domains:
+        raise UsageError(
+            "--letsencrypt-issuer needs --letsencrypt-domain",
+            hint="Pass --letsencrypt-domain DOMAIN --letsencrypt-email EMAIL as well.",
+        )
 
 
 def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:

@@ -52,10 +52,15 @@ def check_upstream(mode: str, engine: str, upstream: str) -> str:
     )
 
 
-def client_argv(record: HostRecord, upstream: str = "") -> list[str]:
+#: what the client command says for the ports of a TCP host made without --ports
+PORTS_PLACEHOLDER = "PORTS"
+
+
+def client_argv(record: HostRecord, upstream: str = "", ports: str = "") -> list[str]:
     """The tunnel client's argv; the token comes from ``$INLETS_TOKEN``, never argv (``ps``).
 
-    ``upstream`` overrides the one saved at create, which overrides the mode's default.
+    ``upstream`` overrides the one saved at create, which overrides the mode's default;
+    ``ports`` likewise, for a TCP host whose server allows any port the client asks for.
     """
     inlets_pro = record.engine == "inlets-pro"
     argv = ["inlets-pro" if inlets_pro else "tunnel-core", record.mode, "client"]
@@ -64,8 +69,14 @@ def client_argv(record: HostRecord, upstream: str = "") -> list[str]:
         argv += ["--tls-fingerprint", record.fingerprint]
     argv += ["--upstream", upstream or record.upstream or DEFAULT_UPSTREAM[record.mode]]
     if record.mode == "tcp":
-        argv += ["--ports", record.ports]
+        argv += ["--ports", ports or record.ports or PORTS_PLACEHOLDER]
     return argv
+
+
+def delete_argv(record: HostRecord) -> list[str]:
+    """With the provider and region, it works from another machine or without the state."""
+    argv = ["inletsctl", "delete", "--id", record.id, "--provider", record.provider]
+    return argv + (["--region", record.region] if record.region else [])
 
 
 def url(record: HostRecord) -> str:
@@ -98,7 +109,7 @@ class Summary:
     token: str | None = field(default=None, repr=False)
 
 
-def summarise(record: HostRecord, show_token: bool, upstream: str = "") -> Summary:
+def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: str = "") -> Summary:
     """A deleted host has nothing to connect to or delete: its commands are empty."""
     token = record.token if show_token else None
     gone = record.status == "deleted"
@@ -118,8 +129,8 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "") -> Summa
         ports=record.ports,
         domains=record.domains,
         tls_fingerprint=record.fingerprint,
-        client_command="" if gone else shlex.join(client_argv(record, upstream)),
-        delete_command="" if gone else f"inletsctl delete --id {record.id}",
+        client_command="" if gone else shlex.join(client_argv(record, upstream, ports)),
+        delete_command="" if gone else shlex.join(delete_argv(record)),
         ready=record.status == READY,
         token=token,
     )

@@ -38,6 +38,13 @@ class Engine(str, enum.Enum):
     INLETS_PRO = "inlets-pro"
 
 
+class Issuer(str, enum.Enum):
+    """Let's Encrypt's directories: staging's certificates are untrusted but not rate-limited."""
+
+    PROD = "prod"
+    STAGING = "staging"
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """Everything the exit server's tunnel process needs; the same for every provider.
@@ -58,6 +65,8 @@ class ServerSpec:
     engine: Engine = Engine.TUNNEL_CORE
     letsencrypt_domains: tuple[str, ...] = ()
     letsencrypt_email: str = ""
+    letsencrypt_issuer: Issuer = Issuer.PROD
+    inlets_pro_version: str = ""  # --engine inlets-pro: the release to install; "" = pinned
     release_url: str = ""  # exact URL of tunnel-core.pyz for this version
     artifact_sha256: str = ""  # its SHA-256, pinned in the user-data
 

@@ -10,27 +10,75 @@ from typing import Annotated, Any
 
 import typer
 
+from inletsctl.errors import UsageError
 from inletsctl.output import Format
 from inletsctl.providers_config import Access
+from providers.models import ServerSpec
 
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="text for people, json for scripts.")
 ]
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p", help="local, ec2, aws, ...")]
 
+
+def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port.
+
+    Refused here, before anything is paid for, is what the server or client would only
+    refuse later: a public port given twice, or the one the control plane listens on.
+    """
+    pairs: dict[int, int] = {}
+    control = ServerSpec.control_port
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        public, _, upstream = part.partition(":")
+        nums = [public, upstream or public]
+        if not all(n.isdigit() and 1 <= int(n) <= 65535 for n in nums):
+            raise UsageError(
+                f"--ports: {part!r} is not PORT or PUBLIC:UPSTREAM with ports 1-65535",
+                hint="Pass e.g. --ports 8080,2222:22.",
+            )
+        pub, up = int(nums[0]), int(nums[1])
+        if pub in pairs:
+            raise UsageError(
+                f"--ports: public port {pub} is given twice",
+                hint="Give each public port once; PUBLIC:UPSTREAM maps one to another local port.",
+            )
+        if pub == control:
+            raise UsageError(
+                f"--ports: {pub} is the tunnel's control port",
+                hint=f"Expose it under another public port, e.g. --ports {control + 1}:{up}.",
+            )
+        pairs[pub] = up
+    return tuple(pairs.items())
+
+
 _CRED = "Credentials"
 #: (name, annotation) of every credential / endpoint option; ``with_access`` adds them.
 _ACCESS_OPTIONS: tuple[tuple[str, Any, object], ...] = (
-    ("region", Annotated[str, typer.Option(help="Region; the provider's default if empty.")], ""),
+    (
+        "region",
+        Annotated[
+            str, typer.Option("--region", "-r", help="Region; the provider's default if empty.")
+        ],
+        "",
+    ),
     (
         "access_token",
-        Annotated[str, typer.Option(help="API token (prefer a file).", rich_help_panel=_CRED)],
+        Annotated[
+            str,
+            typer.Option(
+                "--access-token", "-a", help="API token (prefer a file).", rich_help_panel=_CRED
+            ),
+        ],
         "",
     ),
     (
         "access_token_file",
         Annotated[
-            Path | None, typer.Option(help="File with the API token.", rich_help_panel=_CRED)
+            Path | None,
+            typer.Option(
+                "--access-token-file", "-f", help="File with the API token.", rich_help_panel=_CRED
+            ),
         ],
         None,
     ),

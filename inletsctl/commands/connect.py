@@ -32,6 +32,13 @@ def connect(
             "default: the one saved at create."
         ),
     ] = "",
+    ports: Annotated[
+        str,
+        typer.Option(
+            help="TCP: the public ports to ask for, PORT or PUBLIC:UPSTREAM; "
+            "needed when the host was made without --ports."
+        ),
+    ] = "",
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the command instead of running it.")
     ] = False,
@@ -47,7 +54,13 @@ def connect(
             hint=f"Run the client command from `inletsctl get {id} --show-token`.",
         )
     check_upstream(record.mode, record.engine, upstream)
-    argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream)[1:]]
+    o.parse_ports(ports)
+    if record.mode == "tcp" and not (ports or record.ports):
+        raise UsageError(
+            f"host {id} was made without --ports: its server takes any port 1024-65535",
+            hint=f"Say which: inletsctl connect {id} --ports 2222:22,8080.",
+        )
+    argv = [sys.executable, "-m", "tunnel_core", *client_argv(record, upstream, ports)[1:]]
     if print_only or output is Format.json:
         if output is Format.json:
             emit_json({"id": record.id, "argv": argv, "env": [TOKEN_ENV]})

@@ -15,7 +15,7 @@ from inletsctl.providers_config import Access, open_provider
 from inletsctl.readiness import Wait
 from inletsctl.store import Store
 from inletsctl.summary import check_upstream, summarise
-from providers.models import Engine, ServerSpec, TunnelMode
+from providers.models import Engine, Issuer, TunnelMode
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
@@ -26,37 +26,6 @@ def parse_duration(text: str, flag: str = "--poll") -> float:
         raise UsageError(f"{flag}: not a duration: {text!r}", hint="Use e.g. 2s, 500ms or 1m.")
     value = float(m.group(1))
     return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
-
-
-def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
-    """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port.
-
-    Refused here, before anything is paid for, is what the server or client would only
-    refuse later: a public port given twice, or the one the control plane listens on.
-    """
-    pairs: dict[int, int] = {}
-    control = ServerSpec.control_port
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        public, _, upstream = part.partition(":")
-        nums = [public, upstream or public]
-        if not all(n.isdigit() and 1 <= int(n) <= 65535 for n in nums):
-            raise UsageError(
-                f"--ports: {part!r} is not PORT or PUBLIC:UPSTREAM with ports 1-65535",
-                hint="Pass e.g. --ports 8080,2222:22.",
-            )
-        pub, up = int(nums[0]), int(nums[1])
-        if pub in pairs:
-            raise UsageError(
-                f"--ports: public port {pub} is given twice",
-                hint="Give each public port once; PUBLIC:UPSTREAM maps one to another local port.",
-            )
-        if pub == control:
-            raise UsageError(
-                f"--ports: {pub} is the tunnel's control port",
-                hint=f"Expose it under another public port, e.g. --ports {control + 1}:{up}.",
-            )
-        pairs[pub] = up
-    return tuple(pairs.items())
 
 
 def mode_of(tcp: bool, http: bool, domains: list[str]) -> TunnelMode:
@@ -82,12 +51,22 @@ def wait_level(wait: Wait | None, engine: Engine) -> Wait:
     return wait or Wait.running
 
 
+def _warn(message: str) -> None:
+    stderr().print(f"Warning: {message}", style="yellow", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(create)
 
 
 @o.with_access
 def create(
+    host_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="[NAME]", help="Host name at the provider (as --name).", show_default=False
+        ),
+    ] = "",
     provider: o.ProviderOpt = "local",
     tcp: Annotated[bool, typer.Option("--tcp", help="Forward TCP ports.")] = False,
     http: Annotated[bool, typer.Option("--http", help="Route HTTP by Host header.")] = False,
@@ -95,6 +74,14 @@ def create(
         list[str], typer.Option(help="Serve HTTPS for this domain (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     letsencrypt_email: Annotated[str, typer.Option(help="Let's Encrypt account email.")] = "",
+    letsencrypt_issuer: Annotated[
+        Issuer | None,
+        typer.Option(
+            help="Let's Encrypt directory: prod, or staging (untrusted certificates, "
+            "generous rate limits: for trying things out). Default: prod.",
+            show_default=False,
+        ),
+    ] = None,
     ports: Annotated[
         str, typer.Option(help="TCP ports to expose: PORT or PUBLIC:UPSTREAM, e.g. 80,2222:22.")
     ] = "",
@@ -102,14 +89,23 @@ def create(
         str, typer.Option(help="Where the client forwards to; saved for get and connect.")
     ] = "",
     name: Annotated[str, typer.Option(help="Host name at the provider.")] = "",
-    plan: Annotated[str, typer.Option(help="VM size; the provider's default if empty.")] = "",
+    plan: Annotated[
+        str, typer.Option("--plan", "-s", help="VM size; the provider's default if empty.")
+    ] = "",
     image: Annotated[str, typer.Option(help="OS image; the provider's default if empty.")] = "",
     inlets_token: Annotated[
-        str, typer.Option(help="Tunnel token to use instead of a random one.")
+        str, typer.Option("--inlets-token", "-t", help="Tunnel token instead of a random one.")
     ] = "",
     engine: Annotated[Engine, typer.Option(help="Tunnel server to install.")] = (
         Engine.TUNNEL_CORE
     ),
+    inlets_version: Annotated[
+        str,
+        typer.Option(
+            help="--engine inlets-pro: the inlets-pro release tag to install, e.g. 0.9.34 "
+            "(default: the one this inletsctl was tested with)."
+        ),
+    ] = "",
     release_url: Annotated[
         str, typer.Option(help="Base URL of the releases (or INLETSCTL_RELEASE_URL).")
     ] = "",
@@ -140,16 +136,16 @@ def create(
     """Create an exit server and print the client command that connects to it."""
     from inletsctl import hosts  # jinja2, cryptography: only when used
 
+    if host_name and name and host_name != name:
+        raise UsageError(f"two names: {host_name!r} and --name {name!r}", hint="Give one.")
     mode = mode_of(tcp, http, letsencrypt_domain)
     if ports and mode is not TunnelMode.TCP:
         raise UsageError(
             "--ports is for --tcp: HTTP mode serves one port and routes by Host header",
             hint="Drop --ports, or pass --tcp instead of --http.",
         )
-    port_list = parse_ports(ports)
+    port_list = o.parse_ports(ports)
     check_upstream(mode.value, engine.value, upstream)
-    if mode is TunnelMode.TCP and not port_list:
-        raise UsageError("--tcp needs the ports to expose", hint="Pass --ports 8080,2222.")
     interval = parse_duration(poll)
     waiting = hosts.Waiting(
         until=wait_level(wait, engine),
@@ -159,15 +155,17 @@ def create(
     req = hosts.CreateRequest(
         provider=provider,
         mode=mode,
-        name=name,
+        name=host_name or name,
         region=access.region,
         plan=plan,
         image=image,
         ports=port_list,
         domains=tuple(letsencrypt_domain),
         email=letsencrypt_email,
+        issuer=letsencrypt_issuer,
         token=inlets_token,
         engine=engine,
+        inlets_version=inlets_version,
         release_url=release_url,
         upstream=upstream,
         zone=zone,
@@ -175,7 +173,7 @@ def create(
     )
     store = Store()
     prov = open_provider(provider, access, store.directory)
-    spec = hosts.build_spec(req, prov, hosts.new_host_id(), dry_run)
+    spec = hosts.build_spec(req, prov, hosts.new_host_id(), dry_run, warn=_warn)
     if dry_run:
         if output is Format.json:
             emit_json({"provider": provider, "host_id": spec.host_id, "user_data": spec.user_data})

@@ -34,7 +34,13 @@ def _from_state(store: Store, host_id: str, ip: str, provider: str) -> HostRecor
 
 @o.with_access
 def delete(
-    id: Annotated[str, typer.Option("--id", help="Host id from `inletsctl list`.")] = "",
+    host_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="[ID]", help="Host id from `inletsctl list` (as --id).", show_default=False
+        ),
+    ] = "",
+    id: Annotated[str, typer.Option("--id", "-i", help="Host id from `inletsctl list`.")] = "",
     ip: Annotated[str, typer.Option("--ip", help="Host IP, instead of --id.")] = "",
     provider: Annotated[
         str, typer.Option("--provider", "-p", help="Look up hosts the state never saw here.")
@@ -50,15 +56,18 @@ def delete(
     *,
     access: Access,
 ) -> None:
-    """Delete a host by --id (the state knows the rest) or by --ip.
+    """Delete a host by ID (the state knows the rest) or by --ip.
 
-    A host the state never saw needs --provider: --id is tried as inletsctl's host id
+    A host the state never saw needs --provider: the id is tried as inletsctl's host id
     (everything tagged with it goes), then as the provider's own id.
     """
     from inletsctl import hosts  # jinja2, cryptography: only when used
 
+    if host_id and id and host_id != id:
+        raise UsageError(f"two ids: {host_id!r} and --id {id!r}", hint="Give one.")
+    id = host_id or id
     if bool(id) == bool(ip):
-        raise UsageError("pass exactly one of --id or --ip")
+        raise UsageError("pass exactly one of ID (or --id) or --ip")
     store = Store()
     record = _from_state(store, id, ip, provider)
     if record is not None and not access.region:

@@ -22,9 +22,13 @@ def get(
     upstream: Annotated[
         str, typer.Option(help="Upstream for the client command; default: the one saved at create.")
     ] = "",
+    ports: Annotated[
+        str, typer.Option(help="TCP ports for the client command; default: those of create.")
+    ] = "",
     output: o.OutputOpt = Format.text,
 ) -> None:
     """Show a host from the state."""
     record = Store().get(id)
     check_upstream(record.mode, record.engine, upstream)
-    show_summary(summarise(record, show_token, upstream), output)
+    o.parse_ports(ports)
+    show_summary(summarise(record, show_token, upstream, ports), output)

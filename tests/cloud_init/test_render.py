@@ -14,7 +14,7 @@ import yaml
 import cloud_init
 from cloud_init import UnsafeValue, check_size, render, template_name
 from providers.errors import UserDataTooLarge
-from providers.models import Engine, ProviderFacts, ServerSpec, TunnelMode
+from providers.models import Engine, Issuer, ProviderFacts, ServerSpec, TunnelMode
 from tests.certs import self_signed
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -45,6 +45,10 @@ VARIANTS = {
         letsencrypt_email="ops@example.com",
     ),
     "inlets-pro": dataclasses.replace(BASE, engine=Engine.INLETS_PRO),
+}
+VARIANTS_CHECKED_BY_SCHEMA = {
+    **VARIANTS,
+    "https-staging": dataclasses.replace(VARIANTS["https"], letsencrypt_issuer=Issuer.STAGING),
 }
 
 
@@ -125,6 +129,32 @@ def test_https_caddy_in_front_of_the_data_port() -> None:
     assert "a.example.com, b.example.com {" in caddy["content"]
     assert "reverse_proxy 127.0.0.1:8000" in caddy["content"]
     assert "email ops@example.com" in caddy["content"]
+
+
+def test_letsencrypt_staging_points_caddy_at_the_staging_directory() -> None:
+    staging = dataclasses.replace(VARIANTS["https"], letsencrypt_issuer=Issuer.STAGING)
+    caddy = str(_files(yaml.safe_load(render(staging)))["/etc/caddy/Caddyfile"]["content"])
+    assert caddy.startswith(
+        "{\n    email ops@example.com\n"
+        "    acme_ca https://acme-staging-v02.api.letsencrypt.org/directory\n}\n"
+    )
+    prod = str(_files(yaml.safe_load(render(VARIANTS["https"])))["/etc/caddy/Caddyfile"]["content"])
+    assert "acme_ca" not in prod, "production is Caddy's own default"
+
+
+def test_inlets_pro_version_picks_the_release_downloaded() -> None:
+    pinned = yaml.safe_load(render(VARIANTS["inlets-pro"]))["runcmd"][0]
+    assert pinned[-1] == cloud_init.INLETS_PRO_URL
+    chosen = dataclasses.replace(VARIANTS["inlets-pro"], inlets_pro_version="0.10.1")
+    (cmd,) = yaml.safe_load(render(chosen))["runcmd"]
+    assert cmd[-1] == "https://github.com/inlets/inlets-pro/releases/download/0.10.1/inlets-pro"
+
+
+@pytest.mark.parametrize("version", ["v0.9.34", "latest", "0.9.34/../x", "0.9.34\nruncmd: []"])
+def test_inlets_pro_version_must_be_a_release_tag(version: str) -> None:
+    with pytest.raises(UnsafeValue, match="not an inlets-pro release") as info:
+        render(dataclasses.replace(VARIANTS["inlets-pro"], inlets_pro_version=version))
+    assert "--inlets-version" in info.value.hint
 
 
 HOSTILE = [
@@ -209,10 +239,10 @@ def test_size_limit() -> None:
     shutil.which("cloud-init") is None,
     reason="cloud-init is not installed (Debian: apt-get install cloud-init; make test does it)",
 )
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(VARIANTS_CHECKED_BY_SCHEMA))
 def test_cloud_init_schema_accepts_it(variant: str, tmp_path: Path) -> None:
     path = tmp_path / "user-data"
-    path.write_text(render(VARIANTS[variant]))
+    path.write_text(render(VARIANTS_CHECKED_BY_SCHEMA[variant]))
     res = subprocess.run(
         ["cloud-init", "schema", "-c", str(path)], capture_output=True, text=True, timeout=120
     )

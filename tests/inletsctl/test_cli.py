@@ -30,7 +30,15 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             "Installed providers: ",
         ),
         (["create"], "say what to tunnel", "--letsencrypt-domain"),
-        (["create", "--tcp"], "--tcp needs the ports", "--ports"),
+        (["create", "web", "--name", "other", "--http"], "two names", ""),
+        (["delete", "a1", "--id", "b2"], "two ids", ""),
+        (["create", "--http", "--inlets-version", "0.9.34"], "--inlets-version", "inlets-pro"),
+        (
+            ["create", "--http", "--letsencrypt-issuer", "staging"],
+            "--letsencrypt-issuer needs --letsencrypt-domain",
+            "--letsencrypt-email",
+        ),
+        (["kfwd", "--from", "svc/web"], "kfwd is not part of this inletsctl", "kubectl"),
         (["create", "--tcp", "--http", "--ports", "80"], "cannot be combined", ""),
         (["create", "--tcp", "--ports", "70000"], "'70000' is not PORT", "--ports 8080"),
         (["create", "--tcp", "--ports", "8080:0"], "'8080:0' is not PORT", ""),
@@ -47,7 +55,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
             "--wait running",
         ),
         (["create", "--http", "--inlets-token", "two words"], "tunnel token", "--inlets-token"),
-        (["delete"], "exactly one of --id or --ip", ""),
+        (["delete"], "exactly one of ID (or --id) or --ip", ""),
         (["list", "--remote"], "--remote needs --provider", ""),
     ],
 )
@@ -157,7 +165,7 @@ def test_a_deleted_host_has_nothing_to_connect_to(plugins: dict[str, str], state
     made = run_cli("create", "-p", "latecloud", "--http", "--wait", "none", "-o", "json",
                    env=plugins)  # fmt: skip
     host_id = json.loads(made.stdout)["id"]
-    assert run_cli("delete", "--id", host_id, env=plugins).returncode == 0
+    assert run_cli("delete", host_id, env=plugins).returncode == 0, "ID as an argument"
     text = run_cli("get", host_id, env=plugins)
     assert text.returncode == 0, text.stderr
     assert "status: deleted" in text.stdout and "It is deleted" in text.stdout
@@ -276,6 +284,56 @@ def test_dry_run_with_letsencrypt_and_release_url(
     assert doc["runcmd"][0][4].startswith("https://mirror.example.com/r/download/v")
 
 
+def test_tcp_without_ports_allows_the_whole_range_and_says_so(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    rc, out, err = cli(capsys, "create", "--tcp", "--dry-run", "-o", "json")
+    assert rc == 0, err
+    assert "Warning: no --ports" in err and "1024-65535" in err and "--ports" in err
+    units = [f for f in yaml.safe_load(json.loads(out)["user_data"])["write_files"]]
+    (unit,) = [f["content"] for f in units if f["path"].endswith("tunnel-core.service")]
+    assert "--allow-ports 1024-65535" in unit
+    rc, _, err = cli(capsys, "create", "--tcp", "--ports", "8080", "--dry-run")
+    assert rc == 0 and "Warning" not in err
+
+
+def test_connect_to_a_host_made_without_ports_needs_them(
+    plugins: dict[str, str], state_dir: Path
+) -> None:
+    made = run_cli("create", "-p", "latecloud", "--tcp", "--wait", "none", "-o", "json",
+                   env=plugins)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["client_command"].endswith("--ports PORTS")
+    refused = run_cli("connect", host["id"], "--print", env=plugins)
+    assert refused.returncode == 2 and "--ports" in refused.stderr
+    planned = run_cli("connect", host["id"], "--print", "--ports", "2222:22", env=plugins)
+    assert planned.returncode == 0 and planned.stdout.split()[-2:] == ["--ports", "2222:22"]
+    got = json.loads(
+        run_cli("get", host["id"], "--ports", "9000", "-o", "json", env=plugins).stdout
+    )
+    assert got["client_command"].endswith("--ports 9000")
+
+
+def test_letsencrypt_staging_and_inlets_version_reach_the_user_data(
+    capsys: pytest.CaptureFixture[str], state_dir: Path
+) -> None:
+    rc, out, err = cli(
+        capsys, "create", "--dry-run", "--letsencrypt-domain", "t.example.com",
+        "--letsencrypt-email", "me@example.com", "--letsencrypt-issuer", "staging",
+    )  # fmt: skip
+    assert rc == 0, err
+    files = {f["path"]: f["content"] for f in yaml.safe_load(out)["write_files"]}
+    assert "acme_ca https://acme-staging-v02.api.letsencrypt.org/" in files["/etc/caddy/Caddyfile"]
+    rc, out, err = cli(
+        capsys, "create", "--dry-run", "--http", "--engine", "inlets-pro",
+        "--inlets-version", "0.10.1",
+    )  # fmt: skip
+    assert rc == 0, err
+    (fetch,) = yaml.safe_load(out)["runcmd"]
+    assert fetch[-1].endswith("/inlets-pro/releases/download/0.10.1/inlets-pro")
+
+
 def test_hostile_domain_is_a_usage_error(capsys: pytest.CaptureFixture[str], state_dir: Path):
     rc, _, err = cli(
         capsys,
@@ -359,7 +417,7 @@ def test_delete_by_the_providers_id_marks_the_row_deleted(
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     host = json.loads(made.stdout)
-    gone = run_cli("delete", "--id", host["provider_id"], "-o", "json", env=plugins)
+    gone = run_cli("delete", "-i", host["provider_id"], "-o", "json", env=plugins)
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout) == {
         "id": host["id"],

@@ -97,7 +97,9 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
     assert host["token"] not in host["client_command"], "the client reads it from INLETS_TOKEN"
     assert "--token-env INLETS_TOKEN" in host["client_command"]
     assert host["url"] == f"wss://127.0.0.1:{host['control_port']}"
-    assert host["delete_command"] == f"inletsctl delete --id {host['id']}"
+    assert host["delete_command"] == (
+        f"inletsctl delete --id {host['id']} --provider local --region local"
+    )
     # local's create itself waits for /healthz: ready comes on the first probe
     assert res.stderr.splitlines() == [f"[1] Host: {host['id']}, status: active, tunnel: ready"]
     pid = int(Store(state_dir).get(host["id"]).additional["pid"])

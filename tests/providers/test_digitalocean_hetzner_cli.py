@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from providers.registry import load as load_provider_class
 from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
@@ -106,6 +108,55 @@ def test_a_vm_inletsctl_did_not_make_is_deleted_only_with_force(
         forced = inletsctl(env, "delete", "-p", provider, "--id", str(vm), "--force")
         assert forced.returncode == 0, forced.stderr
         assert "Warning: --force" in forced.stderr
+        assert fake.resources() == set()
+    finally:
+        fake.stop()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("provider", sorted(CLOUDS))
+def test_a_go_users_commands_and_a_delete_command_that_needs_no_state(
+    provider: str, tmp_path: Path
+) -> None:
+    """Short flags, a positional name, --tcp without --ports, and the printed delete command
+    run on a machine without the state file."""
+    fake_class, token_env, endpoint_env = CLOUDS[provider]
+    fake: JsonApiFake = fake_class().start()
+    if isinstance(fake, FakeHetzner):
+        fake.running_reads = 0
+    facts = load_provider_class(provider).facts
+    api_token = tmp_path / "api-token"
+    api_token.write_text(fake.token + "\n")
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k not in ("INLETS_ACCESS_TOKEN", token_env)},
+            "INLETSCTL_STATE_DIR": str(tmp_path / "here"),
+            endpoint_env: fake.base_url,
+            "NO_COLOR": "1",
+        }
+        made = inletsctl(
+            env, "create", "my-exit", "-p", provider, "-r", facts.default_region,
+            "-s", facts.default_plan, "-f", str(api_token), "-t", "tunnel-token-123",
+            "--tcp", "--poll", "0s", *NO_PROBE, "-o", "json",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        host = json.loads(made.stdout)
+        assert (host["name"], host["region"]) == ("my-exit", facts.default_region)
+        assert host["token"] == "tunnel-token-123"
+        assert "Warning: no --ports" in made.stderr
+        assert "1024-65535" in json.dumps(fake.firewalls), "the firewall opens the whole range"
+
+        listed = inletsctl(env, "list", "--remote", "-p", provider, "-a", fake.token, "-o", "json")
+        assert [h["name"] for h in json.loads(listed.stdout)] == ["my-exit"]
+
+        command = shlex.split(host["delete_command"])
+        assert command[:2] == ["inletsctl", "delete"]
+        assert command[2:] == [
+            "--id", host["id"], "--provider", provider, "--region", facts.default_region,
+        ]  # fmt: skip
+        elsewhere = {**env, "INLETSCTL_STATE_DIR": str(tmp_path / "elsewhere")}
+        gone = inletsctl(elsewhere, *command[1:], "-f", str(api_token))
+        assert gone.returncode == 0, gone.stderr
         assert fake.resources() == set()
     finally:
         fake.stop()
