@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, loadgen, report
+from bench import anchors, loadgen, report, reqresp
 from bench.cli_speed import create_to_first_byte, help_time
 from bench.idle import idle_connections
 from bench.procs import BenchError, Procs
@@ -27,7 +27,7 @@ from bench.stall import stalled_reader
 from bench.tunnel import start_tunnel
 from bench.upstreams import start_upstreams
 
-SECTIONS = ("throughput", "idle", "stall", "cli")
+SECTIONS = ("throughput", "reqresp", "idle", "stall", "cli")
 # The throughput section needs these commands (Debian package in brackets).
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
 
@@ -67,7 +67,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--engine",
         default=f"{shlex.quote(sys.executable)} -m tunnel_core",
-        help="command that runs tunnel-core, e.g. 'python3 dist/tunnel-core.pyz'",
+        help="command that runs the installed tunnel-core (path tunnel-core)",
+    )
+    p.add_argument(
+        "--pyz-engine",
+        default="",
+        help="command that runs the engine as the VMs do (path tunnel-core-pyz; default: "
+        "/usr/bin/python3 -I -S on a tunnel-core.pyz built from this tree; 'none' skips it)",
     )
     p.add_argument("--idle-connections", type=int, default=10_000)
     p.add_argument("--stall-bytes", type=int, default=1 << 30)
@@ -84,7 +90,54 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[str]) -> None:
+def engines(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Both engines, as first-class columns: installed, and the pyz as a VM runs it."""
+    found = {report.OURS: shlex.split(args.engine)}
+    if args.pyz_engine == "none":
+        return found
+    if args.pyz_engine:
+        found[report.PYZ] = shlex.split(args.pyz_engine)
+    elif Path("/usr/bin/python3").exists():
+        from inletsctl import release
+
+        found[report.PYZ] = ["/usr/bin/python3", "-I", "-S", str(release.local_pyz())]
+    else:
+        progress("no /usr/bin/python3: the pyz engine is not measured")
+    return found
+
+
+def summarise(samples: list[loadgen.Sample], tests: tuple[str, ...], start_load: float) -> None:
+    summary = report.medians(samples, report.ratios(samples, tests), tests)
+    for m in summary:
+        emit(m.as_json())
+    print(report.table(summary, tests, start_load), file=sys.stderr, flush=True)
+
+
+def request_response(
+    procs: Procs, work: Path, args: argparse.Namespace, ours: dict[str, list[str]]
+) -> None:
+    missing = reqresp.missing_tools()
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run bench/run.sh as root to install them")
+    servers = reqresp.start_servers(procs, work)
+    routes = reqresp.start_routes(procs, work, ours, [servers.redis, servers.postgres])
+    samples: list[loadgen.Sample] = []
+    for run in range(1, args.runs + 1):
+        run_samples: list[loadgen.Sample] = []
+        for route in routes:
+            progress(f"run {run}/{args.runs}: redis-benchmark, pgbench through {route.name}")
+            run_samples += reqresp.measure(run, route, servers, args.duration)
+        for s in run_samples:
+            emit(s.as_json())
+        for r in report.ratios(run_samples, reqresp.TESTS):
+            emit(r.as_json())
+        samples += run_samples
+    summarise(samples, reqresp.TESTS, args.start_load)
+
+
+def throughput(
+    procs: Procs, work: Path, args: argparse.Namespace, ours: dict[str, list[str]]
+) -> None:
     missing = [f"{cmd} ({pkg})" for cmd, pkg in TOOLS.items() if not shutil.which(cmd)]
     if missing:
         raise BenchError(f"missing {', '.join(missing)}: run bench/run.sh as root to install them")
@@ -93,7 +146,10 @@ def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[
         progress(f"no anchor script at {anchors.DEFAULT}: measuring direct and tunnel-core only")
         emit({"note": "anchors.sh absent: socat, ssh -R and stunnel not measured"})
     up = start_upstreams(procs, work)
-    tunnel = start_tunnel(procs, work, engine, [up.iperf3_port, up.http_port], "throughput")
+    tunnels = {
+        name: start_tunnel(procs, work, cmd, [up.iperf3_port, up.http_port], f"throughput-{name}")
+        for name, cmd in ours.items()
+    }
     samples: list[loadgen.Sample] = []
     for run in range(1, args.runs + 1):
         run_samples: list[loadgen.Sample] = []
@@ -108,26 +164,19 @@ def throughput(procs: Procs, work: Path, args: argparse.Namespace, engine: list[
             run_samples += loadgen.measure(
                 run, "direct", up.iperf3_port, up.http_port, args.duration
             )
-        progress(f"run {run}/{args.runs}: tunnel-core")
-        pub = tunnel.public
-        run_samples += loadgen.measure(
-            run,
-            report.OURS,
-            pub[up.iperf3_port],
-            pub[up.http_port],
-            args.duration,
-            (tunnel.server.pid, tunnel.client.pid),
-        )
+        for name, tunnel in tunnels.items():
+            progress(f"run {run}/{args.runs}: {name}")
+            pub = tunnel.public
+            sides = (("server", [tunnel.server.pid]), ("client", [tunnel.client.pid]))
+            run_samples += loadgen.measure(
+                run, name, pub[up.iperf3_port], pub[up.http_port], args.duration, sides
+            )
         for s in run_samples:
             emit(s.as_json())
-        run_ratios = report.ratios(run_samples)
-        for r in run_ratios:
+        for r in report.ratios(run_samples, loadgen.TESTS):
             emit(r.as_json())
         samples += run_samples
-    summary = report.medians(samples, report.ratios(samples))
-    for m in summary:
-        emit(m.as_json())
-    print(report.table(summary), file=sys.stderr, flush=True)
+    summarise(samples, loadgen.TESTS, args.start_load)
 
 
 def main(argv: list[str]) -> int:
@@ -145,8 +194,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGALRM, overtime)
     signal.alarm(args.max_seconds)
     work = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
+    work.chmod(0o711)  # nginx's and PostgreSQL's users must reach their directories below
     procs = Procs(work)
     only = args.only.split(",")
+    args.start_load = os.getloadavg()[0]
+    if args.start_load > report.BUSY_LOAD:
+        progress(f"load average {args.start_load:.2f} at start: figures of this run are unreliable")
+    ours = engines(args)
 
     def stall() -> None:
         for direction in ("upload", "download"):
@@ -157,19 +211,29 @@ def main(argv: list[str]) -> int:
         emit(create_to_first_byte(procs, work, engine))
 
     sections: dict[str, Callable[[], None]] = {
-        "throughput": lambda: throughput(procs, work, args, engine),
+        "throughput": lambda: throughput(procs, work / "throughput", args, ours),
+        "reqresp": lambda: request_response(procs, work / "reqresp", args, ours),
         "idle": lambda: emit(idle_connections(procs, work, engine, args.idle_connections)),
         "stall": stall,
         "cli": cli,
     }
     started = time.monotonic()
-    emit({"note": "machine at start", "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]})
+    emit(
+        {
+            "note": "machine at start",
+            "cpus": os.cpu_count(),
+            "loadavg_1m": args.start_load,
+            "reliable": args.start_load <= report.BUSY_LOAD,
+        }
+    )
     failed: list[str] = []
     try:
         for name in SECTIONS:
             if name not in only:
                 continue
             progress(f"section {name}")
+            if name in ("throughput", "reqresp"):
+                (work / name).mkdir()
             try:
                 sections[name]()
             except Overtime:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from bench.procs import BenchError, cpu_seconds
+from bench.procs import BenchError, tree_cpu_seconds
 
 BULK = "bulk_1stream_MBps"
 HTTP = "http_small_c50_rps"
@@ -39,7 +39,8 @@ class Sample:
         )
 
 
-def _run(argv: list[str], timeout: float) -> str:
+def run_tool(argv: list[str], timeout: float) -> str:
+    """stdout of a load tool; a missing tool, a time-out or a failure is a BenchError."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
@@ -52,7 +53,7 @@ def _run(argv: list[str], timeout: float) -> str:
 
 
 def bulk(run: int, path: str, port: int, duration: int) -> Sample:
-    out = _run(
+    out = run_tool(
         ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"], duration + 30
     )
     try:
@@ -64,7 +65,7 @@ def bulk(run: int, path: str, port: int, duration: int) -> Sample:
 
 def http_small(run: int, path: str, port: int, duration: int) -> Sample:
     url = f"http://127.0.0.1:{port}/small"
-    out = _run(["wrk", "-t2", "-c50", f"-d{duration}s", "--latency", url], duration + 30)
+    out = run_tool(["wrk", "-t2", "-c50", f"-d{duration}s", "--latency", url], duration + 30)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
     if rps is None or p99 is None:
@@ -78,7 +79,7 @@ def http_small(run: int, path: str, port: int, duration: int) -> Sample:
 
 def new_connections(run: int, path: str, port: int) -> Sample:
     url = f"http://127.0.0.1:{port}/small"
-    out = _run(["hey", "-n", "2000", "-c", "50", "-disable-keepalive", url], 120)
+    out = run_tool(["hey", "-n", "2000", "-c", "50", "-disable-keepalive", url], 120)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
         raise BenchError(f"hey printed no figures for {path}: {out[-500:]}")
@@ -90,13 +91,18 @@ def new_connections(run: int, path: str, port: int) -> Sample:
 
 
 def measure(
-    run: int, path: str, bulk_port: int, http_port: int, duration: int, pids: Sequence[int] = ()
+    run: int,
+    path: str,
+    bulk_port: int,
+    http_port: int,
+    duration: int,
+    sides: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> list[Sample]:
     """The three tests against one path, in the anchor script's order.
 
-    With `pids` (the tunnel's processes), each figure also carries their CPU use
-    during the test, in % of one core: on a busy machine it tells whether the tunnel
-    was starved or saturated, which the throughput alone cannot.
+    With `sides` (("server", pids), ("client", pids)), each figure also carries each
+    side's CPU use during the test, in % of one core, and for bulk its CPU seconds per
+    GB moved: on a 1-vCPU exit server, CPU per byte is what caps sustained throughput.
     """
     tests: list[Callable[[], Sample]] = [
         partial(bulk, run, path, bulk_port, duration),
@@ -105,11 +111,16 @@ def measure(
     ]
     samples = []
     for test in tests:
-        before, started = sum(map(cpu_seconds, pids)), time.monotonic()
+        before = [sum(map(tree_cpu_seconds, pids)) for _, pids in sides]
+        started = time.monotonic()
         sample = test()
-        if pids:
-            used = sum(map(cpu_seconds, pids)) - before
-            cpu = round(100 * used / (time.monotonic() - started))
-            sample = replace(sample, extra=(*sample.extra, ("tunnel_cpu_pct", str(cpu))))
-        samples.append(sample)
+        elapsed = time.monotonic() - started
+        extra = list(sample.extra)
+        for (side, pids), was in zip(sides, before, strict=True):
+            used = sum(map(tree_cpu_seconds, pids)) - was
+            extra.append((f"{side}_cpu_pct", str(round(100 * used / elapsed))))
+            if sample.test == BULK and sample.value:
+                gigabytes = sample.value * duration / 1e3
+                extra.append((f"{side}_cpu_s_per_GB", f"{used / gigabytes:.2f}"))
+        samples.append(replace(sample, extra=tuple(extra)))
     return samples
