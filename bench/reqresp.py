@@ -35,7 +35,7 @@ REDIS_REQUESTS_PER_S = 10_000
 TOOLS = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
-    "pgbench": "postgresql-contrib",
+    "pgbench": "postgresql",
     "socat": "socat",
     "stunnel": "stunnel4",
 }
