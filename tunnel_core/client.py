@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .protocol import ws
 from .protocol.mux import Event, GoAway, Role, Welcome
-from .session import Session, SessionLimits, Stream
+from .session import Session, SessionLimits, Stream, set_keepalive
 
 log = logging.getLogger("tunnel_core")
 
@@ -65,6 +66,10 @@ class ClientConfig:
     initial_window: int | None = None
     #: What the server may make us buffer; no rate limits (the server opens the streams).
     limits: SessionLimits = field(default_factory=SessionLimits)
+    #: Sent in every hello; a connection with the same id replaces an older one on the
+    #: server at once (the old one may be dead without the server knowing yet). Random
+    #: per process by default; give a replacement client the same id to take over.
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -122,7 +127,7 @@ async def connect(
         on_event(event)
 
     session._on_event = events
-    session.mux.send_hello(config.hello)
+    session.mux.send_hello({"client_id": config.client_id} | config.hello)
     session.schedule_flush()
     await asyncio.wait(
         (welcome, session.closed),
@@ -161,6 +166,7 @@ class _Handshake(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; the interface is the same.
         self.transport = tr = cast(asyncio.Transport, transport)
+        set_keepalive(tr, self.config.keepalive, 3 * self.config.keepalive)
         if self.config.fingerprint is not None:
             der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
             try:

@@ -21,10 +21,12 @@ import h11
 from .errors import Refused, TunnelError
 from .protocol import ws
 from .protocol.mux import Event, GoAway, Hello, Role
-from .session import SERVER_LIMITS, Session, SessionLimits, Stream
+from .session import SERVER_LIMITS, Session, SessionLimits, Stream, set_keepalive
 
 log = logging.getLogger("tunnel_core")
 PROTOCOL_VERSION = 1
+#: Longest ``client_id`` a hello may carry.
+MAX_CLIENT_ID = 128
 
 
 class DataPlane(Protocol):
@@ -61,6 +63,11 @@ class ServerConfig:
     initial_window: int | None = None
     #: Per-session limits (rates, what a client may make us buffer); see SessionLimits.
     limits: SessionLimits = SERVER_LIMITS
+    #: Ping every client this often (seconds); TCP keepalive probes at the same pace.
+    keepalive: float = 15.0
+    #: Drop a client we heard nothing from (not even a PONG) for this long: its host may
+    #: have vanished without a FIN, and it still holds its ports. 3 pings by default.
+    keepalive_timeout: float = 45.0
     #: Extra GET routes on the control port (path -> JSON body factory), e.g. for status.
     routes: dict[str, Any] = field(default_factory=dict)
     #: GET routes behind the token (path -> () -> (body, content type)), e.g. /metrics.
@@ -74,6 +81,8 @@ class TunnelServer:
         self.config = config
         self.plane = plane
         self.sessions: set[Session] = set()
+        #: Registered sessions by the ``client_id`` of their hello (when they sent one).
+        self._by_id: dict[str, Session] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -153,6 +162,13 @@ class TunnelServer:
                     f"this server runs {self.plane.mode} mode, the client asked for "
                     f"{info.get('mode')!r}"
                 )
+            client_id = info.get("client_id")
+            if client_id is not None and not (
+                isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID
+            ):
+                raise Refused(f"the hello's client_id must be a string of 1-{MAX_CLIENT_ID}")
+            if client_id is not None:
+                self._take_over(client_id, session)
             extra = await self.plane.register(session, info)
         except Refused as exc:
             log.warning("refused %s: %s", session.peer, exc)
@@ -160,15 +176,49 @@ class TunnelServer:
             session.close("refused", 1008)
             return
         self.sessions.add(session)
+        if client_id is not None:
+            self._by_id[client_id] = session
         session.mux.send_welcome({"ok": True, "version": PROTOCOL_VERSION} | extra)
         session.schedule_flush()
         log.info("client %s connected (%s)", session.peer, _describe(info))
+        pinging = asyncio.ensure_future(self._keepalive(session))
         try:
             await session.closed
         finally:
-            self.sessions.discard(session)
-            self.plane.unregister(session)
+            pinging.cancel()
+            if session in self.sessions:  # else a newer connection replaced it already
+                self._unregister(session)
             log.info("client %s disconnected %s", session.peer, session.close_reason)
+
+    def _unregister(self, session: Session) -> None:
+        self.sessions.discard(session)
+        for client_id in [k for k, v in self._by_id.items() if v is session]:
+            del self._by_id[client_id]
+        self.plane.unregister(session)
+
+    def _take_over(self, client_id: str, session: Session) -> None:
+        """A client that reconnects (same ``client_id``) replaces its old connection at
+        once: the old one is presumed dead (its host vanished without a FIN, or the path
+        broke), and waiting for the keepalive to notice would keep its ports taken."""
+        old = self._by_id.get(client_id)
+        if old is None or old is session:
+            return
+        self._unregister(old)
+        old.drop(f"replaced by a new connection of the same client from {session.peer}")
+
+    async def _keepalive(self, session: Session) -> None:
+        """Ping the client; drop it once nothing came from it for ``keepalive_timeout``."""
+        loop = asyncio.get_running_loop()
+        interval, timeout = self.config.keepalive, self.config.keepalive_timeout
+        while not session.closed.done():
+            silent = loop.time() - session.last_received
+            if silent >= timeout:
+                session.drop(f"nothing received for {silent:.0f}s (keepalive_timeout)")
+                return
+            if silent >= interval:
+                session.mux.ping()
+                session.schedule_flush()
+            await asyncio.wait((session.closed,), timeout=min(interval, timeout - silent))
 
 
 def _describe(info: dict[str, Any]) -> str:
@@ -190,6 +240,8 @@ class _Handshake(asyncio.Protocol):
         self.transport = tr = cast(asyncio.Transport, transport)
         peer = tr.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        config = self.server.config
+        set_keepalive(tr, config.keepalive, config.keepalive_timeout)
         self._timer = asyncio.get_running_loop().call_later(
             self.server.config.handshake_timeout, tr.abort
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,31 @@ class SessionLimits:
 #: data sends a few thousand frames/s (DATA carries up to 256 KiB); none of our clients
 #: opens streams (the server opens them), so a thousand a second is already abuse.
 SERVER_LIMITS = SessionLimits(max_frame_rate=50_000, max_open_rate=1_000)
+
+
+def set_keepalive(transport: asyncio.BaseTransport, interval: float, timeout: float) -> None:
+    """TCP keepalive on a control connection's socket: the kernel probes an idle peer
+    every ``interval`` and, where it can, gives up on unacknowledged data after ``timeout``
+    (``TCP_USER_TIMEOUT``), so a peer that vanished without a FIN is noticed even by a
+    side that is not pinging. Best effort: options the platform lacks are skipped."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle = max(1, int(interval))
+    for name, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", idle),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000))),
+    ):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:  # pragma: no cover - a platform without that option
+            log.debug("cannot set socket option %s on the control connection", option)
 
 
 class StreamSink(Protocol):

@@ -27,6 +27,7 @@ _VALUE_FLAGS = (
     ("port", "--port", False),
     ("metrics_port", "--metrics-port", False),
     ("allow_ports", "--allow-ports", False),
+    ("keepalive", "--keepalive", False),
     ("max_connections", "--max-connections", False),
     ("max_connections_per_ip", "--max-connections-per-ip", False),
     ("header_timeout", "--header-timeout", False),

@@ -10,6 +10,7 @@ and the figure of the bug, so a loaded machine does not make them flaky.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -289,3 +290,41 @@ def test_a_client_opening_streams_in_a_flood_is_cut(engine, loop):
     server.process.wait_log("opens/s (max_open_rate)")
     assert peak_mb(server.process.pid) < 150
     client.close()
+
+
+# 4. A vanished client ---------------------------------------------------------------------
+
+
+def test_a_vanished_client_is_expired_and_its_ports_go_to_the_next(engine, loop):
+    """The client's host vanished without a FIN (SIGSTOP: the kernel still acks, nothing
+    answers). Before: /healthz counted it for good and its ports stayed taken."""
+    upstream = EchoUpstream()
+    server = engine.tcp_server("--keepalive", "0.5")
+    public = free_port()
+    first = engine.tcp_client(server, f"{public}:{upstream.port}")
+    wait_for(lambda: server.clients() == 1, what="the first client")
+    first.signal(signal.SIGSTOP)
+    server.process.wait_log("nothing received for", timeout=10)
+    assert "(keepalive_timeout)" in server.process.stderr()
+    wait_for(lambda: server.clients() == 0, timeout=5, what="the session to expire")
+    engine.tcp_client(server, f"{public}:{upstream.port}")
+    wait_for(lambda: _answers(public), what="the next client to serve the port")
+    upstream.sock.close()
+
+
+def test_a_client_reconnecting_with_the_same_id_takes_its_ports_over_at_once(engine, loop):
+    """Its old connection is dead but the server cannot know yet. Before: the new one was
+    refused "already served by another client" until the old one timed out."""
+    upstream = EchoUpstream()
+    server = engine.tcp_server()
+    public = free_port()
+    old = HostileClient(server)
+    old.register([public], client_id="laptop-1")  # then silent: the path broke
+    new = engine.tcp_client(server, f"{public}:{upstream.port}", "--client-id", "laptop-1")
+    new.wait_log(f"connected to {server.url}")
+    server.process.wait_log("replaced by a new connection of the same client")
+    wait_for(lambda: _answers(public), what="the new connection to serve the port")
+    assert server.clients() == 1
+    assert "already served" not in new.stderr()
+    old.close()
+    upstream.sock.close()

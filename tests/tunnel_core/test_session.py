@@ -337,3 +337,28 @@ def test_window_then_reset_in_one_message_resets_only_that_stream():
         assert any(b"still fine" in chunk for chunk in transport.out)
 
     run(scenario())
+
+
+def test_the_server_sets_tcp_keepalive_pings_each_client_and_expires_a_silent_one():
+    import socket
+
+    from tunnel_core.protocol.mux import PingReceived
+
+    async def main() -> None:
+        server, plane, config = await start()
+        server.config.keepalive, server.config.keepalive_timeout = 0.05, 0.3
+        events: list[Any] = []
+        session, _ = await connect(config, spawn, events.append)
+        ours = plane.sessions[0]
+        sock = ours.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 300
+        await _until(lambda: any(isinstance(e, PingReceived) for e in events))
+        session.transport.pause_reading()  # the client goes silent (its PONGs stop)
+        await asyncio.wait_for(ours.closed, 5)
+        assert "(keepalive_timeout)" in ours.close_reason
+        assert not plane.sessions
+        session.transport.abort()
+        await server.close()
+
+    run(main())

@@ -33,6 +33,13 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="RANGES",
         help="ports clients may ask for, e.g. 1024-65535 or 80,443,8000-9000 (1024-65535)",
     )
+    server.add_argument(
+        "--keepalive",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="ping every client this often; drop one silent for 3 intervals (15)",
+    )
     add_generate_arg(server)
     server.set_defaults(func=server_main)
     client = roles.add_parser(
@@ -51,6 +58,12 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="PORTS",
         help="public ports to forward, PORT or PUBLIC:UPSTREAM, comma-separated (8000,2222:22)",
     )
+    client.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="identity sent to the server; a connection with the same id takes over the "
+        "ports of an older one at once (default: random per process)",
+    )
     client.set_defaults(func=client_main)
 
 
@@ -66,6 +79,8 @@ def server_main(args: argparse.Namespace) -> int:
             ssl_context=ctx,
             bind=args.bind,
             control_port=args.control_port,
+            keepalive=args.keepalive,
+            keepalive_timeout=3 * args.keepalive,
         )
         return config, TcpServerPlane(args.bind, parse_port_ranges(args.allow_ports)), fingerprint
 
@@ -94,6 +109,8 @@ def client_main(args: argparse.Namespace) -> int:
             fingerprint=options.client_pin(args),
             insecure=args.insecure,
         )
+        if args.client_id:
+            config.client_id = args.client_id
 
         def connected(info: object) -> None:
             log.info("connected to %s; forwarding %s", args.url, args.ports)
