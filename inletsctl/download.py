@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import tempfile
 import time
 import urllib.error
@@ -35,9 +36,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from inletsctl import release
 from inletsctl.errors import InletsctlError, UsageError
+from providers.cloudapi import network_cause
 from providers.models import Engine
 
 #: Upstream inlets-pro releases (GitHub layout, as for our own engine).
@@ -243,11 +246,23 @@ def fetch(url: str, out: BinaryIO, retry: Retry, progress: Progress | None = Non
                 ) from exc
             last = exc
         except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, short bodies
+            _fail_if_unresolvable(url, exc)
             last = exc
+    cause = network_cause(last) if last else ""
     raise DownloadError(
-        f"gave up on {url} after {retry.attempts} attempts: {last}",
+        f"gave up on {url} after {retry.attempts} attempts: {cause or last}",
         hint="Check the network or proxy (https_proxy), then run the command again.",
     )
+
+
+def _fail_if_unresolvable(url: str, exc: BaseException) -> None:
+    """A name that does not resolve will not resolve a second later: say so at once."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, socket.gaierror):
+        raise DownloadError(
+            f"cannot resolve {urlsplit(url).hostname}: {reason.strerror or reason}",
+            hint="Check the network and DNS (or https_proxy), and --release-url.",
+        ) from exc
 
 
 def fetch_text(url: str, retry: Retry) -> str:
@@ -261,12 +276,14 @@ def latest_tag(base: str, retry: Retry) -> str:
     """The newest release, read from where ``<base>/latest`` redirects (as GitHub does)."""
     url = f"{base}/latest"
     opener = urllib.request.build_opener(_NoRedirect)
+    why = ""
     for attempt in range(1, retry.attempts + 1):
         if attempt > 1:
             retry.pause(attempt - 1)
         try:
             with opener.open(urllib.request.Request(url, method="HEAD"), timeout=retry.timeout):
-                break  # answered without redirecting: not a release server we understand
+                why = "it answered without redirecting to a release tag"
+                break
         except urllib.error.HTTPError as exc:
             exc.close()
             location = exc.headers.get("Location", "") if exc.code in (301, 302, 303, 307) else ""
@@ -274,12 +291,16 @@ def latest_tag(base: str, retry: Retry) -> str:
                 found = location.rstrip("/").rsplit("/", 1)[-1]
                 if re.fullmatch(r"v?\d+(\.\d+)*([-+.][0-9A-Za-z.-]+)?", found):
                     return found
+                why = f"it redirected to {location}, which names no release tag"
+            else:
+                why = f"it answered {exc.code} {exc.reason}"
             if exc.code < 500:
                 break
-        except OSError:
-            continue
+        except OSError as exc:
+            _fail_if_unresolvable(url, exc)
+            why = network_cause(exc) or str(exc)
     raise DownloadError(
-        f"cannot find the latest release at {url}",
+        f"cannot find the latest release at {url}: {why}",
         hint="Pass --version vX.Y.Z, or check --release-url.",
     )
 

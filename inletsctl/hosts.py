@@ -136,12 +136,24 @@ def build_spec(
             f"no --ports: the server accepts any port in {ServerSpec.allow_ports} that a "
             "client asks for, and the firewall opens all of them; pass --ports to narrow it."
         )
-    wants_user_data = dry_run or getattr(provider, "consumes_user_data", True)
+    boots_a_vm = getattr(provider, "consumes_user_data", True)
+    wants_user_data = dry_run or boots_a_vm
     artifact = (
         release.artifact(req.release_url or None)
         if wants_user_data and req.engine is Engine.TUNNEL_CORE
         else None
     )
+    if (
+        boots_a_vm
+        and artifact
+        and artifact.local_build
+        and release.is_default_base(req.release_url)
+    ):
+        warn(
+            f"{artifact.name} is a local build (a source checkout), so {artifact.url} "
+            "may not serve it, and the VM refuses any other file. Host it yourself "
+            "(`make dist` builds it) and pass --release-url, or install a released inletsctl."
+        )
     if req.token:
         with map_provider_errors():
             cloud_init.check_token(req.token)

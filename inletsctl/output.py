@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from inletsctl.summary import TOKEN_ENV, Summary
+from inletsctl.summary import TOKEN_ENV, Summary, netloc
+from providers.models import ServerSpec
 
 
 class Format(str, enum.Enum):
@@ -94,6 +95,14 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"Auth token: {summary.token}")
     if summary.domains:
         lines.append(f"HTTPS domains: {summary.domains}")
+    if summary.public_url:
+        lines.append(f"Public URL: {summary.public_url}")
+    elif summary.mode == "tcp" and summary.ports:
+        public = (p.partition(":")[0] for p in summary.ports.split(","))
+        host = netloc(summary.ip) or "<pending>"
+        lines.append(f"Public TCP ports: {', '.join(f'{host}:{p}' for p in public)}")
+    elif summary.mode == "tcp":
+        lines.append(f"Public TCP ports: any in {ServerSpec.allow_ports} the client asks for")
     if summary.status == "deleted":
         return [*lines, "", "It is deleted: nothing to connect to. Make a new one with:",
                 "  inletsctl create"]  # fmt: skip
@@ -139,16 +148,20 @@ def write_rows(out: Console, rows: Iterable[Sequence[str]]) -> None:
         out.file.write("\t".join(printable(v) for v in row) + "\n")
 
 
+def write_table(out: Console, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A rich table with a header on a TTY; in a pipe, one tab-separated line per row and
+    nothing else, so ``cut -f1`` gives the ids."""
+    if not out.is_terminal:
+        write_rows(out, rows)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(literal(v) for v in row))
+    out.print(table)
+
+
 def show_table(rows: Sequence[Summary], fmt: Format, console: Console | None = None) -> None:
-    """A rich table on a TTY; tab-separated lines, one per host, in a pipe."""
     if fmt is Format.json:
         emit_json([as_dict(r) for r in rows])
         return
-    out = console or stdout()
-    if not out.is_terminal:
-        write_rows(out, (_row(r) for r in rows))
-        return
-    table = Table(*_COLUMNS)
-    for r in rows:
-        table.add_row(*(literal(v) for v in _row(r)))
-    out.print(table)
+    write_table(console or stdout(), _COLUMNS, [_row(r) for r in rows])

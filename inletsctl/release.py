@@ -75,6 +75,9 @@ class Artifact:
     sha256: str
     version: str
     name: str = PYZ_NAME
+    #: built here from a source checkout, not pinned by ``make dist``: the release at
+    #: ``url`` (if there is one) holds another file, which the VM would refuse
+    local_build: bool = False
 
 
 def version() -> str:
@@ -94,6 +97,11 @@ def tag(ver: str | None = None) -> str:
     return ver if ver.startswith("v") else f"v{ver}"
 
 
+def is_default_base(release_url: str | None = None) -> bool:
+    """Nobody chose where releases come from (no flag, no environment variable)."""
+    return not (release_url or os.environ.get(RELEASE_URL_ENV))
+
+
 def release_base(release_url: str | None = None) -> str:
     """Flag beats environment beats the default; a trailing slash is dropped."""
     base = release_url or os.environ.get(RELEASE_URL_ENV) or DEFAULT_RELEASE_URL
@@ -109,7 +117,8 @@ def artifact(release_url: str | None = None) -> Artifact:
     ver = version()
     pinned = pinned_sha256(ver)
     digest = pinned if pinned else sha256_file(local_pyz())
-    return Artifact(url=asset_url(PYZ_NAME, ver, release_url), sha256=digest, version=ver)
+    url = asset_url(PYZ_NAME, ver, release_url)
+    return Artifact(url=url, sha256=digest, version=ver, local_build=not pinned)
 
 
 def local_pyz(cache_dir: Path | None = None) -> Path:
@@ -137,6 +146,7 @@ def build_pyz(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> bytes:
             entries[arcname] = path.read_bytes()
     entries.update(_license_entries(packages))
     entries["__main__.py"] = _main_py(_min_python(packages)).encode()
+    entries.update(_engine_metadata(version()))
     buf = io.BytesIO()
     buf.write(SHEBANG)
     with zipfile.ZipFile(buf, "w") as zf:
@@ -248,6 +258,13 @@ def _min_python(packages: tuple[str, ...]) -> tuple[int, int]:
             if match := _MIN_PYTHON.search(spec):
                 floor = max(floor, (int(match.group(1)), int(match.group(2))))
     return floor
+
+
+def _engine_metadata(ver: str) -> dict[str, bytes]:
+    """A dist-info of the engine inside the pyz, so ``tunnel-core --version`` on a VM reads
+    the release it came from the standard way (importlib.metadata searches zip files)."""
+    metadata = f"Metadata-Version: 2.1\nName: tunnel-core\nVersion: {ver}\n"
+    return {f"tunnel_core-{ver}.dist-info/METADATA": metadata.encode()}
 
 
 def _main_py(min_python: tuple[int, int]) -> str:

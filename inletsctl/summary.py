@@ -79,9 +79,24 @@ def delete_argv(record: HostRecord) -> list[str]:
     return argv + (["--region", record.region] if record.region else [])
 
 
+def netloc(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
 def url(record: HostRecord) -> str:
-    host = f"[{record.ip}]" if ":" in record.ip else record.ip
-    return f"wss://{host or '<pending>'}:{record.control_port}"
+    return f"wss://{netloc(record.ip) or '<pending>'}:{record.control_port}"
+
+
+def public_url(record: HostRecord) -> str | None:
+    """Where the world reaches an HTTP tunnel (Caddy's HTTPS name, else the data port).
+
+    None for TCP, whose public side is the IP and its ports, and before there is an IP.
+    """
+    if record.mode != "http":
+        return None
+    if record.domains:
+        return f"https://{record.domains.split(',')[0]}"
+    return f"http://{netloc(record.ip)}:{record.data_port}" if record.ip else None
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,8 @@ class Summary:
     tls_fingerprint: str
     client_command: str
     delete_command: str
+    #: ``http://IP:8000`` or ``https://DOMAIN``; None in TCP mode (see ``ports``)
+    public_url: str | None = None
     #: the tunnel server answered with the pinned certificate (status ``ready``); scripts
     #: test this instead of knowing every status word
     ready: bool = False
@@ -131,6 +148,7 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: s
         tls_fingerprint=record.fingerprint,
         client_command="" if gone else shlex.join(client_argv(record, upstream, ports)),
         delete_command="" if gone else shlex.join(delete_argv(record)),
+        public_url=public_url(record),
         ready=record.status == READY,
         token=token,
     )

@@ -323,3 +323,18 @@ def test_pyz_runs_a_tcp_tunnel_isolated(dist: Path, tmp_path: Path, echo_server:
                 proc.wait(timeout=5)
         log.close()
     assert [p.returncode for p in procs] == [0, 0], (tmp_path / "tunnel.log").read_text()
+
+
+def test_the_engine_in_the_pyz_says_its_release(tmp_path: Path) -> None:
+    """On a VM nothing but the pyz is installed: its own metadata answers --version."""
+    pyz = release.local_pyz(tmp_path)
+    with zipfile.ZipFile(pyz) as zf:
+        assert f"tunnel_core-{release.version()}.dist-info/METADATA" in zf.namelist()
+    res = subprocess.run(  # -S: no site-packages, so no installed inletsctl to ask
+        [sys.executable, "-I", "-S", str(pyz), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"tunnel-core {release.version()}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from . import status
 from .http import cli as http_cli
@@ -15,12 +16,23 @@ from .tcp import cli as tcp_cli
 MODES = [tcp_cli.register, http_cli.register, status.register]
 
 
+def engine_version() -> str:
+    """The release this engine is: the pyz carries its own metadata, an install inletsctl's."""
+    for dist in ("tunnel-core", "inletsctl"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-core",
         description="TCP and HTTP tunnels over a TLS WebSocket.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"tunnel-core {engine_version()}")
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     for register in MODES:
         register(modes)

@@ -8,7 +8,7 @@ import typer
 
 from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError, map_provider_errors
-from inletsctl.output import Format, emit_json, show_table, stdout, write_rows
+from inletsctl.output import Format, emit_json, show_table, stdout, write_table
 from inletsctl.providers_config import Access, open_provider
 from inletsctl.store import Store
 from inletsctl.summary import summarise
@@ -54,6 +54,8 @@ def list_hosts(
     if output is Format.json:
         emit_json(docs)
         return
-    write_rows(
-        stdout(), ((d["id"], d["provider"], d["status"], d["ip"] or "-", d["name"]) for d in docs)
+    write_table(
+        stdout(),
+        ("ID", "PROVIDER", "STATUS", "IP", "NAME"),
+        [(d["id"], d["provider"], d["status"], d["ip"] or "-", d["name"]) for d in docs],
     )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -334,6 +338,31 @@ def test_letsencrypt_staging_and_inlets_version_reach_the_user_data(
     assert fetch[-1].endswith("/inlets-pro/releases/download/0.10.1/inlets-pro")
 
 
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_local_build_of_the_pyz_is_a_warning_unless_its_url_was_chosen(
+    capsys: pytest.CaptureFixture[str],
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pinned: bool,
+) -> None:
+    from inletsctl import release
+
+    monkeypatch.delenv(release.RELEASE_URL_ENV, raising=False)
+    if pinned:  # as an install from `make dist`'s wheel: the digest it pins is the release's
+        monkeypatch.setattr(release, "pinned_sha256", lambda ver: "ab" * 32)
+    else:
+        monkeypatch.setattr(release, "pinned_sha256", lambda ver: "")
+    aws = ["-p", "aws", "-a", "testing", "--secret-key", "testing", "--http", "--dry-run"]
+    rc, _, err = cli(capsys, "create", *aws)
+    assert rc == 0, err
+    assert ("Warning: tunnel-core.pyz is a local build" in err) is not pinned
+    assert "--release-url" in err or pinned
+    rc, _, err = cli(capsys, "create", *aws, "--release-url", "http://127.0.0.1:9/r")
+    assert rc == 0 and "local build" not in err, "the user serves it"
+    rc, _, err = cli(capsys, "create", "--http", "--dry-run")
+    assert rc == 0 and "local build" not in err, "local boots no VM from the release"
+
+
 def test_hostile_domain_is_a_usage_error(capsys: pytest.CaptureFixture[str], state_dir: Path):
     rc, _, err = cli(
         capsys,
@@ -357,6 +386,51 @@ def test_version_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_list_text_and_json_when_empty(capsys: pytest.CaptureFixture[str], state_dir: Path):
     assert cli(capsys, "list", "-o", "json")[1] == "[]\n"
     assert cli(capsys, "list")[:2] == (0, "")
+
+
+def in_a_terminal(*args: str, env: dict[str, str]) -> str:
+    """What `inletsctl ARGS` writes to stdout when stdout is a terminal (a pty)."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inletsctl", *args],
+            stdout=follower,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **env},
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 1 << 16)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("remote", [[], ["--remote", "-p", "latecloud"]])
+def test_list_has_a_header_on_a_terminal_and_only_rows_in_a_pipe(
+    plugins: dict[str, str], state_dir: Path, remote: list[str]
+) -> None:
+    made = run_cli("create", "-p", "latecloud", "--tcp", "--ports", "8080", "--wait", "none",
+                   "-o", "json", env=plugins)  # fmt: skip
+    host = json.loads(made.stdout)
+    host_id = host["id"] if not remote else host["provider_id"]
+    shown = in_a_terminal("list", *remote, env=plugins)
+    assert re.search(r"ID\s.*PROVIDER\s.*STATUS", shown), shown
+    assert host_id in shown
+    piped = run_cli("list", *remote, env=plugins)
+    assert piped.stdout.splitlines()[0].split("\t")[0] == host_id
+    assert len(piped.stdout.splitlines()) == 1, "no header, no decoration"
 
 
 def test_no_state_dir_permission_is_a_state_error(tmp_path: Path) -> None:

@@ -291,3 +291,40 @@ def test_command_pro_flag_is_inlets_pro(bindir: Path, capsys: pytest.CaptureFixt
     assert code == 0, err
     assert "Installed inlets-pro 0.9.40" in out
     assert (bindir / "inlets-pro").read_bytes() == binary
+
+
+def test_a_name_that_does_not_resolve_fails_at_once_naming_dns(
+    bindir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No retries, no backoff: the resolver's answer will not change in the next 8 s."""
+    import socket
+
+    asked: list[str] = []
+    paused: list[float] = []
+
+    def no_such_name(host: str, *args: object, **kwargs: object) -> object:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    retry = Retry(attempts=5, timeout=5.0, backoff=1.0, sleep=paused.append)
+    req = Request(release_url="http://releases.invalid/r", download_to=bindir, os_name="linux")
+    with pytest.raises(DownloadError, match="cannot resolve releases.invalid") as info:
+        download(req, retry)
+    assert "Name or service not known" in info.value.message and "DNS" in info.value.hint
+    assert (asked, paused) == (["releases.invalid"], [])
+    pro = Request(engine=Engine.INLETS_PRO, release_url="http://releases.invalid/r",
+                  download_to=bindir, os_name="linux")  # fmt: skip
+    with pytest.raises(DownloadError, match="cannot resolve releases.invalid"):
+        download(pro, retry)  # looking up the latest release fails just as fast
+    assert paused == []
+
+
+def test_no_latest_release_says_what_the_server_answered(
+    server: ReleaseServer, bindir: Path
+) -> None:
+    pro = _req(server, bindir, engine=Engine.INLETS_PRO)
+    with pytest.raises(DownloadError, match="cannot find the latest release") as info:
+        download(pro, FAST)
+    assert "it answered 404" in info.value.message
+    assert "--version" in info.value.hint

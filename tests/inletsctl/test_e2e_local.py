@@ -92,6 +92,7 @@ def test_create_connect_get_delete(state_dir: Path, upstream: int, mode: str) ->
     else:
         public = host["data_port"]
         assert public > 0 and public != host["control_port"]
+        assert host["public_url"] == f"http://127.0.0.1:{public}"
     assert host["tls_fingerprint"].startswith("sha256:") and len(host["tls_fingerprint"]) == 71
     assert f"--tls-fingerprint {host['tls_fingerprint']}" in host["client_command"]
     assert host["token"] not in host["client_command"], "the client reads it from INLETS_TOKEN"

@@ -5,6 +5,7 @@ import shlex
 import pytest
 
 from inletsctl.errors import UsageError
+from inletsctl.output import as_dict, summary_lines
 from inletsctl.store import HostRecord
 from inletsctl.summary import check_upstream, client_argv, summarise
 
@@ -87,3 +88,30 @@ def test_ready_only_when_the_server_answered_with_the_pinned_certificate() -> No
 
     assert ready("ready")
     assert not any(map(ready, ["active", "unready", "creating", "failed", "deleted"]))
+
+
+def test_public_url_per_mode_in_json_and_text() -> None:
+    http = HostRecord(**{**RECORD.__dict__, "mode": "http", "ip": "192.0.2.1", "ports": ""})
+    https = HostRecord(**{**http.__dict__, "domains": "a.example.com,b.example.com"})
+    pending = HostRecord(**{**http.__dict__, "ip": ""})
+    assert summarise(http, False).public_url == "http://192.0.2.1:8000"
+    assert summarise(https, False).public_url == "https://a.example.com"
+    assert summarise(pending, False).public_url is None
+    assert summarise(RECORD, False).public_url is None, "TCP: the ports say it"
+    assert as_dict(summarise(http, False))["public_url"] == "http://192.0.2.1:8000"
+    assert "Public URL: http://192.0.2.1:8000" in summary_lines(summarise(http, False))
+    tcp = summary_lines(summarise(RECORD, False))
+    assert "Public TCP ports: [2001:db8::1]:80, [2001:db8::1]:2222" in tcp
+    anyport = HostRecord(**{**RECORD.__dict__, "ports": ""})
+    assert "Public TCP ports: any in 1024-65535 the client asks for" in summary_lines(
+        summarise(anyport, False)
+    )
+
+
+def test_text_summary_says_how_to_set_the_token() -> None:
+    shown = summary_lines(summarise(RECORD, show_token=True))
+    assert "  export INLETS_TOKEN=s3cret" in shown
+    hidden = "\n".join(summary_lines(summarise(RECORD, show_token=False)))
+    assert "s3cret" not in hidden
+    assert "INLETS_TOKEN set to the token from `inletsctl get h1 --show-token`" in hidden
+    assert "inletsctl connect h1" in hidden
