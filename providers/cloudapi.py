@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from providers.credentials import INLETS_TOKEN_ENV
-from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
+from providers.errors import InvalidSpec, ProviderAPIError
 from providers.models import ProviderConfig
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "require_known",
     "token_rejected",
     "token_source",
-    "undo",
 ]
 
 
@@ -98,17 +97,3 @@ def no_usable_answer(
         hint=f"Check the network and proxy, or {endpoint_env} / --endpoint-url; "
         "`-v` shows the full error.",
     )
-
-
-def undo(failure: ProviderError, cleanup: Callable[[], object], left: str, hint: str) -> None:
-    """After ``failure`` midway through ``create``, remove what was made.
-
-    If the removal fails as well, raise one error that names what is left and
-    how to remove it, instead of hiding either failure.
-    """
-    try:
-        cleanup()
-    except ProviderError as exc:
-        raise ProviderError(
-            f"{failure.message}; removing {left} failed too: {exc.message}", hint=hint
-        ) from failure

@@ -74,10 +74,13 @@ class NotOurs(ProviderError):
 class UndoFailed(ProviderError):
     """What a failed create made could not all be removed; ``host_id`` finishes it."""
 
-    def __init__(self, host_id: str, cause: str, failure: str) -> None:
+    def __init__(self, host_id: str, cause: str, failure: str, cause_hint: str = "") -> None:
+        # Nothing may have been made (an endpoint that never answered), so say what could
+        # not be done, keep the hint that fixes the cause, and name the command after it.
+        finish = f"Then run `inletsctl delete --id {host_id}`: it removes whatever was made."
         super().__init__(
-            f"{cause}; removing what was made failed too: {failure}",
-            hint=f"Run `inletsctl delete --id {host_id}` to finish removing it.",
+            f"{cause}; looking up and removing what it made failed too: {failure}",
+            hint=f"{cause_hint} {finish}" if cause_hint else finish,
         )
         self.host_id = host_id
 

@@ -92,7 +92,8 @@ def undo(provider: Provider, host_id: str, cause: BaseException) -> list[str]:
         try:
             return provider.purge(host_id)
         except ProviderError as exc:
-            raise UndoFailed(host_id, _describe(cause), exc.message) from cause
+            hint = cause.hint if isinstance(cause, ProviderError) else ""
+            raise UndoFailed(host_id, _describe(cause), exc.message, hint) from cause
 
 
 def create_host(provider: Provider, spec: HostSpec) -> Host:

@@ -372,7 +372,7 @@ def test_interrupt_whose_undo_fails_says_so_and_leaves_failed(run: Run) -> None:
         run.create()
     (rec,) = run.store.all()
     assert rec.status == "failed"
-    assert info.value.message.startswith("interrupted (Ctrl-C); removing what was made failed")
+    assert info.value.message.startswith("interrupted (Ctrl-C); looking up and removing what")
     assert f"inletsctl delete --id {rec.id}" in info.value.hint
     assert isinstance(info.value.__cause__, UndoFailed)
     assert len(run.cloud.resources) == 2, "the VM and firewall are still there, as it says"
