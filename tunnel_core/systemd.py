@@ -34,6 +34,7 @@ _VALUE_FLAGS = (
     ("idle_timeout", "--idle-timeout", False),
     ("min_body_rate", "--min-body-rate", False),
     ("body_rate_window", "--body-rate-window", False),
+    ("trusted_proxy", "--trusted-proxy", False),
     ("tls_cert", "--tls-cert", True),
     ("tls_key", "--tls-key", True),
 )

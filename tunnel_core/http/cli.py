@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -66,6 +67,13 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
         help=f"seconds over which --min-body-rate is averaged ({defaults.body_rate_window:g})",
     )
     parser.add_argument(
+        "--trusted-proxy",
+        default=None,
+        metavar="CIDR,...",
+        help="front proxies on this server (e.g. Caddy for HTTPS on 127.0.0.1): no "
+        "per-IP limit for them, and their X-Forwarded-Proto/-Host are kept",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
@@ -85,7 +93,16 @@ def _limits(args: argparse.Namespace) -> Limits:
         )
     if args.max_connections_per_ip < 0 or args.min_body_rate < 0:
         raise ConfigError("--max-connections-per-ip and --min-body-rate must be >= 0 (0: off)")
+    try:
+        trusted = tuple(
+            ipaddress.ip_network(c.strip())
+            for c in (args.trusted_proxy or "").split(",")
+            if c.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-proxy: {exc}") from exc
     return Limits(
+        trusted_proxies=trusted,
         max_connections=args.max_connections,
         max_connections_per_ip=args.max_connections_per_ip,
         header_timeout=args.header_timeout,

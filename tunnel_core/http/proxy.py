@@ -98,20 +98,24 @@ def _check_response_framing(response: h11.Response | h11.InformationalResponse) 
         raise _BadResponse("Transfer-Encoding in an HTTP/1.0 response")
 
 
-def forwarded_request(request: h11.Request, peer_ip: str) -> h11.Request:
+def forwarded_request(request: h11.Request, peer_ip: str, trusted: bool = False) -> h11.Request:
     """``request`` as the upstream gets it: hop-by-hop gone, X-Forwarded-* set.
 
     X-Forwarded-For appends the peer to the chain the client sent; X-Forwarded-Proto
-    and X-Forwarded-Host are always ours (the Host the request was routed by).
+    and X-Forwarded-Host are ours (the Host the request was routed by), unless the
+    peer is a ``trusted`` front proxy (Caddy terminating HTTPS), whose values are kept.
     """
     original = list(request.headers)
     headers = _strip_hop_by_hop(original)
     chain = [v for k, v in original if k == b"x-forwarded-for" and v]
     headers = [(k, v) for k, v in headers if k not in _SET_HERE]
     headers.append((b"x-forwarded-for", b", ".join([*chain, peer_ip.encode()])))
-    # Ours, never the public client's: a client could claim https or another host.
-    headers.append((b"x-forwarded-proto", b"http"))
-    host = _header(original, b"host")
+    # Ours, never a public client's: a client could claim https or another host.
+    proto = _header(original, b"x-forwarded-proto") if trusted else None
+    headers.append((b"x-forwarded-proto", proto or b"http"))
+    host = (_header(original, b"x-forwarded-host") if trusted else None) or _header(
+        original, b"host"
+    )
     if host is not None:
         headers.append((b"x-forwarded-host", host))
     if _header(original, b"transfer-encoding") is not None:
@@ -251,7 +255,8 @@ class HttpProxy:
             list(request.headers), b"content-length"
         ) in (None, b"0")
         try:
-            await stream.write(upstream.send(forwarded_request(request, conn.peer_ip)))
+            trusted = conn.limits.trusts(conn.peer_ip)
+            await stream.write(upstream.send(forwarded_request(request, conn.peer_ip, trusted)))
         except ConnectionError:
             if retryable and no_body:
                 raise _StaleLeg() from None

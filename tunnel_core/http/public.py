@@ -64,7 +64,10 @@ class Limits:
     source (an IPv4 address, an IPv6 /64) holds at once; more get 429 (0: no limit,
     e.g. behind a load balancer whose address every client shares). A request body
     must arrive at ``min_body_rate`` bytes/s on average over each ``body_rate_window``
-    seconds spent waiting for it, else 408 (0: no minimum).
+    seconds spent waiting for it, else 408 (0: no minimum). ``trusted_proxies`` are
+    front proxies on the exit server (Caddy for HTTPS, on loopback): many clients
+    share their address, so no per-source limit counts them, and the X-Forwarded-Proto
+    and -Host they set are kept.
     """
 
     max_request_line: int = 8 * 1024
@@ -77,6 +80,17 @@ class Limits:
     min_body_rate: float = 500.0
     body_rate_window: float = 10.0
     read_size: int = 64 * 1024
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def trusts(self, ip: str) -> bool:
+        """Whether ``ip`` is one of ``trusted_proxies``."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
 
 
 class HttpError(Exception):
@@ -347,7 +361,7 @@ async def start_public_server(
         refusal = None
         if open_count >= limits.max_connections:
             refusal = HttpError(503, "too many connections")
-        elif 0 < limits.max_connections_per_ip <= held:
+        elif 0 < limits.max_connections_per_ip <= held and not limits.trusts(conn.peer_ip):
             refusal = HttpError(429, "too many connections from your address")
         if refusal is not None:
             with contextlib.suppress(ConnectionError, OSError):

@@ -240,6 +240,8 @@ def test_a_response_cut_off_by_the_upstream_resets_the_public_connection(
 # -- 7. public-port exhaustion ----------------------------------------------------------------
 
 PER_IP = 4
+#: a front proxy on the exit server, as Caddy is for HTTPS (on 127.0.0.1 there)
+PROXY = "127.0.0.6"
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +254,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         server = http_server(
             engine, "--max-connections-per-ip", str(PER_IP), "--header-timeout", "1",
             "--idle-timeout", "30", "--min-body-rate", "2000", "--body-rate-window", "0.5",
+            "--trusted-proxy", f"{PROXY}/32",
         )  # fmt: skip
         http_client(engine, server, f"a.test={a.url}", b.url)
         server.wait_clients(1)
@@ -280,6 +283,28 @@ def test_one_source_holds_only_its_share_and_idle_ones_go_at_the_header_deadline
         for sock in held:
             sock.close()
     assert exchange(limited.port, GET, source="127.0.0.3").status == 200  # its share is back
+
+
+def test_a_trusted_front_proxy_has_no_per_ip_share_and_keeps_its_forwarded_headers(
+    limited: Pair,
+) -> None:
+    limited.clear()
+    held = [connect(limited.port, PROXY) for _ in range(PER_IP)]
+    try:
+        proxied = (
+            b"GET /p HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-Proto: https\r\n"
+            b"X-Forwarded-For: 198.51.100.7\r\nConnection: close\r\n\r\n"
+        )
+        assert exchange(limited.port, proxied, source=PROXY).status == 200
+        claimed = proxied.replace(b"/p ", b"/q ")
+        assert exchange(limited.port, claimed, source="127.0.0.5").status == 200
+    finally:
+        for sock in held:
+            sock.close()
+    by_target = {r.target: r for c in limited.a.connections for r in c.requests}
+    assert by_target[b"/p"].header(b"x-forwarded-proto") == [b"https"]
+    assert by_target[b"/p"].header(b"x-forwarded-for") == [f"198.51.100.7, {PROXY}".encode()]
+    assert by_target[b"/q"].header(b"x-forwarded-proto") == [b"http"], "a client's claim"
 
 
 def test_a_body_dripping_below_the_minimum_rate_gets_408(limited: Pair) -> None:
