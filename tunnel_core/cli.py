@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from . import status
+from .errors import ConfigError, TunnelError
 from .http import cli as http_cli
-from .runner import setup_logging
+from .runner import report, setup_logging
 from .tcp import cli as tcp_cli
 
 #: Each mode module has ``register(subparsers)`` that sets ``func`` on its parsers.
@@ -42,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:  # checked before anything started (e.g. --generate)
+        report(exc)
+        return 2
+    except TunnelError as exc:
+        report(exc)
+        return 1
     return code
 
 

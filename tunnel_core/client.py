@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from . import tls
+from . import netaddr, tls
 from .errors import (
     AuthRejected,
     ConfigError,
@@ -174,7 +174,7 @@ class _Handshake(asyncio.Protocol):
             except FingerprintMismatch as exc:
                 self._fail(exc)
                 return
-        host = f"{self.config.host}:{self.config.port}"
+        host = netaddr.host_port(self.config.host, self.config.port)  # [::1]:8123
         request = h11.Request(
             method="GET",
             target="/connect",

@@ -14,7 +14,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from . import tls
+from . import netaddr, tls
 from .errors import ConfigError
 
 log = logging.getLogger("tunnel_core")
@@ -97,6 +97,23 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     add_token_args(parser)
     add_server_tls_args(parser)
+
+
+def add_allow_ips_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--allow-ips",
+        metavar="CIDR,...",
+        help=f"only sources in these networks (IPv4 and IPv6, e.g. 203.0.113.0/24,"
+        f"2001:db8::/32; a bare address is one host) may connect to {what}; others are "
+        "closed at accept, logged at debug level (-v). The control port stays open to "
+        "all (default: everyone)",
+    )
+
+
+def allow_ips(args: argparse.Namespace) -> tuple[netaddr.Network, ...] | None:
+    """``--allow-ips`` parsed (None when not given); a bad CIDR is a ConfigError (exit 2)."""
+    text = getattr(args, "allow_ips", None)
+    return None if text is None else netaddr.parse_cidrs("--allow-ips", text)
 
 
 def announce(args: argparse.Namespace, fingerprint: str, port: int, client_args: str) -> None:

@@ -46,10 +46,10 @@ def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
                 return int(uvloop.run(wrapper()))
         return asyncio.run(wrapper())
     except ConfigError as exc:
-        _report(exc)
+        report(exc)
         return 2
     except TunnelError as exc:
-        _report(exc)
+        report(exc)
         return 1
 
 
@@ -69,7 +69,7 @@ def _raise_fd_limit() -> None:
             log.debug("could not raise the descriptor limit from %d", soft)
 
 
-def _report(exc: TunnelError) -> None:
+def report(exc: TunnelError) -> None:
     print(f"tunnel-core: error: {exc.message}", file=sys.stderr)
     if exc.hint:
         print(f"tunnel-core: hint: {exc.hint}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 
 import h11
 
+from . import netaddr
 from .errors import Refused, TunnelError
 from .protocol import ws
 from .protocol.mux import Event, GoAway, Hello, Role
@@ -96,7 +97,7 @@ class TunnelServer:
         try:
             self._server = await loop.create_server(
                 lambda: _Handshake(self),
-                self.config.bind,
+                netaddr.listen_host(self.config.bind),  # '::': IPv6 and IPv4
                 self.config.control_port,
                 ssl=self.config.ssl_context,
                 ssl_handshake_timeout=self.config.handshake_timeout,

@@ -35,6 +35,7 @@ _VALUE_FLAGS = (
     ("min_body_rate", "--min-body-rate", False),
     ("body_rate_window", "--body-rate-window", False),
     ("trusted_proxy", "--trusted-proxy", False),
+    ("allow_ips", "--allow-ips", False),
     ("tls_cert", "--tls-cert", True),
     ("tls_key", "--tls-key", True),
 )

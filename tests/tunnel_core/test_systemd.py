@@ -64,3 +64,12 @@ def test_systemd_accepts_the_unit(tmp_path) -> None:  # type: ignore[no-untyped-
         ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=30
     )
     assert "Unknown key" not in result.stderr and "Invalid" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+def test_the_unit_carries_allow_ips(mode: str) -> None:
+    unit = generate(
+        mode, "server", "--token", "t", "--auto-tls", "--allow-ips", "203.0.113.0/24,2001:db8::/32"
+    )  # fmt: skip
+    exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert " --allow-ips 203.0.113.0/24,2001:db8::/32 " in exec_line

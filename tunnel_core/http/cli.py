@@ -109,6 +109,7 @@ def _limits(args: argparse.Namespace) -> Limits:
         idle_timeout=args.idle_timeout,
         min_body_rate=args.min_body_rate,
         body_rate_window=args.body_rate_window,
+        allow_ips=options.allow_ips(args),
     )
 
 
@@ -132,6 +133,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "control port",
     )
     _add_limit_args(server)
+    options.add_allow_ips_arg(server, "the HTTP data port (--port)")
     add_generate_arg(server)
     server.set_defaults(func=server_main)
 
@@ -168,6 +170,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def server_main(args: argparse.Namespace) -> int:
+    _limits(args)  # bad values are a usage error, also before --generate
     if args.generate:
         print(server_unit("http", args), end="")
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import re
 import socket
 import struct
@@ -22,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h11
+
+from tunnel_core import netaddr
 
 from .router import valid_host
 
@@ -50,6 +53,8 @@ _REASONS = {
 }
 
 
+log = logging.getLogger("tunnel_core")
+
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
@@ -67,7 +72,8 @@ class Limits:
     seconds spent waiting for it, else 408 (0: no minimum). ``trusted_proxies`` are
     front proxies on the exit server (Caddy for HTTPS, on loopback): many clients
     share their address, so no per-source limit counts them, and the X-Forwarded-Proto
-    and -Host they set are kept.
+    and -Host they set are kept. ``allow_ips`` (``--allow-ips``), when set, are the only
+    sources served at all: any other connection is closed at accept, unanswered.
     """
 
     max_request_line: int = 8 * 1024
@@ -81,6 +87,7 @@ class Limits:
     body_rate_window: float = 10.0
     read_size: int = 64 * 1024
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
 
     def trusts(self, ip: str) -> bool:
         """Whether ``ip`` is one of ``trusted_proxies``."""
@@ -356,6 +363,10 @@ async def start_public_server(
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_count
         conn = PublicConnection(reader, writer, limits)
+        if not netaddr.allowed(conn.peer_ip, limits.allow_ips):
+            log.debug("port %d: refused %s (not in --allow-ips)", port, conn.peer_ip)
+            writer.transport.abort()
+            return
         source = source_of(conn.peer_ip)
         held = per_source.get(source, 0)
         refusal = None
@@ -386,7 +397,9 @@ async def start_public_server(
                 on_count(open_count)
             await conn.close()
 
-    return await asyncio.start_server(accept, host, port, limit=limits.read_size)
+    return await asyncio.start_server(
+        accept, netaddr.listen_host(host), port, limit=limits.read_size
+    )
 
 
 def source_of(ip: str) -> str:

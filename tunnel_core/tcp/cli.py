@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 
-from tunnel_core import options
+from tunnel_core import netaddr, options
 from tunnel_core.client import ClientConfig, run_client
 from tunnel_core.runner import run
 from tunnel_core.server import ServerConfig, TunnelServer
@@ -40,6 +40,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="ping every client this often; drop one silent for 3 intervals (15)",
     )
+    options.add_allow_ips_arg(server, "the public ports")
     add_generate_arg(server)
     server.set_defaults(func=server_main)
     client = roles.add_parser(
@@ -64,10 +65,19 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="identity sent to the server; a connection with the same id takes over the "
         "ports of an older one at once (default: random per process)",
     )
+    client.add_argument(
+        "--proxy-protocol",
+        choices=["v1", "v2"],
+        help="start every upstream connection with a PROXY protocol header (HAProxy's v1 "
+        "text or v2 binary) carrying the public client's address and port and the "
+        "server's public address and port; the upstream must expect it (nginx: listen "
+        "... proxy_protocol)",
+    )
     client.set_defaults(func=client_main)
 
 
 def server_main(args: argparse.Namespace) -> int:
+    allow_ips = options.allow_ips(args)  # a bad CIDR is a usage error before anything
     if args.generate:
         print(server_unit("tcp", args), end="")
         return 0
@@ -82,13 +92,16 @@ def server_main(args: argparse.Namespace) -> int:
             keepalive=args.keepalive,
             keepalive_timeout=3 * args.keepalive,
         )
-        return config, TcpServerPlane(args.bind, parse_port_ranges(args.allow_ports)), fingerprint
+        plane = TcpServerPlane(args.bind, parse_port_ranges(args.allow_ports), allow_ips)
+        return config, plane, fingerprint
 
     async def main(stop: asyncio.Event) -> int:
         config, plane, fingerprint = build()
         server = TunnelServer(config, plane)
         await server.start()
-        log.info("control port listening on %s:%d (tcp mode)", args.bind, server.port)
+        log.info(
+            "control port listening on %s (tcp mode)", netaddr.host_port(args.bind, server.port)
+        )
         if fingerprint:
             options.announce(args, fingerprint, server.port, "--upstream 127.0.0.1 --ports PORTS")
         await stop.wait()
@@ -101,7 +114,7 @@ def server_main(args: argparse.Namespace) -> int:
 
 def client_main(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> int:
-        upstreams = TcpUpstreams(args.upstream, parse_port_map(args.ports))
+        upstreams = TcpUpstreams(args.upstream, parse_port_map(args.ports), args.proxy_protocol)
         config = ClientConfig(
             url=args.url,
             token=options.resolve_token(args),

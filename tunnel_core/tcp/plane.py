@@ -1,12 +1,17 @@
 """TCP mode's data plane: the server listens on the client's ports; the client dials.
 
 Server: each client's hello lists public ports; each must be inside the allow-list
-and not served by another client, then we listen on it. Every accepted connection
-opens a stream with metadata ``{"port": P, "remote": "IP:PORT"}``.
+and not served by another client, then we listen on it. A connection from a source
+outside ``--allow-ips`` is closed at accept (no stream is opened, so no byte of it
+reaches a client). Every accepted connection opens a stream with metadata
+``{"port": P, "remote": "IP:PORT", "local": "IP:PORT"}``: the public peer and the
+server address it connected to (IPv6 in brackets, ``[::1]:8000``).
 
 Client: a stream's ``port`` picks the upstream port (``--ports 8000,2222:22`` means
 public 2222 goes to upstream 22); an upstream that refuses the connection resets only
-that stream, so the public connection closes and the tunnel stays up.
+that stream, so the public connection closes and the tunnel stays up. With
+``--proxy-protocol v1|v2`` the client writes a PROXY header (from ``remote`` and
+``local``) before any other byte on each upstream connection.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from tunnel_core import netaddr
 from tunnel_core.errors import ConfigError, Refused, TunnelError
 from tunnel_core.session import Session, Stream
 from tunnel_core.splice import SpliceProtocol
+
+from .proxy_protocol import VERSIONS, header as proxy_header
 
 log = logging.getLogger("tunnel_core")
 
@@ -63,9 +71,16 @@ def parse_port_map(text: str) -> dict[int, int]:
 class TcpServerPlane:
     mode = "tcp"
 
-    def __init__(self, bind: str, allow: list[tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        bind: str,
+        allow: list[tuple[int, int]],
+        allow_ips: tuple[netaddr.Network, ...] | None = None,
+    ) -> None:
         self.bind = bind
         self.allow = allow
+        #: Sources that may connect to the public ports; ``None``: everyone.
+        self.allow_ips = allow_ips
         self._owners: dict[int, Session] = {}
         self._listeners: dict[Session, list[asyncio.Server]] = {}
 
@@ -91,8 +106,8 @@ class TcpServerPlane:
             try:
                 servers.append(
                     await loop.create_server(
-                        lambda port=port: _Public(session, port),  # type: ignore[misc]
-                        self.bind,
+                        lambda port=port: _Public(session, port, self.allow_ips),
+                        netaddr.listen_host(self.bind),
                         port,
                         reuse_address=True,
                     )
@@ -133,16 +148,25 @@ def _ports(ports: list[int]) -> str:
 class _Public(SpliceProtocol):
     """A connection to a public port: opens a stream to the client that owns the port."""
 
-    def __init__(self, session: Session, port: int) -> None:
+    def __init__(
+        self, session: Session, port: int, allow_ips: tuple[netaddr.Network, ...] | None = None
+    ) -> None:
         super().__init__()
         self.session = session
         self.port = port
+        self.allow_ips = allow_ips
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        remote = _address(peer)
+        if not netaddr.allowed(remote[0] if remote else "", self.allow_ips):
+            log.debug("port %d: refused %s (not in --allow-ips)", self.port, _text(remote))
+            cast(asyncio.Transport, transport).abort()
+            return
         try:
             stream = self.session.open_stream(
-                {"port": self.port, "remote": f"{peer[0]}:{peer[1]}" if peer else ""}
+                {"port": self.port, "remote": _text(remote), "local": _text(_address(local))}
             )
         except TunnelError:  # the control connection went away meanwhile
             cast(asyncio.Transport, transport).abort()
@@ -151,12 +175,43 @@ class _Public(SpliceProtocol):
         super().connection_made(transport)
 
 
-class TcpUpstreams:
-    """The client side: dial ``host:upstream_port`` for every stream the server opens."""
+def _address(name: object) -> tuple[str, int] | None:
+    """(plain IP, port) of a socket name; an IPv4-mapped IPv6 address as IPv4."""
+    if not isinstance(name, tuple) or len(name) < 2:
+        return None
+    ip = netaddr.plain_ip(str(name[0]))
+    return (str(ip) if ip is not None else str(name[0])), int(name[1])
 
-    def __init__(self, host: str, ports: dict[int, int]) -> None:
+
+def _text(address: tuple[str, int] | None) -> str:
+    return netaddr.host_port(*address) if address else ""
+
+
+class _ProxiedUpstream(SpliceProtocol):
+    """An upstream connection that starts with a PROXY protocol header."""
+
+    def __init__(self, stream: Stream, header: bytes) -> None:
+        super().__init__(stream)
+        self.header = header
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.header)  # before any stream byte
+        super().connection_made(transport)
+
+
+class TcpUpstreams:
+    """The client side: dial ``host:upstream_port`` for every stream the server opens.
+
+    ``proxy_protocol`` (``"v1"``/``"v2"``) prefixes each upstream connection with a
+    PROXY header naming the public client and the server's public address.
+    """
+
+    def __init__(self, host: str, ports: dict[int, int], proxy_protocol: str | None = None) -> None:
+        if proxy_protocol is not None and proxy_protocol not in VERSIONS:
+            raise ConfigError(f"--proxy-protocol must be v1 or v2, not {proxy_protocol!r}")
         self.host = host
         self.ports = ports
+        self.proxy_protocol = proxy_protocol
         self._tasks: set[asyncio.Task[None]] = set()
 
     def hello(self) -> dict[str, Any]:
@@ -172,10 +227,19 @@ class TcpUpstreams:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _protocol(self, stream: Stream) -> SpliceProtocol:
+        if self.proxy_protocol is None:
+            return SpliceProtocol(stream)
+        meta = stream.metadata
+        remote, local = meta.get("remote"), meta.get("local")
+        src = netaddr.split_host_port(remote) if isinstance(remote, str) else None
+        dst = netaddr.split_host_port(local) if isinstance(local, str) else None
+        return _ProxiedUpstream(stream, proxy_header(self.proxy_protocol, src, dst))
+
     async def _dial(self, stream: Stream, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: SpliceProtocol(stream), self.host, port)
+            await loop.create_connection(lambda: self._protocol(stream), self.host, port)
         except OSError as exc:
             log.warning("upstream %s:%s unreachable: %s", self.host, port, exc.strerror or exc)
             stream.reset(f"upstream {self.host}:{port} unreachable")
