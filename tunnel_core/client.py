@@ -138,7 +138,7 @@ async def connect(
         session.close("no welcome")
         raise ConnectError(f"{config.url} did not answer the hello")
     info = welcome.result()
-    if not info.get("ok"):
+    if info.get("ok") is not True:  # the mux made sure "ok" is a bool
         session.close("refused")
         raise Refused(
             f"the server refused: {info.get('error', 'no reason given')}",
@@ -201,7 +201,8 @@ class _Handshake(asyncio.Protocol):
             return
         if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             headers = {k.lower(): v for k, v in event.headers}
-            if headers.get(b"sec-websocket-accept", b"").decode() != ws.accept_key(self.key):
+            # Compared as bytes: a header value need not be UTF-8 (h11 allows obs-text).
+            if headers.get(b"sec-websocket-accept") != ws.accept_key(self.key).encode():
                 self._fail(ProtocolError("the server's WebSocket accept key is wrong"))
                 return
             self._switch()

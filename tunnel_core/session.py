@@ -376,6 +376,8 @@ class Session(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.close_reason = ""
         self.last_received = self._loop.time()
+        self._close_sent = False  # a WebSocket Close went out
+        self._close_received: bytes | None = None  # the payload of the peer's Close
         self._ws_replies = 0  # bytes of WebSocket pongs queued, since the start
         self._owed_base = 0  # replies queued when writing last paused
         self._backlog: deque[bytes | memoryview] = deque()  # WebSocket payload, not parsed
@@ -405,6 +407,7 @@ class Session(asyncio.Protocol):
         self.close_reason = self.close_reason or reason
         self.mux.go_away(reason)
         self._flush()
+        self._close_sent = True
         self.transport.write(ws.encode(ws.Opcode.CLOSE, ws.close_payload(code), mask=self._mask))
         self.transport.close()
 
@@ -426,7 +429,8 @@ class Session(asyncio.Protocol):
             return
         for opcode, payload in controls:
             if opcode is ws.Opcode.CLOSE:
-                self.transport.close()
+                if self._close_received is None:
+                    self._close_received = payload  # answered once what came before it is in
             elif opcode is ws.Opcode.PING:
                 pong = ws.encode(ws.Opcode.PONG, payload, mask=self._mask)
                 self._ws_replies += len(pong)
@@ -459,6 +463,9 @@ class Session(asyncio.Protocol):
                 self._backlog_paused = True
                 self.transport.pause_reading()
             self._resume_handle = self._loop.call_soon(self._process)
+        elif self._close_received is not None:
+            self._answer_close(self._close_received)
+            return
         elif self._backlog_paused:
             self._backlog_paused = False
             self.transport.resume_reading()
@@ -493,6 +500,16 @@ class Session(asyncio.Protocol):
                 return True
         self._rate_frames, self._rate_opens = frames, opens
         return False
+
+    def _answer_close(self, payload: bytes) -> None:
+        """RFC 6455 §5.5.1: answer a Close with a Close (echoing its code), then hang up."""
+        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+        self.close_reason = self.close_reason or f"WebSocket close {code} from the peer"
+        if not self._close_sent and not self.transport.is_closing():
+            self._close_sent = True
+            self._flush()
+            self.transport.write(ws.encode(ws.Opcode.CLOSE, payload[:2], mask=self._mask))
+        self.transport.close()
 
     def drop(self, reason: str) -> None:
         """Abort the connection of a peer that broke the protocol or a limit (one log line)."""

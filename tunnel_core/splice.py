@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -31,6 +33,8 @@ __all__ = ["READ_SIZE", "Duplex", "SpliceProtocol", "StreamDuplex", "TunnelDuple
 
 #: Bytes asked of a :class:`Duplex` per read.
 READ_SIZE = 64 * 1024
+#: SO_LINGER on, zero seconds: close() sends a RST.
+_LINGER_RST = struct.pack("ii", 1, 0)
 
 
 class SpliceProtocol(asyncio.Protocol):
@@ -103,8 +107,15 @@ class SpliceProtocol(asyncio.Protocol):
             self.transport.write_eof()
 
     def stream_reset(self, reason: str) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        """The tunnel broke mid-stream: end the socket with a RST, never a FIN, so the
+        peer cannot take a truncated stream for a complete one."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        self.transport.abort()
 
     def pause_producing(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

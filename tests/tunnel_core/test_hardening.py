@@ -23,6 +23,7 @@ from tests.tunnel_core.hostile import (
     MB,
     HostileClient,
     HostileServer,
+    Peer,
     frame,
     peak_mb,
     rss_mb,
@@ -328,3 +329,165 @@ def test_a_client_reconnecting_with_the_same_id_takes_its_ports_over_at_once(eng
     assert "already served" not in new.stderr()
     old.close()
     upstream.sock.close()
+
+
+# 8. Protocol edges: the exact error, on both sides ----------------------------------------
+
+
+def unfinished(opcode: ws.Opcode, payload: bytes, *, mask: bool) -> bytes:
+    """A WebSocket data frame without FIN (the first of a fragmented message)."""
+    out = bytearray(ws.encode(opcode, payload, mask=mask))
+    out[0] &= 0x7F
+    return bytes(out)
+
+
+VIOLATIONS = {
+    "data-after-eof": "stream 2: DATA after the peer's EOF",
+    "continuation-first": "WebSocket CONTINUATION without a message started",
+    "message-inside-message": "WebSocket message started inside a fragmented one",
+}
+
+
+def violate(peer: Peer, kind: str) -> None:
+    mask = peer.mask
+    if kind == "data-after-eof":
+        peer.send(frame(FrameType.EOF, 2), frame(FrameType.DATA, 2, b"more"))
+    elif kind == "continuation-first":
+        peer.conn.sendall(ws.encode(ws.Opcode.CONTINUATION, b"x", mask=mask))
+    else:
+        peer.conn.sendall(
+            unfinished(ws.Opcode.BINARY, b"", mask=mask)
+            + ws.encode(ws.Opcode.BINARY, b"", mask=mask)
+        )
+
+
+@pytest.mark.parametrize("kind", list(VIOLATIONS))
+def test_protocol_violations_of_a_client_drop_it_with_the_exact_error(engine, loop, kind):
+    """Before: DATA after EOF was dropped silently, and a CONTINUATION no message had
+    started (or a message inside a fragmented one) was taken as data."""
+    server = engine.tcp_server()
+    public = free_port()
+    client = HostileClient(server)
+    client.register([public])
+    with socket.create_connection(("127.0.0.1", public), timeout=IO_TIMEOUT):
+        assert client.expect(FrameType.OPEN).stream_id == 2
+        violate(client, kind)
+        server.process.wait_log(f": {VIOLATIONS[kind]}")
+    assert "dropping 127.0.0.1:" in server.process.stderr()
+    assert server.clients() == 0
+    client.close()
+
+
+@pytest.mark.parametrize("kind", list(VIOLATIONS))
+def test_protocol_violations_of_a_server_drop_it_with_the_exact_error(engine, loop, kind):
+    upstream = EchoUpstream()
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", f"9000:{upstream.port}")
+        peer = hostile.accept(welcome={"ok": True, "version": 1, "ports": [9000]})
+        peer.send(frame(FrameType.OPEN, 2, json_payload({"port": 9000})))
+        violate(peer, kind)
+        client.wait_log(f"dropping {hostile.url}: {VIOLATIONS[kind]}")
+        peer.close()
+    finally:
+        hostile.close()
+        upstream.sock.close()
+
+
+def test_a_non_utf8_accept_key_is_a_clean_protocol_error(engine, loop):
+    """Before: ``UnicodeDecodeError`` escaped from the client's handshake."""
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", "9000")
+        hostile.accept(accept_key=lambda key: b"\xff\xfe\xfd").close()
+        client.wait_log("the server's WebSocket accept key is wrong")
+        assert "Traceback" not in client.stderr()
+    finally:
+        hostile.close()
+
+
+def test_a_welcome_whose_ok_is_not_true_is_not_success(engine, loop):
+    """Before: ``{"ok": "yes"}`` counted as a successful registration."""
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", "9000")
+        peer = hostile.accept(welcome={"ok": "yes"})
+        client.wait_log("WELCOME 'ok' must be true or false")
+        assert "connected to" not in client.stderr()
+        peer.close()
+    finally:
+        hostile.close()
+
+
+def read_close(peer: Peer) -> bytes | None:
+    """Read until the peer hangs up; the payload of the WebSocket Close it sent, if any."""
+    try:
+        while True:
+            peer.next_frame()
+    except (OSError, ConnectionResetError):
+        pass
+    closes = [payload for opcode, payload in peer.controls if opcode is ws.Opcode.CLOSE]
+    return closes[0] if closes else None
+
+
+def test_the_server_answers_a_websocket_close_with_a_close(engine, loop):
+    server = engine.tcp_server()
+    client = HostileClient(server)
+    client.register([free_port()])
+    client.conn.sendall(ws.encode(ws.Opcode.CLOSE, ws.close_payload(1000), mask=True))
+    assert read_close(client) == ws.close_payload(1000)  # before: a TLS/TCP close only
+    client.close()
+
+
+def test_the_client_answers_a_websocket_close_with_a_close(engine, loop):
+    hostile = HostileServer(engine)
+    try:
+        hostile.client(engine, "--ports", "9000")
+        peer = hostile.accept(welcome={"ok": True, "version": 1, "ports": [9000]})
+        peer.conn.sendall(ws.encode(ws.Opcode.CLOSE, ws.close_payload(1001), mask=False))
+        assert read_close(peer) == ws.close_payload(1001)
+        peer.close()
+    finally:
+        hostile.close()
+
+
+def test_a_public_connection_whose_tunnel_broke_gets_a_reset_not_a_fin(engine, loop):
+    """Before: the public client saw a clean end (b"") and took a truncated stream for
+    a whole one."""
+    server = engine.tcp_server()
+    public = free_port()
+    client = HostileClient(server)
+    client.register([public])
+    with socket.create_connection(("127.0.0.1", public), timeout=IO_TIMEOUT) as conn:
+        sid = client.expect(FrameType.OPEN).stream_id
+        client.send(frame(FrameType.DATA, sid, b"partial"))
+        assert conn.recv(7) == b"partial"
+        client.send(frame(FrameType.RESET, sid, b"upstream died"))
+        with pytest.raises(ConnectionResetError):
+            conn.recv(100)
+    client.close()
+
+
+def test_an_upstream_connection_whose_tunnel_broke_gets_a_reset_not_a_fin(engine, loop):
+    accepted: list[socket.socket] = []
+    upstream = socket.create_server(("127.0.0.1", 0))
+    hostile = HostileServer(engine)
+    try:
+        hostile.client(engine, "--ports", f"9000:{upstream.getsockname()[1]}")
+        peer = hostile.accept(welcome={"ok": True, "version": 1, "ports": [9000]})
+        peer.send(frame(FrameType.OPEN, 2, json_payload({"port": 9000})))
+        upstream.settimeout(IO_TIMEOUT)
+        conn, _ = upstream.accept()
+        accepted.append(conn)
+        conn.settimeout(IO_TIMEOUT)
+        peer.send(frame(FrameType.DATA, 2, b"partial"))
+        assert conn.recv(7) == b"partial"
+        peer.send(frame(FrameType.RESET, 2, b"public side died"))
+        with pytest.raises(ConnectionResetError):
+            conn.recv(100)
+        peer.close()
+    finally:
+        for conn in accepted:
+            conn.close()
+        upstream.close()
+        hostile.close()

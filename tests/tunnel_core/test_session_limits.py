@@ -16,7 +16,7 @@ from tunnel_core.errors import StreamClosedError
 from tunnel_core.protocol import ws
 from tunnel_core.protocol.frames import Frame, FrameDecoder, FrameType
 from tunnel_core.protocol.mux import Role
-from tunnel_core.session import Session, SessionLimits
+from tunnel_core.session import Session, SessionLimits, Stream
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -217,11 +217,12 @@ def test_a_read_full_of_tiny_frames_is_parsed_over_several_loop_turns(loop):
         s.data_received(message(PING * 20_000))
         assert s.mux.frames_received == 1000
         assert not transport.reading  # the rest waits; no more reads meanwhile
-        turns = 0
+        steps = []
         while s.mux.frames_received < 20_000:
+            before = s.mux.frames_received
             await asyncio.sleep(0)  # one loop turn: other callbacks run in between
-            turns += 1
-        assert turns >= 19
+            steps.append(s.mux.frames_received - before)
+        assert max(steps) <= 1000, steps
         await asyncio.sleep(0)
         assert transport.reading
         assert pongs(transport) == 20_000
@@ -252,5 +253,41 @@ def test_a_peer_over_its_open_rate_is_dropped(loop):
         s.data_received(message(opens(181, 20)))
         assert transport.aborted
         assert s.close_reason == "more than 100 opens/s (max_open_rate)"
+
+    run(loop, main())
+
+
+# 8. Edges ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_empty_data_frame_is_not_an_end_of_stream(loop):
+    """Before: an empty DATA frame queued b"" and ``read()`` returned it: a false EOF."""
+
+    async def main() -> None:
+        opened: list[Stream] = []
+        s, transport = session(on_stream=opened.append)
+        s.data_received(
+            message(
+                Frame(FrameType.OPEN, 1, b"{}").serialize(),
+                Frame(FrameType.DATA, 1, b"").serialize(),
+                Frame(FrameType.DATA, 1, b"abc").serialize(),
+                Frame(FrameType.EOF, 1).serialize(),
+            )
+        )
+        assert await opened[0].read() == b"abc"
+        assert await opened[0].read() == b""
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_websocket_close_is_answered_with_a_close(loop):
+    async def main() -> None:
+        s, transport = session()
+        s.data_received(ws.encode(ws.Opcode.CLOSE, ws.close_payload(1001), mask=True))
+        assert transport.closing and not transport.aborted
+        decoder = ws.WsDecoder(expect_mask=False)
+        assert decoder.feed(b"".join(transport.out))[1] == [(ws.Opcode.CLOSE, b"\x03\xe9")]
 
     run(loop, main())

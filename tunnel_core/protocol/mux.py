@@ -226,6 +226,8 @@ class Mux:
         self._out.append(Frame(FrameType.HELLO, 0, json_payload(info)).serialize())
 
     def send_welcome(self, info: dict[str, Any]) -> None:
+        if not isinstance(info.get("ok"), bool):
+            raise LocalProtocolError("WELCOME 'ok' must be true or false")
         self._out.append(Frame(FrameType.WELCOME, 0, json_payload(info)).serialize())
 
     def ping(self, payload: bytes = b"") -> None:
@@ -318,14 +320,17 @@ class Mux:
         ftype, sid = frame.type, frame.stream_id
         if ftype is FrameType.DATA:
             stream = self._streams.get(sid)
-            if stream is None or stream.state not in CAN_RECEIVE:
+            if stream is None:
                 self._check_known(sid)
                 return  # late data for a stream we already reset
+            if stream.state not in CAN_RECEIVE:
+                raise RemoteProtocolError(f"stream {sid}: DATA after the peer's EOF")
             size = len(frame.payload)
             if size > stream.recv_window:
                 raise RemoteProtocolError(f"stream {sid}: peer sent beyond its credit")
-            stream.recv_window -= size
-            self._events.append(StreamData(sid, frame.payload))
+            if size:  # an empty DATA frame carries nothing (and b"" means EOF to a reader)
+                stream.recv_window -= size
+                self._events.append(StreamData(sid, frame.payload))
         elif ftype is FrameType.WINDOW:
             stream = self._streams.get(sid)
             if stream is None:
@@ -364,7 +369,10 @@ class Mux:
         elif ftype is FrameType.WELCOME:
             if self.role is not Role.CLIENT:
                 raise RemoteProtocolError("WELCOME sent to a server")
-            self._events.append(Welcome(frame.json()))
+            info = frame.json()
+            if not isinstance(info.get("ok"), bool):
+                raise RemoteProtocolError("WELCOME 'ok' must be true or false")
+            self._events.append(Welcome(info))
         else:  # GOAWAY: the only type left
             self._events.append(GoAway(frame.payload.decode()))
 

@@ -128,6 +128,7 @@ class WsDecoder:
         self._key = b""
         self._offset = 0  # payload bytes of the current frame already seen (mask phase)
         self._control = bytearray()
+        self._in_message = False  # a fragmented data message awaits its CONTINUATIONs
         self._error: FrameError | None = None
 
     def feed(self, data: bytes) -> tuple[list[bytes | memoryview], list[tuple[Opcode, bytes]]]:
@@ -202,6 +203,14 @@ class WsDecoder:
             raise FrameError("WebSocket control frame too long or fragmented")
         if length > self.max_message:
             raise FrameError(f"WebSocket frame of {length} bytes is too large")
+        if opcode in _DATA_OPCODES:
+            if (opcode is Opcode.CONTINUATION) != self._in_message:
+                raise FrameError(
+                    "WebSocket CONTINUATION without a message started"
+                    if opcode is Opcode.CONTINUATION
+                    else "WebSocket message started inside a fragmented one"
+                )
+            self._in_message = not b0 & 0x80
         self._opcode = opcode
         self._left = length
         self._offset = 0
