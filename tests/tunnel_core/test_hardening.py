@@ -2,7 +2,7 @@
 
 Each test drives a peer written with the engine's own codec (tests/tunnel_core/hostile.py)
 against a real ``tunnel-core`` process over real TLS on loopback, under both event
-loops (uvloop, and the stdlib loop via ``TUNNEL_CORE_LOOP=asyncio``), and asserts the
+loops (``TUNNEL_CORE_LOOP=uvloop`` and ``=asyncio``), and asserts the
 exact error in the log or a bounded RSS (``/proc/PID/status``). The volumes are sized
 so that each attack takes seconds, and the bounds sit far from both the fixed figure
 and the figure of the bug, so a loaded machine does not make them flaky.
@@ -38,11 +38,8 @@ IO_TIMEOUT = 30.0
 
 @pytest.fixture(params=["uvloop", "asyncio"])
 def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the engine processes of the test under this event loop."""
-    if request.param == "asyncio":
-        monkeypatch.setenv("TUNNEL_CORE_LOOP", "asyncio")
-    else:
-        monkeypatch.delenv("TUNNEL_CORE_LOOP", raising=False)
+    """Run the engine processes of the test, servers and clients, under this event loop."""
+    monkeypatch.setenv("TUNNEL_CORE_LOOP", str(request.param))
     return str(request.param)
 
 

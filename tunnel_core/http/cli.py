@@ -230,7 +230,7 @@ def client_main(args: argparse.Namespace) -> int:
         await run_client(config, plane.on_stream, stop, connected)
         return 0
 
-    return run(main)
+    return run(main, role="client")
 
 
 def fileserver_main(args: argparse.Namespace) -> int:

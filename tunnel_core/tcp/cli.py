@@ -131,4 +131,4 @@ def client_main(args: argparse.Namespace) -> int:
         await run_client(config, upstreams.on_stream, stop, connected)
         return 0
 
-    return run(main)
+    return run(main, role="client")
