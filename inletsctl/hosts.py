@@ -90,6 +90,8 @@ class CreateRequest:
     release_url: str = ""
     #: what the printed client command forwards to; saved for `get` and `connect`
     upstream: str = ""
+    #: ``--allow-ips``, normalised: the only sources of the data ports; () = everyone
+    allow_ips: tuple[str, ...] = ()
     zone: str = ""
     #: provider-specific options (``vpc_id``, ``subnet_id``, ``aws_key_name``); empty ones dropped
     extra: tuple[tuple[str, str], ...] = ()
@@ -165,6 +167,7 @@ def build_spec(
         tls_fingerprint=ident.fingerprint,
         ports=public,
         allow_ports=",".join(map(str, public)) or ServerSpec.allow_ports,
+        allow_ips=req.allow_ips,
         engine=req.engine,
         letsencrypt_domains=req.domains,
         letsencrypt_email=req.email,
@@ -222,6 +225,7 @@ def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:
         ports=",".join(f"{p}:{u}" if p != u else str(p) for p, u in req.ports),
         domains=",".join(s.letsencrypt_domains),
         upstream=req.upstream,
+        allow_ips=",".join(req.allow_ips),
     )
 
 

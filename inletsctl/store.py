@@ -63,6 +63,8 @@ CREATE TABLE hosts (
 """,
     # 2: the --upstream given at create, so `get` and `connect` forward to the same service
     "ALTER TABLE hosts ADD COLUMN upstream TEXT NOT NULL DEFAULT ''",
+    # 3: --allow-ips given at create ("" = everyone), CIDRs comma-separated
+    "ALTER TABLE hosts ADD COLUMN allow_ips TEXT NOT NULL DEFAULT ''",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -88,6 +90,8 @@ class HostRecord:
     domains: str = ""
     #: what the client forwards to, as given at create ("" = the mode's default)
     upstream: str = ""
+    #: the data ports' allowed sources as given at create, CIDRs ("" = everyone)
+    allow_ips: str = ""
     additional: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -38,7 +38,7 @@ from providers.models import (
     ProviderConfig,
     ProviderFacts,
 )
-from providers.ports import inbound_ports
+from providers.ports import inbound_rules, port_spec
 
 __all__ = ["DigitalOceanProvider"]
 
@@ -201,8 +201,10 @@ class DigitalOceanProvider:
     def _create_firewall(self, spec: HostSpec, tag: str) -> Any:
         sdk = self._sdk
         inbound = [
-            sdk.InboundRule(protocol="tcp", ports=p, sources=sdk.Sources(addresses=ANYWHERE))
-            for p in inbound_ports(spec.server)
+            sdk.InboundRule(
+                protocol="tcp", ports=port_spec(*p), sources=sdk.Sources(addresses=list(sources))
+            )
+            for p, sources in inbound_rules(spec.server)
         ]
         outbound = [
             # "0" is every port (ICMP has none), as the API reference spells it

@@ -2,7 +2,8 @@
 
 Pure functions of the ServerSpec, so the rules can be checked without AWS. Each
 port range is opened to 0.0.0.0/0 and ::/0: the tunnel authenticates with its
-token and pinned certificate, and the data ports are public by design.
+token and pinned certificate, and the data ports are public by design, unless
+``--allow-ips`` names the only networks the data ports serve.
 """
 
 from __future__ import annotations
@@ -11,36 +12,51 @@ from typing import Any
 
 from providers.errors import InvalidSpec
 from providers.models import ServerSpec
-from providers.ports import inbound_ranges
+from providers.ports import inbound_rules
 
 #: AWS allows 60 inbound rules per group for IPv4 and 60 for IPv6.
 MAX_RULES = 60
 
 
-def open_ports(server: ServerSpec) -> list[tuple[int, int]]:
-    """The shared inbound ranges, refused up front when they exceed one group's rules."""
+def open_rules(server: ServerSpec) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
+    """The shared inbound rules, refused up front when they exceed one group's rules.
+
+    AWS counts one rule per port range and CIDR, separately for IPv4 and IPv6.
+    """
     try:
-        merged = inbound_ranges(server)
+        rules = inbound_rules(server)
     except InvalidSpec as exc:
         raise InvalidSpec(f"ec2: {exc.message}", hint=exc.hint) from exc
-    if len(merged) > MAX_RULES:
-        raise InvalidSpec(
-            f"ec2: {len(merged)} separate port ranges do not fit one security group "
-            f"(at most {MAX_RULES})",
-            hint="Ask for fewer ports, or for a range such as 9000-9100.",
-        )
-    return merged
+    for family in (4, 6):
+        count = sum(sum(1 for c in sources if _version(c) == family) for _, sources in rules)
+        if count > MAX_RULES:
+            raise InvalidSpec(
+                f"ec2: {count} IPv{family} rules (port ranges times --allow-ips networks) "
+                f"do not fit one security group (at most {MAX_RULES})",
+                hint="Ask for fewer ports (or a range such as 9000-9100), or fewer networks.",
+            )
+    return rules
+
+
+def open_ports(server: ServerSpec) -> list[tuple[int, int]]:
+    """The port ranges of :func:`open_rules`."""
+    return [ports for ports, _ in open_rules(server)]
+
+
+def _version(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
 
 
 def ip_permissions(server: ServerSpec) -> list[dict[str, Any]]:
     """``IpPermissions`` for AuthorizeSecurityGroupIngress: one TCP entry per range."""
-    return [
-        {
-            "IpProtocol": "tcp",
-            "FromPort": first,
-            "ToPort": last,
-            "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "inletsctl tunnel"}],
-            "Ipv6Ranges": [{"CidrIpv6": "::/0", "Description": "inletsctl tunnel"}],
-        }
-        for first, last in open_ports(server)
-    ]
+    permissions = []
+    for (first, last), sources in open_rules(server):
+        permission: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": first, "ToPort": last}
+        v4 = [{"CidrIp": c, "Description": "inletsctl tunnel"} for c in sources if ":" not in c]
+        v6 = [{"CidrIpv6": c, "Description": "inletsctl tunnel"} for c in sources if ":" in c]
+        if v4:
+            permission["IpRanges"] = v4
+        if v6:
+            permission["Ipv6Ranges"] = v6
+        permissions.append(permission)
+    return permissions

@@ -38,7 +38,7 @@ from providers.models import (
     ProviderConfig,
     ProviderFacts,
 )
-from providers.ports import inbound_ports
+from providers.ports import inbound_rules, port_spec
 
 if TYPE_CHECKING:
     from hcloud.firewalls import BoundFirewall
@@ -50,7 +50,6 @@ NAME = "hetzner"
 TOKEN_ENV = ("HCLOUD_TOKEN",)
 ENDPOINT_ENV = "HCLOUD_ENDPOINT"
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
-ANYWHERE = ["0.0.0.0/0", "::/0"]
 OURS = f"{TAG_KEY}={TAG_VALUE}"
 #: server states as the API reports them, normalised
 _STATUS = {
@@ -192,11 +191,11 @@ class HetznerProvider:
             FirewallRule(
                 direction=FirewallRule.DIRECTION_IN,
                 protocol=FirewallRule.PROTOCOL_TCP,
-                source_ips=ANYWHERE,
-                port=port,
+                source_ips=list(sources),
+                port=port_spec(*ports),
                 description="inletsctl tunnel",
             )
-            for port in inbound_ports(spec.server)
+            for ports, sources in inbound_rules(spec.server)
         ]
         with self._errors():
             return self._client.firewalls.create(

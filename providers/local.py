@@ -137,6 +137,8 @@ class LocalProvider:
             argv += ["--port", str(data)]
         else:
             argv += ["--allow-ports", server.allow_ports]
+        if server.allow_ips:
+            argv += ["--allow-ips", ",".join(server.allow_ips)]
         try:
             with open(hdir / "server.log", "wb") as log:
                 proc = subprocess.Popen(

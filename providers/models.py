@@ -62,6 +62,9 @@ class ServerSpec:
     data_port: int = 8000  # HTTP mode's public port
     ports: tuple[int, ...] = ()  # TCP mode: the ports the client will ask for
     allow_ports: str = "1024-65535"  # TCP mode: the server's allow-list
+    #: ``--allow-ips``: the only sources the data ports serve (the engine and the cloud
+    #: firewall); the control port stays open to all. () = everyone.
+    allow_ips: tuple[str, ...] = ()
     engine: Engine = Engine.TUNNEL_CORE
     letsencrypt_domains: tuple[str, ...] = ()
     letsencrypt_email: str = ""

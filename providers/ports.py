@@ -9,7 +9,18 @@ from __future__ import annotations
 from providers.errors import InvalidSpec
 from providers.models import ServerSpec, TunnelMode
 
-__all__ = ["allow_list", "inbound_ports", "inbound_ranges", "merge_ranges"]
+__all__ = [
+    "ANYWHERE",
+    "allow_list",
+    "inbound_ports",
+    "inbound_ranges",
+    "inbound_rules",
+    "merge_ranges",
+    "port_spec",
+]
+
+#: Every IPv4 and IPv6 source.
+ANYWHERE: tuple[str, ...] = ("0.0.0.0/0", "::/0")
 
 
 def allow_list(text: str) -> list[tuple[int, int]]:
@@ -34,6 +45,15 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def _data_ranges(server: ServerSpec) -> list[tuple[int, int]]:
+    if server.mode is TunnelMode.HTTP:
+        data = [80, 443] if server.letsencrypt_domains else [server.data_port]
+        return [(port, port) for port in data]
+    if server.ports:
+        return [(port, port) for port in server.ports]
+    return allow_list(server.allow_ports)
+
+
 def inbound_ranges(server: ServerSpec) -> list[tuple[int, int]]:
     """Merged (first, last) port ranges a client must reach: control plus data ports.
 
@@ -41,17 +61,30 @@ def inbound_ranges(server: ServerSpec) -> list[tuple[int, int]]:
     allow-list when it did not say; HTTP mode opens the data port, or 80 and 443
     when Caddy answers for Let's Encrypt domains.
     """
-    ranges = [(server.control_port, server.control_port)]
-    if server.mode is TunnelMode.HTTP:
-        data = [80, 443] if server.letsencrypt_domains else [server.data_port]
-        ranges += [(port, port) for port in data]
-    elif server.ports:
-        ranges += [(port, port) for port in server.ports]
-    else:
-        ranges += allow_list(server.allow_ports)
-    return merge_ranges(ranges)
+    return merge_ranges([(server.control_port, server.control_port), *_data_ranges(server)])
+
+
+def inbound_rules(server: ServerSpec) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
+    """(port range, source CIDRs) pairs: what each provider's firewall opens to whom.
+
+    Without ``server.allow_ips`` every range in :func:`inbound_ranges` is open to
+    :data:`ANYWHERE`. With it, the control port stays open to all (clients connect to
+    it from wherever they are; the token and the pin guard it) and the data ports are
+    open only to the allowed networks, as the engine's own ``--allow-ips`` is.
+    """
+    if not server.allow_ips:
+        return [(r, ANYWHERE) for r in inbound_ranges(server)]
+    control = (server.control_port, server.control_port)
+    return [(control, ANYWHERE)] + [
+        (r, tuple(server.allow_ips)) for r in merge_ranges(_data_ranges(server))
+    ]
+
+
+def port_spec(first: int, last: int) -> str:
+    """A range as the port specs firewall APIs take: ``"8123"`` or ``"1024-65535"``."""
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def inbound_ports(server: ServerSpec) -> list[str]:
     """The same ranges as the port specs firewall APIs take: ``"8123"`` or ``"1024-65535"``."""
-    return [str(a) if a == b else f"{a}-{b}" for a, b in inbound_ranges(server)]
+    return [port_spec(a, b) for a, b in inbound_ranges(server)]

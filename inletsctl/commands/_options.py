@@ -21,6 +21,23 @@ OutputOpt = Annotated[
 ProviderOpt = Annotated[str, typer.Option("--provider", "-p", help="local, ec2, aws, ...")]
 
 
+def parse_allow_ips(text: str) -> tuple[str, ...]:
+    """``--allow-ips 203.0.113.0/24,2001:db8::/32`` -> the networks, normalised.
+
+    Checked by the same parser as the engine's flag, so the user-data never holds a
+    list the server would refuse at boot. "" -> () (everyone).
+    """
+    if not text.strip():
+        return ()
+    from tunnel_core.errors import ConfigError
+    from tunnel_core.netaddr import parse_cidrs
+
+    try:
+        return tuple(str(n) for n in parse_cidrs("--allow-ips", text))
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+
+
 def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
     """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port.
 

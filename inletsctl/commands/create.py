@@ -88,6 +88,15 @@ def create(
     upstream: Annotated[
         str, typer.Option(help="Where the client forwards to; saved for get and connect.")
     ] = "",
+    allow_ips: Annotated[
+        str,
+        typer.Option(
+            metavar="CIDR,...",
+            help="Serve the data ports only to these networks (IPv4 and IPv6, e.g. "
+            "203.0.113.0/24,2001:db8::/32): the server closes other connections and the "
+            "cloud firewall admits only these; the control port stays open to all.",
+        ),
+    ] = "",
     name: Annotated[str, typer.Option(help="Host name at the provider.")] = "",
     plan: Annotated[
         str, typer.Option("--plan", "-s", help="VM size; the provider's default if empty.")
@@ -145,6 +154,13 @@ def create(
             hint="Drop --ports, or pass --tcp instead of --http.",
         )
     port_list = o.parse_ports(ports)
+    allowed = o.parse_allow_ips(allow_ips)
+    if allowed and letsencrypt_domain:
+        raise UsageError(
+            "--allow-ips cannot be combined with --letsencrypt-domain: Let's Encrypt must "
+            "reach ports 80 and 443 from anywhere to issue the certificate",
+            hint="Use --http with --allow-ips, or drop --allow-ips.",
+        )
     check_upstream(mode.value, engine.value, upstream)
     interval = parse_duration(poll)
     waiting = hosts.Waiting(
@@ -168,6 +184,7 @@ def create(
         inlets_version=inlets_version,
         release_url=release_url,
         upstream=upstream,
+        allow_ips=allowed,
         zone=zone,
         extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name)),
     )

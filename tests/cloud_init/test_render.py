@@ -46,15 +46,21 @@ VARIANTS = {
     ),
     "inlets-pro": dataclasses.replace(BASE, engine=Engine.INLETS_PRO),
 }
+#: Same templates as VARIANTS, with options that change the rendered unit.
+OPTION_VARIANTS = {
+    "tcp-allow-ips": dataclasses.replace(BASE, allow_ips=("203.0.113.0/24", "2001:db8::/32")),
+    "http-allow-ips": dataclasses.replace(VARIANTS["http"], allow_ips=("198.51.100.7/32",)),
+}
+GOLDEN_VARIANTS = {**VARIANTS, **OPTION_VARIANTS}
 VARIANTS_CHECKED_BY_SCHEMA = {
-    **VARIANTS,
+    **GOLDEN_VARIANTS,
     "https-staging": dataclasses.replace(VARIANTS["https"], letsencrypt_issuer=Issuer.STAGING),
 }
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(GOLDEN_VARIANTS))
 def test_golden(variant: str) -> None:
-    out = render(VARIANTS[variant])
+    out = render(GOLDEN_VARIANTS[variant])
     path = GOLDEN / f"{variant}.yaml"
     if UPDATE:
         path.write_text(out)
@@ -200,6 +206,21 @@ def test_release_url_is_a_quoted_argument(url: str) -> None:
     assert set(doc) <= KNOWN_TOP_LEVEL
     (cmd,) = doc["runcmd"]
     assert cmd[0:2] == ["sh", "-c"] and '"$1"' in cmd[2] and cmd[4] == url
+
+
+@pytest.mark.parametrize("variant", sorted(OPTION_VARIANTS))
+def test_allow_ips_reach_the_unit(variant: str) -> None:
+    spec = OPTION_VARIANTS[variant]
+    unit = _files(yaml.safe_load(render(spec)))["/etc/systemd/system/tunnel-core.service"]
+    (exec_start,) = [
+        line for line in str(unit["content"]).splitlines() if line.startswith("ExecStart=")
+    ]
+    assert exec_start.endswith(" --allow-ips " + ",".join(spec.allow_ips))
+
+
+def test_allow_ips_cannot_inject_into_the_unit() -> None:
+    with pytest.raises(UnsafeValue):
+        render(dataclasses.replace(BASE, allow_ips=("10.0.0.0/8 --token x",)))
 
 
 def test_allow_ports_cannot_inject_into_the_unit() -> None:

@@ -107,6 +107,14 @@ def test_firewall_opens_exactly_the_tunnel_ports(do, do_fake, server_kw, ports) 
     }
 
 
+def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(do, do_fake) -> None:
+    allowed = ("203.0.113.0/24", "2001:db8::/32")
+    do.create(spec_for(do, mode=TunnelMode.HTTP, ports=(), allow_ips=allowed))
+    (firewall,) = do_fake.firewalls.values()
+    rules = {r["ports"]: r["sources"]["addresses"] for r in firewall["inbound_rules"]}
+    assert rules == {"8123": ["0.0.0.0/0", "::/0"], "8000": list(allowed)}
+
+
 def test_429_on_a_read_waits_what_retry_after_says(do, do_fake, sleeps) -> None:
     do_fake.throttle_once("GET /v2/droplets/?")
     assert do.list() == []

@@ -160,3 +160,61 @@ def test_a_go_users_commands_and_a_delete_command_that_needs_no_state(
         assert fake.resources() == set()
     finally:
         fake.stop()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("provider", sorted(CLOUDS))
+def test_allow_ips_reach_the_firewall_the_user_data_and_the_state(
+    provider: str, tmp_path: Path
+) -> None:
+    from inletsctl.store import Store
+
+    fake_class, token_env, endpoint_env = CLOUDS[provider]
+    fake: JsonApiFake = fake_class().start()
+    if isinstance(fake, FakeHetzner):
+        fake.running_reads = 0
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "INLETS_ACCESS_TOKEN"},
+            "INLETSCTL_STATE_DIR": str(tmp_path),
+            token_env: fake.token,
+            endpoint_env: fake.base_url,
+            "NO_COLOR": "1",
+        }
+        for bad in ("10.0.0.1/8", "2001:db8::/129", "example.com"):
+            refused = inletsctl(
+                env, "create", "-p", provider, "--tcp", "--ports", "8080",
+                "--allow-ips", f"203.0.113.0/24,{bad}", *NO_PROBE,
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stderr
+            assert "--allow-ips" in refused.stderr and bad in refused.stderr
+        https = inletsctl(
+            env, "create", "-p", provider, "--letsencrypt-domain", "a.example.com",
+            "--letsencrypt-email", "me@example.com", "--allow-ips", "203.0.113.0/24", *NO_PROBE,
+        )  # fmt: skip
+        assert https.returncode == 2 and "Let's Encrypt" in https.stderr
+        assert fake.requests == [], "refused before any API call"
+
+        made = inletsctl(
+            env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s",
+            "--allow-ips", "203.0.113.0/24, 2001:db8::/32", *NO_PROBE, "-o", "json",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        host = json.loads(made.stdout)
+        allowed = ["203.0.113.0/24", "2001:db8::/32"]
+        if isinstance(fake, FakeHetzner):
+            ((create,),) = [fake.calls("POST", "/v1/firewalls")]
+            rules = {r["port"]: r["source_ips"] for r in create.body["rules"]}
+            (server,) = fake.calls("POST", "/v1/servers")
+            user_data = server.body["user_data"]
+        else:
+            (firewall,) = fake.firewalls.values()
+            rules = {r["ports"]: r["sources"]["addresses"] for r in firewall["inbound_rules"]}
+            user_data = next(iter(fake.user_data.values()))
+        assert rules == {"8123": ["0.0.0.0/0", "::/0"], "8080": allowed}
+        assert " --allow-ips 203.0.113.0/24,2001:db8::/32\n" in user_data
+        assert Store(tmp_path).get(host["id"]).allow_ips == "203.0.113.0/24,2001:db8::/32"
+        gone = inletsctl(env, "delete", "--id", host["id"])
+        assert gone.returncode == 0, gone.stderr
+    finally:
+        fake.stop()

@@ -152,6 +152,29 @@ def test_security_group_opens_exactly_the_tunnel_ports(
         assert [r["CidrIpv6"] for r in permission["Ipv6Ranges"]] == ["::/0"]
 
 
+def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(
+    ec2: EC2Provider, cloud: MotoEC2
+) -> None:
+    allowed = ("203.0.113.0/24", "198.51.100.7/32", "2001:db8::/32")
+    host = ec2.create(spec_for(ec2, server={"ports": (8080, 2222), "allow_ips": allowed}))
+    (group,) = cloud.ec2.describe_security_groups(GroupIds=[host.additional["security_group_id"]])[
+        "SecurityGroups"
+    ]
+    rules = {
+        (p["FromPort"], p["ToPort"]): (
+            sorted(r["CidrIp"] for r in p.get("IpRanges", [])),
+            [r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])],
+        )
+        for p in group["IpPermissions"]
+    }
+    data = (["198.51.100.7/32", "203.0.113.0/24"], ["2001:db8::/32"])
+    assert rules == {
+        (8123, 8123): (["0.0.0.0/0"], ["::/0"]),
+        (2222, 2222): data,
+        (8080, 8080): data,
+    }
+
+
 def test_every_resource_is_tagged(ec2: EC2Provider, cloud: MotoEC2) -> None:
     spec = spec_for(ec2)
     host = wait_active(ec2, ec2.create(spec))

@@ -43,6 +43,20 @@ def test_too_many_separate_ports_are_refused_before_aws_is_asked() -> None:
     assert len(ip_permissions(replace(SERVER, ports=spread[: MAX_RULES - 1]))) == MAX_RULES
 
 
+def test_allow_ips_split_v4_and_v6_and_count_toward_the_limit() -> None:
+    server = replace(SERVER, ports=(8080,), allow_ips=("203.0.113.0/24",))
+    (control, data) = ip_permissions(server)
+    assert (control["FromPort"], [r["CidrIp"] for r in control["IpRanges"]]) == (
+        8123,
+        ["0.0.0.0/0"],
+    )
+    assert [r["CidrIp"] for r in data["IpRanges"]] == ["203.0.113.0/24"]
+    assert "Ipv6Ranges" not in data  # no IPv6 network allowed: no IPv6 rule at all
+    many = tuple(f"10.{i}.0.0/16" for i in range(MAX_RULES))
+    with pytest.raises(InvalidSpec, match="IPv4 rules"):
+        ip_permissions(replace(SERVER, ports=(8080,), allow_ips=many))
+
+
 def test_hint_falls_back_from_the_full_code_to_its_family() -> None:
     assert "--image" in hint_for("InvalidAMIID.NotFound")
     assert "-v" in hint_for("SomethingNew")

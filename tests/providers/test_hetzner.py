@@ -103,6 +103,15 @@ def test_firewall_rules_match_the_ports(hz, hz_fake, server_changes, ports) -> N
     assert all(r["source_ips"] == ["0.0.0.0/0", "::/0"] for r in firewall["rules"])
 
 
+def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(hz, hz_fake) -> None:
+    spec = make(hz)
+    allowed = ("203.0.113.0/24", "2001:db8::/32")
+    hz.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
+    (firewall,) = hz_fake.firewalls.values()
+    rules = {r["port"]: r["source_ips"] for r in firewall["rules"]}
+    assert rules == {"8123": ["0.0.0.0/0", "::/0"], "8080": list(allowed)}
+
+
 def test_delete_waits_for_the_server_action_then_removes_the_firewall(hz, hz_fake) -> None:
     host = hz.create(make(hz))
     hz.delete(host_id=host.id)
