@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from . import status
+from . import config, status
 from .errors import ConfigError, TunnelError
 from .http import cli as http_cli
 from .runner import report, setup_logging
@@ -37,11 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     for register in MODES:
         register(modes)
+    config.add_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = config.resolve(build_parser, argv)  # --config FILE under the command line
+    except ConfigError as exc:
+        report(exc)
+        return 2
+    if args.print_config:
+        print(config.format_toml(build_parser(), args), end="")
+        return 0
     setup_logging(args.verbose)
     try:
         code: int = args.func(args)
