@@ -393,7 +393,7 @@ class Session(asyncio.Protocol):
 
     def open_stream(self, metadata: dict[str, Any]) -> Stream:
         """Open a stream to the peer, which gets ``metadata`` with it."""
-        if self.closed.done():
+        if self.closed.done() or self.transport.is_closing():
             raise StreamClosedError("the control connection is closed")
         stream_id = self.mux.open_stream(metadata)
         self.schedule_flush()
@@ -518,6 +518,10 @@ class Session(asyncio.Protocol):
         log.warning("dropping %s: %s", self.peer or "peer", reason)
         self.close_reason = reason
         self.transport.abort()
+        # Now, not at connection_lost: until then a stream must not touch the mux.
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream._on_reset(f"control connection dropped: {reason}")
 
     def _owed(self) -> int:
         return self.mux.replies + self._ws_replies - self._owed_base

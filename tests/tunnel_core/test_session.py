@@ -362,3 +362,25 @@ def test_the_server_sets_tcp_keepalive_pings_each_client_and_expires_a_silent_on
         await server.close()
 
     run(main())
+
+
+def test_sides_with_different_windows_work_together():
+    """Before: a server with a 64 KiB window and a client with the default 4 MiB broke
+    each other ("peer sent beyond its credit")."""
+
+    async def main() -> None:
+        server, plane, config = await start(window=65536)
+        config.initial_window = None  # the client keeps the default
+        session, _ = await connect(config, spawn)
+        payload = os.urandom(3 << 20)
+        stream = plane.sessions[0].open_stream({})
+        writer = asyncio.ensure_future(_write_all(stream, payload))
+        got = bytearray()
+        while chunk := await stream.read():
+            got += chunk
+        await writer
+        assert bytes(got) == payload
+        session.close()
+        await server.close()
+
+    run(main())

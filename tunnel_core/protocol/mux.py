@@ -6,7 +6,9 @@ TLS or WebSockets. A driver feeds received bytes with :meth:`Mux.receive_data`, 
 empties :meth:`Mux.events_received` and :meth:`Mux.data_to_send` (outbox style: the mux
 emits WINDOW and PONG frames without being asked).
 
-Flow control: each side grants the other ``initial_window`` bytes of credit per stream;
+Flow control: each side grants the other ``initial_window`` bytes of credit per stream
+(announced as ``"window"`` in HELLO and WELCOME, so the sides may differ; a peer that
+announces none is taken to use ours, as every side assumed before windows were announced);
 a sender never sends DATA beyond its credit, and the receiver grants more with WINDOW
 frames once its application consumed the bytes (:meth:`Mux.consumed`), batched so that
 one WINDOW covers at least a quarter of the window. Sending beyond credit is a local
@@ -35,6 +37,8 @@ from .frames import (
 
 DEFAULT_WINDOW = 4 << 20
 DEFAULT_MAX_DATA_FRAME = 256 * 1024
+#: The windows a HELLO or WELCOME may announce.
+MIN_WINDOW, MAX_WINDOW = 1, 1 << 30
 
 
 class Role(Enum):
@@ -157,9 +161,9 @@ Event = (
 class _Stream:
     __slots__ = ("state", "credit", "recv_window", "unacked")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, credit: int, window: int) -> None:
         self.state = S.OPEN
-        self.credit = window  # bytes we may still send
+        self.credit = credit  # bytes we may still send
         self.recv_window = window  # bytes the peer may still send
         self.unacked = 0  # consumed bytes not yet granted back
 
@@ -179,7 +183,14 @@ class Mux:
         if not 0 < max_data_frame <= max_payload:
             raise ValueError("max_data_frame must be positive and at most max_payload")
         self.role = role
+        if not MIN_WINDOW <= initial_window <= MAX_WINDOW:
+            raise ValueError(f"initial_window must be within {MIN_WINDOW}-{MAX_WINDOW}")
         self.initial_window = initial_window
+        #: The credit the peer grants each new stream (its announced window).
+        self.peer_window = initial_window
+        #: The RemoteProtocolError that broke the connection; set, the mux is in ERROR:
+        #: receiving raises it again, sending raises LocalProtocolError.
+        self.error: RemoteProtocolError | None = None
         self.max_data_frame = max_data_frame
         self.max_streams = max_streams
         self._grant_threshold = max(1, initial_window // 4)
@@ -223,21 +234,34 @@ class Mux:
     # Commands -------------------------------------------------------------------
 
     def send_hello(self, info: dict[str, Any]) -> None:
+        """Register with the server; ``"window"`` (our initial window) is added."""
+        info = info | {"window": self.initial_window}
         self._out.append(Frame(FrameType.HELLO, 0, json_payload(info)).serialize())
 
     def send_welcome(self, info: dict[str, Any]) -> None:
+        """Answer the HELLO; ``"window"`` (our initial window) is added."""
         if not isinstance(info.get("ok"), bool):
             raise LocalProtocolError("WELCOME 'ok' must be true or false")
+        info = info | {"window": self.initial_window}
         self._out.append(Frame(FrameType.WELCOME, 0, json_payload(info)).serialize())
 
+    def _usable(self) -> None:
+        if self.error is not None:
+            raise LocalProtocolError(f"the connection is in ERROR state: {self.error}")
+
     def ping(self, payload: bytes = b"") -> None:
+        if self.error is not None:
+            return  # nobody left to answer
         self._out.append(Frame(FrameType.PING, 0, payload).serialize())
 
     def go_away(self, reason: str = "") -> None:
+        if self.error is not None:
+            return
         self._out.append(Frame(FrameType.GOAWAY, 0, reason.encode()).serialize())
 
     def open_stream(self, metadata: dict[str, Any]) -> int:
         """Open a stream towards the peer; it may carry DATA at once (no round trip)."""
+        self._usable()
         if len(self._streams) >= self.max_streams:
             raise LocalProtocolError(f"more than {self.max_streams} open streams")
         stream_id = self._next_id
@@ -245,13 +269,14 @@ class Mux:
             raise LocalProtocolError("stream ids exhausted; reconnect")
         self._next_id += 2
         self._out.append(Frame(FrameType.OPEN, stream_id, json_payload(metadata)).serialize())
-        self._streams[stream_id] = _Stream(self.initial_window)
+        self._streams[stream_id] = _Stream(self.peer_window, self.initial_window)
         return stream_id
 
     def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
         """Send as much of ``data`` as the credit allows; return how many bytes went."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in CAN_SEND:
+        if stream is None or stream.state not in CAN_SEND or self.error is not None:
+            self._usable()
             raise LocalProtocolError(
                 f"stream {stream_id} cannot send in state {self.state(stream_id).value}"
             )
@@ -271,12 +296,13 @@ class Mux:
         return total
 
     def send_eof(self, stream_id: int) -> None:
+        self._usable()
         self._transition(stream_id, C.SEND_EOF, local=True)
         self._out.append(Frame(FrameType.EOF, stream_id).serialize())
 
     def reset(self, stream_id: int, reason: str = "") -> None:
         """Abort a stream both ways; resetting a closed stream is a no-op (races are normal)."""
-        if stream_id not in self._streams:
+        if stream_id not in self._streams or self.error is not None:
             return
         self._transition(stream_id, C.SEND_RESET, local=True)
         frame = Frame(FrameType.RESET, stream_id, reason[:1024].encode()).serialize()
@@ -287,7 +313,7 @@ class Mux:
     def consumed(self, stream_id: int, nbytes: int) -> None:
         """The application took ``nbytes`` of this stream's data; grant them back (batched)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in CAN_RECEIVE:
+        if stream is None or stream.state not in CAN_RECEIVE or self.error is not None:
             return
         stream.unacked += nbytes
         if stream.unacked >= self._grant_threshold:
@@ -303,8 +329,14 @@ class Mux:
         With ``max_frames``, at most that many frames are parsed; the rest of ``data``
         waits (``backlog`` bytes) for ``receive_data(b"", max_frames)``.
         """
-        for frame in self._decoder.feed(data, max_frames):
-            self._handle(frame)
+        if self.error is not None:
+            raise self.error
+        try:
+            for frame in self._decoder.feed(data, max_frames):
+                self._handle(frame)
+        except RemoteProtocolError as exc:
+            self.error = exc  # ERROR: nothing more is parsed or sent
+            raise
 
     @property
     def backlog(self) -> int:
@@ -365,13 +397,16 @@ class Mux:
         elif ftype is FrameType.HELLO:
             if self.role is not Role.SERVER:
                 raise RemoteProtocolError("HELLO sent to a client")
-            self._events.append(Hello(frame.json()))
+            info = frame.json()
+            self.peer_window = _announced_window(info, self.initial_window)
+            self._events.append(Hello(info))
         elif ftype is FrameType.WELCOME:
             if self.role is not Role.CLIENT:
                 raise RemoteProtocolError("WELCOME sent to a server")
             info = frame.json()
             if not isinstance(info.get("ok"), bool):
                 raise RemoteProtocolError("WELCOME 'ok' must be true or false")
+            self.peer_window = _announced_window(info, self.initial_window)
             self._events.append(Welcome(info))
         else:  # GOAWAY: the only type left
             self._events.append(GoAway(frame.payload.decode()))
@@ -384,7 +419,7 @@ class Mux:
             raise RemoteProtocolError(f"peer opened more than {self.max_streams} streams")
         self._highest_remote = sid
         self.opens_received += 1
-        self._streams[sid] = _Stream(self.initial_window)
+        self._streams[sid] = _Stream(self.peer_window, self.initial_window)
         self._events.append(StreamOpened(sid, metadata))
 
     def _check_known(self, sid: int) -> None:
@@ -404,3 +439,10 @@ class Mux:
         stream.state = new
         if new is S.CLOSED:
             del self._streams[sid]
+
+
+def _announced_window(info: dict[str, Any], default: int) -> int:
+    window = info.get("window", default)
+    if type(window) is not int or not MIN_WINDOW <= window <= MAX_WINDOW:
+        raise RemoteProtocolError(f"window must be an integer within {MIN_WINDOW}-{MAX_WINDOW}")
+    return window

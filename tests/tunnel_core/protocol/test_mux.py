@@ -36,10 +36,11 @@ class MuxPair:
 def test_hello_welcome_and_open_carry_json():
     pair = MuxPair()
     pair.client.send_hello({"mode": "tcp", "ports": [8000]})
-    assert pair.to_server() == [Hello({"mode": "tcp", "ports": [8000]})]
+    assert pair.to_server() == [Hello({"mode": "tcp", "ports": [8000], "window": 1000})]
     pair.server.send_welcome({"ok": True})
     sid = pair.server.open_stream({"port": 8000})
-    assert pair.to_client() == [Welcome({"ok": True}), StreamOpened(sid, {"port": 8000})]
+    welcome = Welcome({"ok": True, "window": 1000})
+    assert pair.to_client() == [welcome, StreamOpened(sid, {"port": 8000})]
     assert sid % 2 == 0
 
 
