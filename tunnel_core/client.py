@@ -127,6 +127,8 @@ async def connect(
         on_event(event)
 
     session._on_event = events
+    if session.transport.is_closing():  # dropped on its first bytes already
+        raise ConnectError(f"{config.url} broke the protocol: {session.close_reason}")
     session.mux.send_hello({"client_id": config.client_id} | config.hello)
     session.schedule_flush()
     await asyncio.wait(

@@ -409,6 +409,10 @@ class Session(asyncio.Protocol):
         self._flush()
         self._close_sent = True
         self.transport.write(ws.encode(ws.Opcode.CLOSE, ws.close_payload(code), mask=self._mask))
+        # After our GOAWAY the mux sends nothing more, so the streams end here, not later.
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream._on_reset("control connection closed")
         self.transport.close()
 
     def schedule_flush(self) -> None:

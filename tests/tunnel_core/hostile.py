@@ -178,8 +178,8 @@ class HostileServer:
         accept_key: Callable[[str], bytes] | None = None,
         welcome: dict[str, Any] | None = None,
     ) -> Peer:
-        """Accept one client, answer its upgrade (``accept_key`` may forge the key) and,
-        unless ``welcome`` is ``{}``, its HELLO with ``welcome``."""
+        """Accept one client, answer its upgrade (``accept_key`` may forge the key; then
+        nothing more), read its HELLO and, unless ``welcome`` is ``{}``, answer it."""
         raw, _ = self.sock.accept()
         raw.settimeout(IO_TIMEOUT)
         conn = self.ctx.wrap_socket(raw, server_side=True)
@@ -204,10 +204,11 @@ class HostileServer:
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
         peer = Peer(conn, mask=False)
-        if accept_key is None and welcome != {}:
+        if accept_key is None:
             peer.hello = peer.expect(FrameType.HELLO).json()  # type: ignore[attr-defined]
-            info = {"ok": True, "version": 1} if welcome is None else welcome
-            peer.send(frame(FrameType.WELCOME, 0, json_payload(info)))
+            if welcome != {}:
+                info = {"ok": True, "version": 1} if welcome is None else welcome
+                peer.send(frame(FrameType.WELCOME, 0, json_payload(info)))
         return peer
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from tests.tunnel_core.hostile import (
     HostileServer,
     Peer,
     frame,
+    hello,
     peak_mb,
     rss_mb,
 )
@@ -487,4 +488,44 @@ def test_an_upstream_connection_whose_tunnel_broke_gets_a_reset_not_a_fin(engine
         for conn in accepted:
             conn.close()
         upstream.close()
+        hostile.close()
+
+
+# Connection phases (the mux's CONNECTION_TRANSITIONS) ---------------------------------------
+
+PHASE_ERRORS = {
+    "open-before-hello": (
+        [frame(FrameType.OPEN, 1, b"{}")],
+        "peer sent OPEN in phase await HELLO",
+    ),
+    "ping-before-hello": ([frame(FrameType.PING)], "peer sent PING in phase await HELLO"),
+    "second-hello": ([hello([]), hello([])], "peer sent HELLO in phase await WELCOME"),
+    "ping-after-goaway": (
+        [hello([]), frame(FrameType.GOAWAY, 0, b"bye"), frame(FrameType.PING)],
+        "peer sent PING in phase client gone",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PHASE_ERRORS))
+def test_a_client_out_of_phase_is_dropped_with_the_exact_error(engine, loop, case):
+    """Before: the phases lived in server.py, which only waited for a HELLO: frames
+    before it, a second HELLO and frames after GOAWAY were all taken."""
+    frames, error = PHASE_ERRORS[case]
+    server = engine.tcp_server()
+    client = HostileClient(server)
+    client.send(*frames)
+    server.process.wait_log(f": {error}")
+    client.close()
+
+
+def test_a_server_that_opens_streams_before_its_welcome_is_dropped(engine, loop):
+    hostile = HostileServer(engine)
+    try:
+        client = hostile.client(engine, "--ports", "9000")
+        peer = hostile.accept(welcome={})  # HELLO read, no WELCOME sent
+        peer.send(frame(FrameType.OPEN, 2, json_payload({"port": 9000})))
+        client.wait_log(f"dropping {hostile.url}: peer sent OPEN in phase await WELCOME")
+        peer.close()
+    finally:
         hostile.close()

@@ -322,6 +322,9 @@ def test_window_then_reset_in_one_message_resets_only_that_stream():
             on_event=lambda event: None,
             initial_window=64,
         )
+        hello = Frame(FrameType.HELLO, 0, b"{}").serialize()
+        session.data_received(ws.encode(ws.Opcode.BINARY, hello, mask=True))
+        session.mux.send_welcome({"ok": True})
         a, b = session.open_stream({}), session.open_stream({})
         a.write(b"x" * 100)  # 36 bytes wait for credit
         assert a.paused

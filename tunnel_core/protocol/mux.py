@@ -1,7 +1,10 @@
 """The stream multiplexer: a sans-I/O state machine over the frame codec.
 
-Rules of this file: everything that changes a stream's state lives here, driven by
-the transition table ``TRANSITIONS``; nothing here does I/O or knows about asyncio,
+Rules of this file: everything that changes a stream's or the connection's state lives
+here, driven by the transition tables ``TRANSITIONS`` (streams) and
+``CONNECTION_TRANSITIONS`` (the connection's phases: HELLO first and once, nothing but
+WELCOME before WELCOME, nothing from a side after its GOAWAY); nothing here does I/O or
+knows about asyncio,
 TLS or WebSockets. A driver feeds received bytes with :meth:`Mux.receive_data`, then
 empties :meth:`Mux.events_received` and :meth:`Mux.data_to_send` (outbox style: the mux
 emits WINDOW and PONG frames without being asked).
@@ -74,6 +77,74 @@ TRANSITIONS: dict[tuple[StreamState, Cause], StreamState] = {
     (S.HALF_CLOSED_REMOTE, C.SEND_RESET): S.CLOSED,
     (S.HALF_CLOSED_REMOTE, C.RECV_RESET): S.CLOSED,
 }
+class Phase(Enum):
+    """The connection's phase, shared by both directions."""
+
+    AWAIT_HELLO = "await HELLO"
+    AWAIT_WELCOME = "await WELCOME"
+    OPEN = "open"
+    REFUSED = "refused"  # the WELCOME said no; only GOAWAY is left
+    CLIENT_GONE = "client gone"  # the client sent GOAWAY
+    SERVER_GONE = "server gone"  # the server sent GOAWAY
+    CLOSED = "closed"  # both sent GOAWAY
+
+
+class Kind(Enum):
+    """What a frame is to the connection's phase."""
+
+    HELLO = "HELLO"
+    WELCOME_OK = "WELCOME ok"
+    WELCOME_REFUSED = "WELCOME refused"
+    STREAM = "OPEN, DATA, EOF, RESET, WINDOW"
+    PING = "PING, PONG"
+    GOAWAY = "GOAWAY"
+
+
+P, K, R = Phase, Kind, Role
+_CLIENT, _SERVER = R.CLIENT, R.SERVER
+#: (phase, sender, kind) -> next phase. A missing triple is a protocol error (local if
+#: we sent it, remote if the peer did). A side that sent GOAWAY sends nothing more; the
+#: other may still finish what it was sending, then say GOAWAY too.
+CONNECTION_TRANSITIONS: dict[tuple[Phase, Role, Kind], Phase] = {
+    (P.AWAIT_HELLO, _CLIENT, K.HELLO): P.AWAIT_WELCOME,
+    (P.AWAIT_HELLO, _CLIENT, K.GOAWAY): P.CLIENT_GONE,
+    (P.AWAIT_HELLO, _SERVER, K.GOAWAY): P.SERVER_GONE,
+    (P.AWAIT_WELCOME, _SERVER, K.WELCOME_OK): P.OPEN,
+    (P.AWAIT_WELCOME, _SERVER, K.WELCOME_REFUSED): P.REFUSED,
+    (P.AWAIT_WELCOME, _CLIENT, K.GOAWAY): P.CLIENT_GONE,
+    (P.AWAIT_WELCOME, _SERVER, K.GOAWAY): P.SERVER_GONE,
+    (P.OPEN, _CLIENT, K.STREAM): P.OPEN,
+    (P.OPEN, _SERVER, K.STREAM): P.OPEN,
+    (P.OPEN, _CLIENT, K.PING): P.OPEN,
+    (P.OPEN, _SERVER, K.PING): P.OPEN,
+    (P.OPEN, _CLIENT, K.GOAWAY): P.CLIENT_GONE,
+    (P.OPEN, _SERVER, K.GOAWAY): P.SERVER_GONE,
+    (P.REFUSED, _CLIENT, K.GOAWAY): P.CLIENT_GONE,
+    (P.REFUSED, _SERVER, K.GOAWAY): P.SERVER_GONE,
+    (P.CLIENT_GONE, _SERVER, K.WELCOME_OK): P.CLIENT_GONE,
+    (P.CLIENT_GONE, _SERVER, K.WELCOME_REFUSED): P.CLIENT_GONE,
+    (P.CLIENT_GONE, _SERVER, K.STREAM): P.CLIENT_GONE,
+    (P.CLIENT_GONE, _SERVER, K.PING): P.CLIENT_GONE,
+    (P.CLIENT_GONE, _SERVER, K.GOAWAY): P.CLOSED,
+    (P.SERVER_GONE, _CLIENT, K.STREAM): P.SERVER_GONE,
+    (P.SERVER_GONE, _CLIENT, K.PING): P.SERVER_GONE,
+    (P.SERVER_GONE, _CLIENT, K.GOAWAY): P.CLOSED,
+}
+_KINDS = {
+    FrameType.HELLO: K.HELLO,
+    FrameType.OPEN: K.STREAM,
+    FrameType.DATA: K.STREAM,
+    FrameType.EOF: K.STREAM,
+    FrameType.RESET: K.STREAM,
+    FrameType.WINDOW: K.STREAM,
+    FrameType.PING: K.PING,
+    FrameType.PONG: K.PING,
+    FrameType.GOAWAY: K.GOAWAY,
+}  # WELCOME: by its "ok"
+
+#: Frame types that change the phase even when it is OPEN.
+_PHASE_FRAMES = frozenset({FrameType.HELLO, FrameType.WELCOME, FrameType.GOAWAY})
+
 #: States in which each direction may still carry DATA.
 CAN_SEND = frozenset({S.OPEN, S.HALF_CLOSED_REMOTE})
 CAN_RECEIVE = frozenset({S.OPEN, S.HALF_CLOSED_LOCAL})
@@ -198,6 +269,8 @@ class Mux:
         self._streams: dict[int, _Stream] = {}
         self._next_id = 2 if role is Role.SERVER else 1
         self._highest_remote = 0
+        self.phase = P.AWAIT_HELLO
+        self._peer = R.CLIENT if role is R.SERVER else R.SERVER
         self._events: list[Event] = []
         self._out: list[bytes] = []
         #: Bytes of replies the peer's own frames made us queue (PONGs, RESETs of streams
@@ -235,6 +308,7 @@ class Mux:
 
     def send_hello(self, info: dict[str, Any]) -> None:
         """Register with the server; ``"window"`` (our initial window) is added."""
+        self._send(K.HELLO)
         info = info | {"window": self.initial_window}
         self._out.append(Frame(FrameType.HELLO, 0, json_payload(info)).serialize())
 
@@ -242,6 +316,7 @@ class Mux:
         """Answer the HELLO; ``"window"`` (our initial window) is added."""
         if not isinstance(info.get("ok"), bool):
             raise LocalProtocolError("WELCOME 'ok' must be true or false")
+        self._send(K.WELCOME_OK if info["ok"] else K.WELCOME_REFUSED)
         info = info | {"window": self.initial_window}
         self._out.append(Frame(FrameType.WELCOME, 0, json_payload(info)).serialize())
 
@@ -249,18 +324,34 @@ class Mux:
         if self.error is not None:
             raise LocalProtocolError(f"the connection is in ERROR state: {self.error}")
 
+    def _send(self, kind: Kind) -> None:
+        """Advance the phase for a frame we send, or raise LocalProtocolError."""
+        self._usable()
+        new = CONNECTION_TRANSITIONS.get((self.phase, self.role, kind))
+        if new is None:
+            raise LocalProtocolError(f"cannot send {kind.value} in phase {self.phase.value}")
+        self.phase = new
+
+    def may_send(self, kind: Kind = K.STREAM) -> bool:
+        """Whether we may send a frame of ``kind`` now (not in ERROR, not after GOAWAY)."""
+        return self.error is None and (self.phase, self.role, kind) in CONNECTION_TRANSITIONS
+
     def ping(self, payload: bytes = b"") -> None:
-        if self.error is not None:
-            return  # nobody left to answer
+        if not self.may_send(K.PING):
+            return  # nobody left to answer, or not yet: a ping is never worth an error
         self._out.append(Frame(FrameType.PING, 0, payload).serialize())
 
     def go_away(self, reason: str = "") -> None:
-        if self.error is not None:
+        """Say we are closing; saying it again (or in ERROR) is a no-op."""
+        if not self.may_send(K.GOAWAY):
             return
+        self._send(K.GOAWAY)
         self._out.append(Frame(FrameType.GOAWAY, 0, reason.encode()).serialize())
 
     def open_stream(self, metadata: dict[str, Any]) -> int:
         """Open a stream towards the peer; it may carry DATA at once (no round trip)."""
+        if self.phase is not P.OPEN:
+            self._send(K.STREAM)
         self._usable()
         if len(self._streams) >= self.max_streams:
             raise LocalProtocolError(f"more than {self.max_streams} open streams")
@@ -275,11 +366,18 @@ class Mux:
     def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
         """Send as much of ``data`` as the credit allows; return how many bytes went."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in CAN_SEND or self.error is not None:
+        if (
+            stream is None
+            or stream.state not in CAN_SEND
+            or self.phase is not P.OPEN
+            or self.error is not None
+        ):
             self._usable()
-            raise LocalProtocolError(
-                f"stream {stream_id} cannot send in state {self.state(stream_id).value}"
-            )
+            if stream is None or stream.state not in CAN_SEND:
+                raise LocalProtocolError(
+                    f"stream {stream_id} cannot send in state {self.state(stream_id).value}"
+                )
+            self._send(K.STREAM)  # raises after our GOAWAY
         total = min(len(data), stream.credit)
         step = self.max_data_frame
         out = self._out
@@ -296,13 +394,13 @@ class Mux:
         return total
 
     def send_eof(self, stream_id: int) -> None:
-        self._usable()
+        self._send(K.STREAM)
         self._transition(stream_id, C.SEND_EOF, local=True)
         self._out.append(Frame(FrameType.EOF, stream_id).serialize())
 
     def reset(self, stream_id: int, reason: str = "") -> None:
         """Abort a stream both ways; resetting a closed stream is a no-op (races are normal)."""
-        if stream_id not in self._streams or self.error is not None:
+        if stream_id not in self._streams or not self.may_send():
             return
         self._transition(stream_id, C.SEND_RESET, local=True)
         frame = Frame(FrameType.RESET, stream_id, reason[:1024].encode()).serialize()
@@ -313,7 +411,7 @@ class Mux:
     def consumed(self, stream_id: int, nbytes: int) -> None:
         """The application took ``nbytes`` of this stream's data; grant them back (batched)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in CAN_RECEIVE or self.error is not None:
+        if stream is None or stream.state not in CAN_RECEIVE or not self.may_send():
             return
         stream.unacked += nbytes
         if stream.unacked >= self._grant_threshold:
@@ -350,6 +448,17 @@ class Mux:
 
     def _handle(self, frame: Frame) -> None:
         ftype, sid = frame.type, frame.stream_id
+        if self.phase is not P.OPEN or ftype in _PHASE_FRAMES:
+            kind = _KINDS.get(ftype)
+            if kind is None:  # WELCOME
+                ok = frame.json().get("ok")
+                kind = K.WELCOME_OK if ok is True else K.WELCOME_REFUSED
+            new = CONNECTION_TRANSITIONS.get((self.phase, self._peer, kind))
+            if new is None:
+                raise RemoteProtocolError(
+                    f"peer sent {ftype.name} in phase {self.phase.value}"
+                )
+            self.phase = new
         if ftype is FrameType.DATA:
             stream = self._streams.get(sid)
             if stream is None:
@@ -388,21 +497,18 @@ class Mux:
             else:
                 self._check_known(sid)
         elif ftype is FrameType.PING:
-            pong = Frame(FrameType.PONG, 0, frame.payload).serialize()
-            self._out.append(pong)
-            self.replies += len(pong)
+            if self.may_send(K.PING):
+                pong = Frame(FrameType.PONG, 0, frame.payload).serialize()
+                self._out.append(pong)
+                self.replies += len(pong)
             self._events.append(PingReceived(frame.payload))
         elif ftype is FrameType.PONG:
             self._events.append(PongReceived(frame.payload))
-        elif ftype is FrameType.HELLO:
-            if self.role is not Role.SERVER:
-                raise RemoteProtocolError("HELLO sent to a client")
+        elif ftype is FrameType.HELLO:  # the phase table let only a client's first one in
             info = frame.json()
             self.peer_window = _announced_window(info, self.initial_window)
             self._events.append(Hello(info))
-        elif ftype is FrameType.WELCOME:
-            if self.role is not Role.CLIENT:
-                raise RemoteProtocolError("WELCOME sent to a server")
+        elif ftype is FrameType.WELCOME:  # likewise: only a server's, once, after HELLO
             info = frame.json()
             if not isinstance(info.get("ok"), bool):
                 raise RemoteProtocolError("WELCOME 'ok' must be true or false")

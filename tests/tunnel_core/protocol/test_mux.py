@@ -1,7 +1,7 @@
 import pytest
 
 from tunnel_core.errors import LocalProtocolError, RemoteProtocolError
-from tunnel_core.protocol.frames import HEADER, FrameType, data_header, window_frame
+from tunnel_core.protocol.frames import HEADER, Frame, FrameType, data_header, window_frame
 from tunnel_core.protocol.mux import (
     CreditAvailable,
     Hello,
@@ -17,12 +17,31 @@ from tunnel_core.protocol.mux import (
 )
 
 
-class MuxPair:
-    """Two in-memory muxes joined by a fake link."""
+def ready(role: Role, **kwargs: int) -> Mux:
+    """A mux past HELLO and WELCOME (what its peer sent is discarded)."""
+    mux = Mux(role, **kwargs)
+    if role is Role.SERVER:
+        mux.receive_data(Frame(FrameType.HELLO, 0, b"{}").serialize())
+        mux.send_welcome({"ok": True})
+    else:
+        mux.send_hello({})
+        mux.receive_data(Frame(FrameType.WELCOME, 0, b'{"ok":true}').serialize())
+    mux.events_received()
+    mux.data_to_send()
+    return mux
 
-    def __init__(self, window: int = 1000, frame: int = 300) -> None:
+
+class MuxPair:
+    """Two in-memory muxes joined by a fake link, past HELLO and WELCOME."""
+
+    def __init__(self, window: int = 1000, frame: int = 300, handshake: bool = True) -> None:
         self.server = Mux(Role.SERVER, initial_window=window, max_data_frame=frame)
         self.client = Mux(Role.CLIENT, initial_window=window, max_data_frame=frame)
+        if handshake:
+            self.client.send_hello({})
+            self.to_server()
+            self.server.send_welcome({"ok": True})
+            self.to_client()
 
     def to_client(self) -> list:
         self.client.receive_data(b"".join(self.server.data_to_send()))
@@ -34,7 +53,7 @@ class MuxPair:
 
 
 def test_hello_welcome_and_open_carry_json():
-    pair = MuxPair()
+    pair = MuxPair(handshake=False)
     pair.client.send_hello({"mode": "tcp", "ports": [8000]})
     assert pair.to_server() == [Hello({"mode": "tcp", "ports": [8000], "window": 1000})]
     pair.server.send_welcome({"ok": True})
@@ -96,19 +115,19 @@ def test_reset_closes_only_that_stream_and_late_frames_are_ignored():
 
 
 def test_frames_for_streams_never_opened_are_remote_errors():
-    mux = Mux(Role.CLIENT)
+    mux = ready(Role.CLIENT)
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(data_header(8, 1) + b"x")
-    mux = Mux(Role.CLIENT)
+    mux = ready(Role.CLIENT)
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(window_frame(2, 10))
 
 
 def test_open_out_of_order_or_wrong_parity_is_a_remote_error():
-    mux = Mux(Role.CLIENT)
+    mux = ready(Role.CLIENT)
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(HEADER.pack(FrameType.OPEN, 3, 2) + b"{}")  # odd ids are the client's
-    mux = Mux(Role.CLIENT)
+    mux = ready(Role.CLIENT)
     mux.receive_data(HEADER.pack(FrameType.OPEN, 4, 2) + b"{}")
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(HEADER.pack(FrameType.OPEN, 2, 2) + b"{}")
@@ -139,11 +158,11 @@ def test_role_checks_on_hello_and_welcome():
 
 
 def test_stream_limit_is_enforced_both_ways():
-    mux = Mux(Role.SERVER, max_streams=1)
+    mux = ready(Role.SERVER, max_streams=1)
     mux.open_stream({})
     with pytest.raises(LocalProtocolError):
         mux.open_stream({})
-    mux = Mux(Role.CLIENT, max_streams=1)
+    mux = ready(Role.CLIENT, max_streams=1)
     mux.receive_data(HEADER.pack(FrameType.OPEN, 2, 2) + b"{}")
     with pytest.raises(RemoteProtocolError):
         mux.receive_data(HEADER.pack(FrameType.OPEN, 4, 2) + b"{}")

@@ -51,6 +51,7 @@ def test_a_peer_that_announces_no_window_is_taken_to_use_ours():
 @pytest.mark.parametrize("window", ["1", 0, -5, 1 << 31, True, 2.5])
 def test_a_bad_announced_window_is_a_remote_error(window):
     client = Mux(Role.CLIENT)
+    client.send_hello({})
     bad = Frame(FrameType.WELCOME, 0, b'{"ok":true,"window":%s}' % _json(window))
     with pytest.raises(RemoteProtocolError, match="window must be an integer"):
         client.receive_data(bad.serialize())
@@ -105,6 +106,7 @@ def test_an_empty_data_frame_makes_no_event():
 @pytest.mark.parametrize("ok", ['"yes"', "1", "null"])
 def test_a_welcome_whose_ok_is_not_a_boolean_is_a_remote_error(ok):
     client = Mux(Role.CLIENT)
+    client.send_hello({})
     frame = Frame(FrameType.WELCOME, 0, b'{"ok":%s}' % ok.encode())
     with pytest.raises(RemoteProtocolError, match="'ok' must be true or false"):
         client.receive_data(frame.serialize())
