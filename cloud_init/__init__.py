@@ -6,27 +6,33 @@ call when it is over a provider's limit.
 """
 
 from cloud_init._render import (
+    CLOUD_INIT_PATHS,
     INLETS_PRO_URL,
     INLETS_PRO_VERSION,
     LETSENCRYPT_STAGING,
+    UnitPaths,
     check_size,
     check_token,
     encoded_size,
     inlets_pro_url,
     render,
+    render_unit,
     template_name,
 )
 from cloud_init.errors import UnsafeValue
 
 __all__ = [
+    "CLOUD_INIT_PATHS",
     "INLETS_PRO_URL",
     "INLETS_PRO_VERSION",
     "LETSENCRYPT_STAGING",
+    "UnitPaths",
     "UnsafeValue",
     "check_size",
     "check_token",
     "encoded_size",
     "inlets_pro_url",
     "render",
+    "render_unit",
     "template_name",
 ]

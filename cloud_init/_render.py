@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import jinja2
@@ -117,6 +118,31 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@dataclass(frozen=True)
+class UnitPaths:
+    """Where the hardened unit finds the engine and its secrets on the exit server.
+
+    The cloud-init user-data installs them at these defaults; the ``ssh`` provider
+    renders the same unit with paths under its host's own directory.
+    """
+
+    env_file: str = "/etc/tunnel-core/token.env"
+    tls_cert: str = "/etc/tunnel-core/tls.crt"
+    tls_key: str = "/etc/tunnel-core/tls.key"
+    pyz: str = "/usr/local/lib/tunnel-core/tunnel-core.pyz"
+
+
+#: The paths the cloud-init user-data writes.
+CLOUD_INIT_PATHS = UnitPaths()
+
+
+def render_unit(server: ServerSpec, paths: UnitPaths = CLOUD_INIT_PATHS) -> str:
+    """The hardened systemd unit of the tunnel-core engine: one source for every installer."""
+    if server.engine is not Engine.TUNNEL_CORE:
+        raise UnsafeValue("render_unit is for the tunnel-core engine")
+    return _environment().get_template("tunnel-core.service.j2").render(s=server, paths=paths)
+
+
 def template_name(server: ServerSpec) -> str:
     """Which template a spec uses; one per engine and mode."""
     if server.engine is Engine.INLETS_PRO:
@@ -145,13 +171,12 @@ def render(server: ServerSpec) -> str:
         "s": server,
         "inlets_pro_url": inlets_pro_url(server.inlets_pro_version),
         "acme_ca": LETSENCRYPT_STAGING if server.letsencrypt_issuer is Issuer.STAGING else "",
+        "paths": CLOUD_INIT_PATHS,
     }
     files = {
-        "unit": env.get_template(
-            "inlets-pro.service.j2"
-            if server.engine is Engine.INLETS_PRO
-            else "tunnel-core.service.j2"
-        ).render(context),
+        "unit": env.get_template("inlets-pro.service.j2").render(context)
+        if server.engine is Engine.INLETS_PRO
+        else render_unit(server),
         "caddyfile": env.get_template("Caddyfile.j2").render(context)
         if server.letsencrypt_domains
         else "",

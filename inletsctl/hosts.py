@@ -9,6 +9,7 @@ that only ran out of time is kept as ``unready``: it may just be slow.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -47,6 +48,8 @@ Progress = Callable[[int, Host, str], None]
 
 #: ``create --timeout`` default: cloud VMs take 30-90 s to boot and fetch the engine.
 DEFAULT_TIMEOUT_S = 300.0
+#: A ``tunnel-core.pyz`` for the ``ssh`` provider to upload instead of a local build.
+SSH_PYZ_ENV = "INLETSCTL_SSH_PYZ"
 #: Bounds on one readiness probe: a silent firewall must not eat the whole deadline.
 PROBE_TIMEOUT_S = 5.0
 MIN_PROBE_TIMEOUT_S = 0.5
@@ -145,8 +148,10 @@ def build_spec(
         if wants_user_data and req.engine is Engine.TUNNEL_CORE
         else None
     )
+    uploads = bool(getattr(provider, "uploads_artifact", False))
     if (
         boots_a_vm
+        and not uploads
         and artifact
         and artifact.local_build
         and release.is_default_base(req.release_url)
@@ -190,8 +195,16 @@ def build_spec(
         user_data=user_data,
         server=server,
         zone=req.zone,
-        extra={k: v for k, v in req.extra if v},
+        extra=_extra(req, uploads and artifact is not None and not dry_run),
     )
+
+
+def _extra(req: CreateRequest, with_pyz: bool) -> dict[str, str]:
+    """The provider's own options; one that uploads the engine (``ssh``) gets its file."""
+    extra = {k: v for k, v in req.extra if v}
+    if with_pyz:
+        extra["pyz"] = os.environ.get(SSH_PYZ_ENV) or str(release.local_pyz())
+    return extra
 
 
 def _check_engine_options(req: CreateRequest) -> None:

@@ -82,6 +82,8 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     doc = dataclasses.asdict(summary)
     if doc["token"] is None:
         del doc["token"]
+    if doc["note"] is None:
+        del doc["note"]
     return doc
 
 
@@ -91,6 +93,8 @@ def summary_lines(summary: Summary) -> list[str]:
         f"IP: {summary.ip or '(none yet)'}",
         f"TLS fingerprint: {summary.tls_fingerprint}",
     ]
+    if summary.note:
+        lines.append(f"Note: {summary.note}")
     if summary.token is not None:
         lines.append(f"Auth token: {summary.token}")
     if summary.domains:

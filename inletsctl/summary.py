@@ -124,6 +124,9 @@ class Summary:
     #: test this instead of knowing every status word
     ready: bool = False
     token: str | None = field(default=None, repr=False)
+    #: what the provider says the user should know (``ssh``: the server runs detached,
+    #: no systemd on the host); None when it says nothing
+    note: str | None = None
 
 
 def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: str = "") -> Summary:
@@ -151,4 +154,14 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: s
         public_url=public_url(record),
         ready=record.status == READY,
         token=token,
+        note=_note(record),
     )
+
+
+def _note(record: HostRecord) -> str | None:
+    extra = record.additional
+    note = extra.get("note")
+    if not note:
+        return None
+    pid = f": pid {extra['pid']}, pidfile {extra['pidfile']}" if extra.get("pidfile") else ""
+    return f"{note}{pid}"

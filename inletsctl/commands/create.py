@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,6 +54,51 @@ def wait_level(wait: Wait | None, engine: Engine) -> Wait:
 
 def _warn(message: str) -> None:
     stderr().print(f"Warning: {message}", style="yellow", markup=False)
+
+
+def _ssh_options(
+    provider: str,
+    host: str,
+    user: str,
+    port: int,
+    key: Path | None,
+    known_hosts: Path | None,
+    accept_new: bool,
+) -> tuple[tuple[str, str], ...]:
+    """``--provider ssh``'s options, checked before any connection; refused elsewhere."""
+    if provider != "ssh":
+        given = [
+            flag
+            for flag, value in (
+                ("--host", host),
+                ("--ssh-user", user != "root"),
+                ("--ssh-port", port != 22),
+                ("--ssh-key", key),
+                ("--known-hosts", known_hosts),
+                ("--accept-new-host-key", accept_new),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: only for --provider ssh",
+                hint="Drop them, or pass --provider ssh.",
+            )
+        return ()
+    if not host:
+        raise UsageError("--provider ssh needs --host", hint="Pass --host HOST (name or IP).")
+    if not 0 < port < 65536:
+        raise UsageError(f"--ssh-port {port}: not a port", hint="Pass 1-65535.")
+    if key is not None and not key.is_file():
+        raise UsageError(f"--ssh-key {key}: no such file")
+    return (
+        ("ssh_host", host),
+        ("ssh_user", user),
+        ("ssh_port", str(port)),
+        ("ssh_key", str(key.resolve()) if key else ""),
+        ("known_hosts", str(known_hosts.expanduser().resolve()) if known_hosts else ""),
+        ("accept_new_host_key", "1" if accept_new else ""),
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -122,6 +168,26 @@ def create(
     vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
     subnet_id: Annotated[str, typer.Option(help="Subnet to launch in (ec2).")] = "",
     aws_key_name: Annotated[str, typer.Option(help="EC2 key pair for SSH access.")] = "",
+    host: Annotated[
+        str, typer.Option("--host", help="ssh: the server to install on (name or IP).")
+    ] = "",
+    ssh_user: Annotated[str, typer.Option(help="ssh: the user to log in as.")] = "root",
+    ssh_port: Annotated[int, typer.Option(help="ssh: sshd's port.")] = 22,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option(help="ssh: private key file; default: ssh-agent and ~/.ssh keys."),
+    ] = None,
+    known_hosts: Annotated[
+        Path | None, typer.Option(help="ssh: known_hosts file (default ~/.ssh/known_hosts).")
+    ] = None,
+    accept_new_host_key: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-key",
+            help="ssh: trust an unknown host key on first use and add it to known_hosts "
+            "(a changed key is still refused).",
+        ),
+    ] = False,
     wait: Annotated[
         Wait | None,
         typer.Option(
@@ -162,6 +228,9 @@ def create(
             hint="Use --http with --allow-ips, or drop --allow-ips.",
         )
     check_upstream(mode.value, engine.value, upstream)
+    ssh_extra = _ssh_options(
+        provider, host, ssh_user, ssh_port, ssh_key, known_hosts, accept_new_host_key
+    )
     interval = parse_duration(poll)
     waiting = hosts.Waiting(
         until=wait_level(wait, engine),
@@ -186,7 +255,8 @@ def create(
         upstream=upstream,
         allow_ips=allowed,
         zone=zone,
-        extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name)),
+        extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name))
+        + ssh_extra,
     )
     store = Store()
     prov = open_provider(provider, access, store.directory)
