@@ -426,6 +426,8 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
+        if self.transport.is_closing():
+            return  # closed or dropped: what still comes is of no use
         try:
             payloads, controls = self._ws.feed(data)
         except ProtocolError as exc:
@@ -517,11 +519,10 @@ class Session(asyncio.Protocol):
 
     def drop(self, reason: str) -> None:
         """Abort the connection of a peer that broke the protocol or a limit (one log line)."""
-        if self.transport.is_closing():
-            return
-        log.warning("dropping %s: %s", self.peer or "peer", reason)
-        self.close_reason = reason
-        self.transport.abort()
+        if not self.transport.is_closing():
+            log.warning("dropping %s: %s", self.peer or "peer", reason)
+            self.close_reason = reason
+            self.transport.abort()
         # Now, not at connection_lost: until then a stream must not touch the mux.
         streams, self.streams = self.streams, {}
         for stream in streams.values():
