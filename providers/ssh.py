@@ -63,7 +63,7 @@ START_TIMEOUT_S = 30.0
 READY_POLL_S = 0.2
 _HOST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
-_USER = re.compile(r"^[A-Za-z0-9._-][A-Za-z0-9._@-]{0,63}$")
+_USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$")
 #: Options the provider reads from ``HostSpec.extra`` (create) or ``ProviderConfig.extra``.
 OPTIONS = ("ssh_host", "ssh_user", "ssh_port", "ssh_key", "known_hosts", "accept_new_host_key")
 
@@ -190,9 +190,13 @@ class _AcceptNew:
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        """Append one line (``hostname`` is ``[host]:port`` off port 22, as OpenSSH writes
+        it); the file's other lines, comments and hashed names stay as they are."""
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        client.save_host_keys(str(self.known_hosts))
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
 class Target:
@@ -419,8 +423,16 @@ class SSHProvider:
         with target.connect() as ssh:
             self._mark_connected(host_id)  # from now on, purge must look on the host
             self.on_step("connect")
-            systemd = ssh.run("test -d /run/systemd/system && echo yes || echo no").strip()
-            supervisor = "systemd" if systemd == "yes" else "detached"
+            facts = ssh.run(
+                "test -d /run/systemd/system && echo systemd || echo detached; id -u"
+            ).split()
+            if facts[1:] != ["0"]:
+                raise InvalidSpec(
+                    f"{NAME}: {target.user}@{target.host} is not root: it cannot install "
+                    f"under {REMOTE_ROOT} and {UNIT_DIR}",
+                    hint="Pass --ssh-user root (or a user with uid 0).",
+                )
+            supervisor = facts[0]
             ssh.run(
                 f"umask 022 && mkdir -p {REMOTE_ROOT} && mkdir {d} && mkdir -m 0700 {d}/secrets",
                 what="mkdir",

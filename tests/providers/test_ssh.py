@@ -293,24 +293,40 @@ def test_detached_server_files_and_get(ssh: SSHProvider) -> None:
 
 
 def test_unknown_host_key_is_refused_unless_accepted(ssh_host: str, tmp_path: Path) -> None:
-    empty = tmp_path / "known_hosts"
-    opts = {**_options(), "known_hosts": str(empty)}
+    known = tmp_path / "known_hosts"
+    mine = "# the user's own line\n"
+    known.write_text(mine)
+    opts = {**_options(), "known_hosts": str(known)}
     refusing = SSHProvider(ProviderConfig(state_dir=str(tmp_path / "a"), extra=opts))
     spec = make_spec(refusing)
     with pytest.raises(ProviderAPIError, match="host key is unknown") as refused:
         kit.create_host(refusing, spec)
     assert "--accept-new-host-key" in refused.value.hint
-    assert not empty.exists(), "nothing was trusted"
+    assert known.read_text() == mine, "nothing was trusted"
     assert not (Path(REMOTE_ROOT) / spec.host_id).exists()
+    assert not list(refusing.root.glob("*.json")), "the undo removed the local record"
     opts["accept_new_host_key"] = "1"
     accepting = SSHProvider(ProviderConfig(state_dir=str(tmp_path / "b"), extra=opts))
-    spec = make_spec(accepting)
-    host = kit.create_host(accepting, spec)
+    host = kit.create_host(accepting, make_spec(accepting))
     try:
-        assert GUEST in empty.read_text(), "the new key was added to known_hosts"
-        assert empty.read_text().split()[1:] == KNOWN_HOSTS.read_text().split()[1:]
+        lines = known.read_text().splitlines()
+        assert lines[0] == mine.strip(), "the file's own lines stay"
+        assert lines[1].split() == KNOWN_HOSTS.read_text().split(), "the key, OpenSSH's way"
     finally:
         accepting.delete(host_id=host.id)
+    del opts["accept_new_host_key"]  # now known: accepted without the flag
+    again = SSHProvider(ProviderConfig(state_dir=str(tmp_path / "c"), extra=opts))
+    host = kit.create_host(again, make_spec(again))
+    again.delete(host_id=host.id)
+    assert len(known.read_text().splitlines()) == 2
+
+
+def test_a_non_root_user_is_refused_and_nothing_is_left(ssh_host: str, tmp_path: Path) -> None:
+    opts = {**_options(), "ssh_user": "nobody"}
+    provider = SSHProvider(ProviderConfig(state_dir=str(tmp_path), extra=opts))
+    with pytest.raises(ProviderAPIError):  # nobody logs in to nologin: the first command fails
+        kit.create_host(provider, make_spec(provider))
+    assert not list(provider.root.glob("*.json"))
 
 
 def test_a_changed_host_key_is_refused(ssh_host: str, tmp_path: Path) -> None:
