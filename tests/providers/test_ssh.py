@@ -48,6 +48,8 @@ HOST_SIDE, GUEST = f"10.213.{_N}.1", f"10.213.{_N}.2"
 WORK = Path("/tmp") / f"inletsctl-ssh-test-{os.getpid()}"
 KEY, KNOWN_HOSTS = WORK / "id_ed25519", WORK / "known_hosts"
 ARM, STRUCK = WORK / "fault.armed", WORK / "fault.struck"
+#: sshd listens on this port too, for ``--ssh-port`` (known_hosts then says ``[host]:port``)
+ALT_PORT = 2222
 
 pytestmark = [
     pytest.mark.netns,
@@ -144,7 +146,7 @@ def ssh_host() -> Iterator[str]:
         (WORK / "authorized_keys").write_text(f'command="{stand_in}" {pub}\n')
         config = WORK / "sshd_config"
         config.write_text(
-            f"Port 22\nListenAddress {GUEST}\nHostKey {hostkey}\n"
+            f"Port 22\nPort {ALT_PORT}\nListenAddress {GUEST}\nHostKey {hostkey}\n"
             f"AuthorizedKeysFile {WORK}/authorized_keys\nPidFile {WORK}/sshd.pid\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
@@ -157,7 +159,7 @@ def ssh_host() -> Iterator[str]:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
         deadline = time.monotonic() + 15
-        while not _listening(22):
+        while not (_listening(22) and _listening(ALT_PORT)):
             if sshd.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"sshd did not start: {(WORK / 'sshd.log').read_text()}")
             time.sleep(0.05)
@@ -321,6 +323,19 @@ def test_unknown_host_key_is_refused_unless_accepted(ssh_host: str, tmp_path: Pa
     assert len(known.read_text().splitlines()) == 2
 
 
+def test_another_port_is_known_as_openssh_names_it(ssh_host: str, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    opts = {**_options(), "known_hosts": str(known), "ssh_port": str(ALT_PORT)}
+    opts["accept_new_host_key"] = "1"
+    provider = SSHProvider(ProviderConfig(state_dir=str(tmp_path), extra=opts))
+    host = kit.create_host(provider, make_spec(provider))
+    try:
+        assert known.read_text().split()[0] == f"[{GUEST}]:{ALT_PORT}"
+        assert host.additional["ssh"] == f"root@{GUEST}:{ALT_PORT}"
+    finally:
+        provider.delete(host_id=host.id)
+
+
 def test_a_non_root_user_is_refused_and_nothing_is_left(ssh_host: str, tmp_path: Path) -> None:
     opts = {**_options(), "ssh_user": "nobody"}
     provider = SSHProvider(ProviderConfig(state_dir=str(tmp_path), extra=opts))
@@ -380,5 +395,11 @@ def test_cli_create_get_delete(ssh_host: str, tmp_path: Path) -> None:
         leftover = SSHProvider(ProviderConfig(state_dir=str(tmp_path / "state")))
         for path in leftover.root.glob("*.json") if leftover.root.is_dir() else ():
             leftover.purge(path.stem)
-    refused = cli("create", "--provider", "ssh", "--tcp", "--ports", "8080")
-    assert refused.returncode == 2 and "--host" in refused.stderr
+    for argv, message in (
+        (("--provider", "ssh"), "needs --host"),
+        (("--provider", "ssh", "--host", GUEST, "--ssh-port", "0"), "not a port"),
+        (("--provider", "ssh", "--host", GUEST, "--ssh-key", str(tmp_path / "no")), "no such"),
+        (("--provider", "local", "--host", GUEST), "only for --provider ssh"),
+    ):
+        refused = cli("create", "--tcp", "--ports", "8080", *argv)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
