@@ -113,6 +113,17 @@ def tunnel(engine: Engine, ports: str, *extra: str) -> TunnelServerInfo:
     return server
 
 
+def listening(port: int) -> bool:
+    """Whether a socket listens on ``port``, from /proc/net/tcp, without connecting."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
 def wait_listening(port: int) -> None:
     def ready() -> bool:
         try:
@@ -540,9 +551,11 @@ def test_iperf3_runs_in_a_row_all_pass_through_one_tunnel(engine, tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_listening(upstream_port)
+        # Read the listening sockets from /proc: a probe connection would be an aborted
+        # iperf3 test, after which iperf3 may reset the next control connection.
+        wait_for(lambda: listening(upstream_port), what=f"iperf3 on port {upstream_port}")
         server = tunnel(engine, f"{public}:{upstream_port}")
-        wait_listening(public)
+        wait_for(lambda: listening(public), what=f"the tunnel's public port {public}")
         for run in range(8):
             result = subprocess.run(
                 ["iperf3", "-c", "127.0.0.1", "-p", str(public), "-t", "1"],
