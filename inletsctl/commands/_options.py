@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from inletsctl.errors import UsageError
+from inletsctl.errors import InletsctlError, UsageError
 from inletsctl.output import Format
 from inletsctl.providers_config import Access
 from providers.models import ServerSpec
@@ -18,7 +18,34 @@ from providers.models import ServerSpec
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="text for people, json for scripts.")
 ]
-ProviderOpt = Annotated[str, typer.Option("--provider", "-p", help="local, ec2, aws, ...")]
+
+
+def complete_provider(incomplete: str) -> list[str]:
+    """Installed provider names (entry point metadata only: no SDK is imported)."""
+    from providers import registry
+
+    return [name for name in registry.names() if name.startswith(incomplete)]
+
+
+def complete_host_id(incomplete: str) -> list[tuple[str, str]]:
+    """Host ids in the state that are not deleted, each with its provider and name."""
+    from inletsctl.store import Store
+
+    try:
+        hosts = Store().all()
+    except InletsctlError:  # an unreadable state file: no suggestions, not a traceback
+        return []
+    return [(h.id, f"{h.provider} {h.name}") for h in hosts if h.id.startswith(incomplete)]
+
+
+ProviderOpt = Annotated[
+    str,
+    typer.Option("--provider", "-p", help="local, ec2, aws, ...", autocompletion=complete_provider),
+]
+#: the positional host id of get, connect, logs and delete
+HostIdArg = Annotated[
+    str, typer.Argument(help="Host id from `inletsctl list`.", autocompletion=complete_host_id)
+]
 
 
 def parse_allow_ips(text: str) -> tuple[str, ...]:

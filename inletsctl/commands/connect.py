@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def connect(
-    id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
+    id: o.HostIdArg,
     upstream: Annotated[
         str,
         typer.Option(

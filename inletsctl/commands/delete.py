@@ -37,13 +37,27 @@ def delete(
     host_id: Annotated[
         str,
         typer.Argument(
-            metavar="[ID]", help="Host id from `inletsctl list` (as --id).", show_default=False
+            metavar="[ID]",
+            help="Host id from `inletsctl list` (as --id).",
+            show_default=False,
+            autocompletion=o.complete_host_id,
         ),
     ] = "",
-    id: Annotated[str, typer.Option("--id", "-i", help="Host id from `inletsctl list`.")] = "",
+    id: Annotated[
+        str,
+        typer.Option(
+            "--id", "-i", help="Host id from `inletsctl list`.", autocompletion=o.complete_host_id
+        ),
+    ] = "",
     ip: Annotated[str, typer.Option("--ip", help="Host IP, instead of --id.")] = "",
     provider: Annotated[
-        str, typer.Option("--provider", "-p", help="Look up hosts the state never saw here.")
+        str,
+        typer.Option(
+            "--provider",
+            "-p",
+            help="Look up hosts the state never saw here.",
+            autocompletion=o.complete_provider,
+        ),
     ] = "",
     force: Annotated[
         bool,

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def get(
-    id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
+    id: o.HostIdArg,
     show_token: Annotated[bool, typer.Option(help="Include the tunnel token.")] = False,
     upstream: Annotated[
         str, typer.Option(help="Upstream for the client command; default: the one saved at create.")

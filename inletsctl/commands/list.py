@@ -21,7 +21,12 @@ def register(app: typer.Typer) -> None:
 @o.with_access
 def list_hosts(
     all: Annotated[bool, typer.Option("--all", help="Include deleted hosts.")] = False,
-    provider: Annotated[str, typer.Option("--provider", "-p", help="Only this provider.")] = "",
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider", "-p", help="Only this provider.", autocompletion=o.complete_provider
+        ),
+    ] = "",
     remote: Annotated[
         bool, typer.Option("--remote", help="Ask the provider's API (needs --provider).")
     ] = False,

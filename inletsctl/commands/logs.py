@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
-from typing import Annotated
 
 import typer
 
@@ -28,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 @o.with_access
 def logs(
-    id: Annotated[str, typer.Argument(help="Host id from `inletsctl list`.")],
+    id: o.HostIdArg,
     output: o.OutputOpt = Format.text,
     *,
     access: Access,
