@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Fault", "FaultPlan", "FaultProxy", "IN_PROCESS", "Strike"]
+__all__ = ["IN_PROCESS", "Fault", "FaultPlan", "FaultProxy", "Strike", "send_answer"]
 
 
 class Fault(str, enum.Enum):
@@ -160,6 +160,18 @@ class FaultProxy:
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
+def send_answer(
+    handler: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], payload: bytes
+) -> None:
+    """One complete HTTP/1.1 answer with its Content-Length (fakes and the proxy alike)."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -184,12 +196,7 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
 
         def _answer(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send_answer(self, status, headers, payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from providers.testing.faults import Fault, FaultPlan
+from providers.testing.faults import Fault, FaultPlan, send_answer
 
 JSON = dict[str, Any]
 
@@ -179,14 +179,10 @@ def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:
                     return
                 response = fake.error(*fake.fault_answer)
             payload = b"" if response.body is None else json.dumps(response.body).encode()
-            self.send_response(response.status)
-            for key, value in {**fake.common_headers(), **response.headers}.items():
-                self.send_header(key, value)
+            headers = {**fake.common_headers(), **response.headers}
             if payload:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+                headers["Content-Type"] = "application/json; charset=utf-8"
+            send_answer(self, response.status, headers, payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
