@@ -95,8 +95,22 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--control-port", type=int, default=8123, help="TLS WebSocket port of clients (8123)"
     )
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="ping every client this often; drop one silent for 3 intervals (15)",
+    )
     add_token_args(parser)
     add_server_tls_args(parser)
+
+
+def keepalive(args: argparse.Namespace) -> tuple[float, float]:
+    """(ping interval, silence allowed) from ``--keepalive``: 3 intervals, then dropped."""
+    if args.keepalive <= 0:
+        raise ConfigError("--keepalive must be > 0 seconds")
+    return float(args.keepalive), 3.0 * args.keepalive
 
 
 def add_allow_ips_arg(parser: argparse.ArgumentParser, what: str) -> None:

@@ -29,6 +29,7 @@ from tests.tunnel_core.hostile import (
     peak_mb,
     rss_mb,
 )
+from tests.tunnel_core.http.test_tunnel import http_client, http_server
 from tunnel_core.protocol import ws
 from tunnel_core.protocol.frames import FrameType, json_payload
 
@@ -309,6 +310,17 @@ def test_a_vanished_client_is_expired_and_its_ports_go_to_the_next(engine, loop)
     engine.tcp_client(server, f"{public}:{upstream.port}")
     wait_for(lambda: _answers(public), what="the next client to serve the port")
     upstream.sock.close()
+
+
+def test_an_http_server_expires_a_vanished_client_on_its_keepalive(engine) -> None:
+    """HTTP mode takes --keepalive too (it had only the 15 s default)."""
+    server = http_server(engine, "--keepalive", "0.5")
+    client = http_client(engine, server, "http://127.0.0.1:9")
+    server.wait_clients(1)
+    client.signal(signal.SIGSTOP)
+    server.info.process.wait_log("nothing received for", timeout=10)
+    assert "(keepalive_timeout)" in server.info.process.stderr()
+    server.wait_clients(0)
 
 
 def test_a_client_reconnecting_with_the_same_id_takes_its_ports_over_at_once(engine, loop):

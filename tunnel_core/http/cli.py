@@ -171,6 +171,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def server_main(args: argparse.Namespace) -> int:
     _limits(args)  # bad values are a usage error, also before --generate
+    interval, silence = options.keepalive(args)
     if args.generate:
         print(server_unit("http", args), end="")
         return 0
@@ -184,6 +185,8 @@ def server_main(args: argparse.Namespace) -> int:
             ssl_context=ctx,
             bind=args.bind,
             control_port=args.control_port,
+            keepalive=interval,
+            keepalive_timeout=silence,
             authorized_routes={
                 "/metrics": lambda: (plane.metrics.render(), "text/plain; version=0.0.4"),
                 "/status": lambda: (json.dumps(plane.status()), "application/json"),

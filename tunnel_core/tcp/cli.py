@@ -33,13 +33,6 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="RANGES",
         help="ports clients may ask for, e.g. 1024-65535 or 80,443,8000-9000 (1024-65535)",
     )
-    server.add_argument(
-        "--keepalive",
-        type=float,
-        default=15.0,
-        metavar="SECONDS",
-        help="ping every client this often; drop one silent for 3 intervals (15)",
-    )
     options.add_allow_ips_arg(server, "the public ports")
     add_generate_arg(server)
     server.set_defaults(func=server_main)
@@ -78,6 +71,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def server_main(args: argparse.Namespace) -> int:
     allow_ips = options.allow_ips(args)  # a bad CIDR is a usage error before anything
+    interval, silence = options.keepalive(args)
     if args.generate:
         print(server_unit("tcp", args), end="")
         return 0
@@ -89,8 +83,8 @@ def server_main(args: argparse.Namespace) -> int:
             ssl_context=ctx,
             bind=args.bind,
             control_port=args.control_port,
-            keepalive=args.keepalive,
-            keepalive_timeout=3 * args.keepalive,
+            keepalive=interval,
+            keepalive_timeout=silence,
         )
         plane = TcpServerPlane(args.bind, parse_port_ranges(args.allow_ports), allow_ips)
         return config, plane, fingerprint
