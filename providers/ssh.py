@@ -104,14 +104,12 @@ os.close(w)
 os.execve(argv[0], argv, env)
 """
 
-#: Reads a host back: prints one JSON document. ``ARGS`` is prepended as JSON.
-STATUS_PY = r"""import json, os, subprocess
-d, unit = ARGS["dir"], ARGS["unit"]
-out = {"exists": os.path.isfile(os.path.join(d, "host.json"))}
-if out["exists"]:
-    out["meta"] = json.load(open(os.path.join(d, "host.json")))
+#: The host's tag on the remote machine: live processes whose command line names a
+#: path in the host's directory (and ``marker``). Prepended to the scripts below.
+PROCESSES_PY = r"""import os
+def host_processes(d, marker=b""):
     needle = (d + "/").encode()
-    pids = []
+    found = []
     for p in os.listdir("/proc"):
         if p.isdigit() and int(p) != os.getpid():
             try:
@@ -119,9 +117,19 @@ if out["exists"]:
                 state = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if needle in cmd and state != "Z" and b"tunnel-core.pyz" in cmd:
-                pids.append(int(p))
-    out["pids"] = sorted(pids)
+            if needle in cmd and marker in cmd and state != "Z":
+                found.append(int(p))
+    return sorted(found)
+"""
+
+#: Reads a host back: prints one JSON document. ``ARGS`` is prepended as JSON.
+STATUS_PY = r"""import json, os, subprocess
+d, unit = ARGS["dir"], ARGS["unit"]
+out = {"exists": os.path.isfile(os.path.join(d, "host.json"))}
+if out["exists"]:
+    out["meta"] = json.load(open(os.path.join(d, "host.json")))
+    pids = host_processes(d, b"tunnel-core.pyz")
+    out["pids"] = pids
     try:
         out["pidfile"] = int(open(os.path.join(d, "server.pid")).read().strip())
     except (OSError, ValueError):
@@ -143,19 +151,8 @@ if os.path.exists(unit_path):
     os.remove(unit_path)
     subprocess.run(["systemctl", "daemon-reload"], capture_output=True)
     removed.append("unit " + unit)
-needle = (d + "/").encode()
 def ours():
-    found = []
-    for p in os.listdir("/proc"):
-        if p.isdigit() and int(p) != os.getpid():
-            try:
-                cmd = open("/proc/%s/cmdline" % p, "rb").read()
-                state = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if needle in cmd and state != "Z":
-                found.append(int(p))
-    return found
+    return host_processes(d)
 pids = ours()
 for pid in pids:
     try:
@@ -179,7 +176,7 @@ print(json.dumps(removed))
 
 
 def _remote_script(body: str, args: Mapping[str, str]) -> str:
-    return f"ARGS = {json.dumps(dict(args))}\n{body}"
+    return f"ARGS = {json.dumps(dict(args))}\n{PROCESSES_PY}{body}"
 
 
 class _AcceptNew:
