@@ -168,9 +168,10 @@ class DigitalOceanProvider:
         droplet = self._load(host_id)
         require_ours(NAME, f"droplet {host_id}", _tag_map(droplet), force)
         ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in _host_tags(droplet)]
-        self._call(droplet.destroy)
-        for our_id in ours:
+        for our_id in ours:  # the droplet, then its firewall, found by the host tag
             self.purge(our_id)
+        if not ours:  # forced, or ours without a host tag: the droplet alone
+            self._destroy(droplet)
 
     def purge(self, host_id: str) -> list[str]:
         tag = _host_tag(host_id)
