@@ -22,6 +22,17 @@ from providers.testing.conformance import ProviderConformance
 from providers.testing.faults import Fault
 
 
+def host_dir_resources(root: Path, skip: frozenset[str] = frozenset()) -> set[str]:
+    """What a loopback provider has made: its host directories and the live processes
+    whose command line names them (the local and qemu providers' tag)."""
+    found: set[str] = set()
+    for hdir in root.iterdir() if root.is_dir() else ():
+        if hdir.name not in skip:
+            found.add(f"dir:{hdir.name}")
+            found |= {f"pid:{pid}" for pid in processes_naming(hdir)}
+    return found
+
+
 class LocalMachine:
     """The kit's ``FakeCloud`` for the local "cloud": what exists, and faults at start.
 
@@ -39,12 +50,7 @@ class LocalMachine:
         self.marker = tmp / "fault-reached"
 
     def resources(self) -> set[str]:
-        found: set[str] = set()
-        root = self.provider.root
-        for hdir in root.iterdir() if root.is_dir() else ():
-            found.add(f"dir:{hdir.name}")
-            found |= {f"pid:{pid}" for pid in processes_naming(hdir)}
-        return found
+        return host_dir_resources(self.provider.root)
 
     def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
         assert step == "start_server"

@@ -18,11 +18,11 @@ import pytest
 
 import cloud_init
 from inletsctl import release
-from providers.local import processes_naming
 from providers.models import HostSpec, ProviderConfig
 from providers.qemu import LOGS, QemuProvider
 from providers.testing.conformance import ProviderConformance
 from providers.testing.faults import Fault
+from tests.providers.test_local import host_dir_resources
 from tests.vm.conftest import BOOT_TIMEOUT_S
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1200)]
@@ -41,13 +41,7 @@ class QemuMachine:
         self.marker = bindir.parent / "fault-reached"
 
     def resources(self) -> set[str]:
-        found: set[str] = set()
-        root = self.provider.root
-        for hdir in root.iterdir() if root.is_dir() else ():
-            if hdir.name != LOGS:
-                found.add(f"dir:{hdir.name}")
-                found |= {f"pid:{pid}" for pid in processes_naming(hdir)}
-        return found
+        return host_dir_resources(self.provider.root, skip=frozenset({LOGS}))
 
     def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
         tool = TOOLS[step]
