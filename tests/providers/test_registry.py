@@ -14,13 +14,13 @@ from providers import registry
 from providers.errors import ProviderNotFound
 from providers.local import LocalProvider
 
-CLOUD_SDKS = ("boto3", "botocore", "hcloud", "digitalocean", "paramiko")
+CLOUD_SDKS = ("boto3", "botocore", "hcloud", "digitalocean", "paramiko", "requests", "scaleway", "scaleway_core")
 
 
 def test_builtins_are_registered_sorted() -> None:
     names = registry.names()
     assert names == sorted(names)
-    assert {"local", "ec2", "aws", "digitalocean", "hetzner", "qemu"} <= set(names)
+    assert {"local", "ec2", "aws", "digitalocean", "hetzner", "qemu", "scaleway", "vultr"} <= set(names)
 
 
 def test_load_local() -> None:
