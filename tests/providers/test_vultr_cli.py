@@ -1,0 +1,165 @@
+"""The whole CLI, as a shell script runs it, against the Vultr fake.
+
+``inletsctl`` runs as a child process; the only link to the fake is what a user would
+set: ``VULTR_API_KEY`` and ``VULTR_API_ENDPOINT`` (or the flags) and
+``INLETSCTL_STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.vultr import FakeVultr
+
+pytestmark = pytest.mark.network
+
+#: The fake hands out public-looking IPs: a readiness probe must never aim at one.
+NO_PROBE = ("--wait", "running")
+
+
+def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inletsctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeVultr]:
+    api = FakeVultr().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def env(fake: FakeVultr, tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if k != "INLETS_ACCESS_TOKEN"},
+        "INLETSCTL_STATE_DIR": str(tmp_path / "state"),
+        "VULTR_API_KEY": fake.token,
+        "VULTR_API_ENDPOINT": fake.base_url,
+        "NO_COLOR": "1",
+    }
+
+
+def test_dry_run_renders_the_user_data_and_calls_no_api(
+    env: dict[str, str], fake: FakeVultr
+) -> None:
+    shown = inletsctl(env, "create", "--provider", "vultr", "--dry-run", "--tcp", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["provider"] == "vultr"
+    assert doc["user_data"].startswith("#cloud-config\n")
+    assert fake.requests == [], "a dry run asks the API nothing"
+    assert fake.token not in shown.stdout + shown.stderr
+    listed = inletsctl(env, "list", "--all", "-o", "json")
+    assert json.loads(listed.stdout) == [], "and records nothing"
+
+
+def test_create_json_get_list_then_delete_by_id_leaves_nothing(
+    env: dict[str, str], fake: FakeVultr
+) -> None:
+    made = inletsctl(
+        env, "create", "-p", "vultr", "--tcp", "--ports", "8080", "--poll", "0s",
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["status"] == "active" and host["provider"] == "vultr"
+    assert host["region"] == "lhr"
+    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
+    assert host["ip"].startswith("192.0.2.") and host["url"] == f"wss://{host['ip']}:8123"
+    assert len(fake.resources()) == 2, "an instance and its firewall group"
+    assert fake.token not in made.stdout + made.stderr
+
+    got = inletsctl(env, "get", host["id"], "-o", "json")
+    assert got.returncode == 0, got.stderr
+    shown = json.loads(got.stdout)
+    assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
+    assert shown["provider_id"] in fake.instances
+
+    listed = inletsctl(env, "list", "-p", "vultr", "--remote", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
+
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
+
+
+def test_an_instance_inletsctl_did_not_make_is_deleted_only_with_force(
+    env: dict[str, str], fake: FakeVultr
+) -> None:
+    vm, ip = fake.foreign_vm()
+    listed = inletsctl(env, "list", "-p", "vultr", "--remote", "-o", "json")
+    assert json.loads(listed.stdout) == [], "not among ours"
+    refused = inletsctl(env, "delete", "-p", "vultr", "--id", vm)
+    assert refused.returncode == 1, refused.stderr
+    assert "was not made by inletsctl" in refused.stderr
+    assert "Hint: " in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    by_ip = inletsctl(env, "delete", "-p", "vultr", "--ip", ip)
+    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
+    assert fake.resources() == {f"instance:{vm}"}, "refused means untouched"
+
+    forced = inletsctl(env, "delete", "-p", "vultr", "--id", vm, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "Warning: --force" in forced.stderr
+    assert fake.resources() == set()
+
+
+def test_a_rejected_key_is_one_line_naming_the_variable(
+    env: dict[str, str], fake: FakeVultr
+) -> None:
+    wrong = {**env, "VULTR_API_KEY": "an-old-key"}
+    failed = inletsctl(wrong, "create", "-p", "vultr", "--tcp", "--ports", "8080", *NO_PROBE)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    error = next(line for line in lines if line.startswith("Error: "))
+    assert "VULTR_API_KEY" in error and "401" in error
+    assert any(line.startswith("Hint: ") and "VULTR_API_KEY" in line for line in lines)
+    assert "Traceback" not in failed.stderr and "an-old-key" not in failed.stderr
+    assert fake.resources() == set()
+
+
+def test_key_file_and_endpoint_flag_and_a_delete_command_that_needs_no_state(
+    env: dict[str, str], fake: FakeVultr, tmp_path: Path
+) -> None:
+    bare = {k: v for k, v in env.items() if not k.startswith("VULTR_")}
+    key = tmp_path / "vultr-key"
+    key.write_text(fake.token + "\n")
+    endpoint = ("--endpoint-url", fake.base_url)
+    made = inletsctl(
+        bare, "create", "my-exit", "-p", "vultr", "-r", "fra", "-s", "vc2-1c-2gb",
+        "--image", "ubuntu-24.04-lts-x64", "-f", str(key), *endpoint,
+        "--tcp", "--ports", "2222", "--wait", "none", "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    (instance,) = fake.instances.values()
+    assert (instance["label"], instance["region"], instance["plan"]) == (
+        "my-exit",
+        "fra",
+        "vc2-1c-2gb",
+    )
+    assert instance["os"] == "Ubuntu 24.04 LTS x64"
+
+    command = shlex.split(host["delete_command"])
+    assert command[:2] == ["inletsctl", "delete"]
+    elsewhere = {**bare, "INLETSCTL_STATE_DIR": str(tmp_path / "elsewhere")}
+    gone = inletsctl(elsewhere, *command[1:], "-f", str(key), *endpoint)
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
