@@ -15,13 +15,15 @@ VM before its firewall). Everything else lives here:
   the CLI was killed (-9) before the provider's id reached the state.
 * :func:`require_ours` is the ownership rule every ``status`` and ``delete`` applies:
   a resource without our tag is never touched unless the user said ``--force``.
+* :func:`name_tags`, :func:`name_tag_map` and :func:`host_ids` spell our two tags for
+  clouds whose tags are plain names rather than key=value labels.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
@@ -33,7 +35,11 @@ __all__ = [
     "Terminated",
     "create_host",
     "delete_host",
+    "host_ids",
+    "host_tag",
     "is_ours",
+    "name_tag_map",
+    "name_tags",
     "require_ours",
     "sigterm_raises",
     "undo",
@@ -123,6 +129,28 @@ def require_ours(provider: str, what: str, tags: Mapping[str, str], force: bool)
     """Refuse to act on ``what`` unless it carries our tag or the user forced it."""
     if not force and not is_ours(tags):
         raise NotOurs(f"{provider}: {what} was not made by inletsctl (it has no {TAG_KEY} tag)")
+
+
+def host_tag(host_id: str) -> str:
+    """Our host-id tag as a plain name: ``inletsctl-host-<host id>``."""
+    return f"{HOST_ID_TAG}-{host_id}"
+
+
+def name_tags(host_id: str) -> list[str]:
+    """Both our tags as plain names, for clouds with no key=value labels: ``inletsctl``
+    (what :func:`is_ours` looks for) and :func:`host_tag` (what ``purge`` looks for)."""
+    return [TAG_KEY, host_tag(host_id)]
+
+
+def name_tag_map(tags: Iterable[str]) -> dict[str, str]:
+    """Plain-name tags as the map :func:`is_ours` and :func:`require_ours` read."""
+    return dict.fromkeys(tags, "")
+
+
+def host_ids(tags: Iterable[str]) -> list[str]:
+    """Our host ids among plain-name tags (each :func:`host_tag` with its prefix removed)."""
+    prefix = host_tag("")
+    return [t.removeprefix(prefix) for t in tags if t.startswith(prefix)]
 
 
 def _describe(cause: BaseException) -> str:

@@ -14,13 +14,24 @@ from providers import registry
 from providers.errors import ProviderNotFound
 from providers.local import LocalProvider
 
-CLOUD_SDKS = ("boto3", "botocore", "hcloud", "digitalocean", "paramiko", "requests", "scaleway", "scaleway_core")
+CLOUD_SDKS = (
+    "boto3",
+    "botocore",
+    "hcloud",
+    "digitalocean",
+    "linode_api4",
+    "paramiko",
+    "requests",
+    "scaleway",
+    "scaleway_core",
+)
 
 
 def test_builtins_are_registered_sorted() -> None:
     names = registry.names()
     assert names == sorted(names)
-    assert {"local", "ec2", "aws", "digitalocean", "hetzner", "qemu", "scaleway", "vultr"} <= set(names)
+    assert {"local", "ec2", "aws", "digitalocean", "hetzner", "linode", "qemu"} <= set(names)
+    assert {"scaleway", "vultr"} <= set(names)
 
 
 def test_load_local() -> None:
