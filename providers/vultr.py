@@ -69,8 +69,9 @@ TIMEOUT = (10.0, 60.0)
 MAX_RETRIES = 5
 
 JSON = dict[str, Any]
-#: a list of API objects (``list`` in the class below is the Provider method)
+#: list types by name: inside the class below, ``list`` is the Provider method
 Items = list[JSON]
+Regions = list[str]
 
 
 def _backoff(retry: int) -> float:
@@ -137,8 +138,7 @@ class VultrProvider:
                 hint="Pass fewer --allow-ips networks or --ports (each port range needs one "
                 "rule per network).",
             )
-        regions = self._list("regions", "/regions")
-        require_known(NAME, "region", spec.region, (r["id"] for r in regions))
+        require_known(NAME, "region", spec.region, self.known_regions())
         plans = self._list("plans", "/plans", {"type": "all"})
         require_known(NAME, "plan", spec.plan, (p["id"] for p in plans))
         offered = (p["id"] for p in plans if spec.region in (p.get("locations") or []))
@@ -216,6 +216,10 @@ class VultrProvider:
     def list(self) -> list[Host]:
         instances = self._list("instances", "/instances", {"tag": OURS})
         return [self._to_host(i) for i in instances if is_ours(_tags(i))]
+
+    def known_regions(self) -> Regions:
+        """The region ids, so ``create --region a,b`` can refuse a typo before any create."""
+        return [str(r["id"]) for r in self._list("regions", "/regions")]
 
     # -- helpers -----------------------------------------------------------
     def _os_id(self, image: str) -> int:

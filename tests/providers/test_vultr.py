@@ -22,7 +22,7 @@ from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import ProviderConformance, wait_active
 from providers.vultr import VultrProvider
 from tests.conftest import free_port
-from tests.fakes.vultr import FakeVultr
+from tests.fakes.vultr import REGIONS, FakeVultr
 
 
 @pytest.fixture
@@ -289,3 +289,8 @@ def test_a_deleted_host_is_not_found_by_id_or_ip(vultr) -> None:
 def test_importing_the_module_does_not_import_requests() -> None:
     code = "import sys, providers.vultr; sys.exit('requests' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_known_regions_are_the_apis_region_ids(vultr, vultr_fake) -> None:
+    assert vultr.known_regions() == list(REGIONS)
+    assert vultr_fake.calls("GET", "/v2/regions")[0].query["per_page"] == ["500"]
