@@ -22,8 +22,14 @@ Rules a provider follows (``providers.testing`` checks every one of them):
 * Importing the module must not import the SDK; import it inside methods or
   ``__init__`` so ``inletsctl --help`` stays fast.
 
-Optional: ``console_output(host_id) -> str`` (the VM's console log, for
-``inletsctl logs``); a provider without one simply lacks the method.
+Optional, a provider without one simply lacks the method:
+
+* ``console_output(host_id) -> str``: the VM's console log, for ``inletsctl logs``;
+* ``known_regions() -> list[str]``: every region name the API knows (free to ask; []
+  when it cannot tell), so ``create --region a,b,c`` refuses a typo anywhere in the
+  list before the first create. Without it only ``facts.regions`` is checked up front.
+* Capacity or quota refusals raise ``providers.errors.CapacityError``: ``create
+  --region a,b`` then tries the next region; every other error stops it.
 """
 
 from __future__ import annotations

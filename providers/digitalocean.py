@@ -19,6 +19,7 @@ or a 429 apart.
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 import warnings
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, ProviderAPIError
+from providers.errors import CapacityError, HostNotFound, ProviderAPIError
 from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
@@ -56,6 +57,17 @@ _STATUS = {
 }
 #: documented error messages, for calls whose status code the SDK hides
 _MESSAGE_STATUS = {"Unable to authenticate you": 401, "API Rate limit exceeded": 429}
+#: the 422 messages that mean "not here, not now" or "not on this account": a region
+#: that stopped taking droplets, a size sold out there, the account's droplet limit
+_CAPACITY_MESSAGES = (
+    "region is not available",
+    "size is not available in this region",
+    "will exceed your droplet limit",
+)
+_CAPACITY_HINT = (
+    "Try another region (--region lon1,fra1 tries each in turn), or ask DigitalOcean "
+    "for a higher droplet limit."
+)
 
 T = TypeVar("T")
 
@@ -127,8 +139,12 @@ class DigitalOceanProvider:
     # -- the Provider contract ------------------------------------------------
     def create(self, spec: HostSpec) -> Host:
         sdk = self._sdk
-        regions = {r.slug: r for r in self._call(self._manager.get_all_regions) if r.available}
+        regions = {r.slug: r for r in self._call(self._manager.get_all_regions)}
         require_known(NAME, "region", spec.region, regions)
+        if not regions[spec.region].available:  # a known region, closed to new droplets
+            raise CapacityError(
+                NAME, f"region {spec.region} takes no new droplets now", _CAPACITY_HINT
+            )
         sizes = self._call(self._manager.get_all_sizes)
         require_known(NAME, "size", spec.plan, (s.slug for s in sizes if s.available))
         require_known(NAME, f"size in {spec.region}", spec.plan, regions[spec.region].sizes)
@@ -190,6 +206,10 @@ class DigitalOceanProvider:
     def list(self) -> list[Host]:
         droplets = self._call(lambda: self._manager.get_all_droplets(tag_name=TAG_KEY))
         return [self._to_host(d) for d in droplets]
+
+    def known_regions(self) -> builtins.list[str]:
+        """Every region slug, taking droplets now or not (a typo is told apart from a full one)."""
+        return [r.slug for r in self._call(self._manager.get_all_regions)]
 
     # -- helpers -----------------------------------------------------------
     def _destroy(self, resource: Any) -> None:
@@ -283,6 +303,10 @@ class DigitalOceanProvider:
                     continue
                 if status == 401:
                     raise token_rejected(NAME, self._token_source) from exc
+                if any(m in str(exc).lower() for m in _CAPACITY_MESSAGES):
+                    raise CapacityError(
+                        NAME, str(exc), _CAPACITY_HINT, code=str(status or "")
+                    ) from exc
                 raise ProviderAPIError(NAME, str(exc), code=str(status or "")) from exc
             except sdk.baseapi.JSONReadError as exc:  # an error page from a proxy, not the API
                 how = f" HTTP {self._last.status}" if self._last.status else ""

@@ -146,16 +146,20 @@ class EC2Provider:
             )
         return self._clients[region]
 
-    def _check_region(self, region: str) -> None:
-        """Catch a typo'd region before a DNS failure does; emulators accept any name."""
+    def known_regions(self) -> builtins.list[str]:
+        """botocore's own list, no API call; [] (anything goes) behind an emulator."""
         if self._endpoint_url or any(k.startswith("AWS_ENDPOINT_URL") for k in os.environ):
-            return
-        known = {
+            return []
+        return [
             name
             for partition in self._session.get_available_partitions()
             for name in self._session.get_available_regions("ec2", partition)
-        }
-        if region not in known:
+        ]
+
+    def _check_region(self, region: str) -> None:
+        """Catch a typo'd region before a DNS failure does; emulators accept any name."""
+        known = self.known_regions()
+        if known and region not in known:
             raise InvalidSpec(
                 f"ec2: unknown region {region!r}",
                 hint="Use a region such as eu-west-1 or us-east-1 (upgrade boto3 for a new one).",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from providers.cloudapi import network_cause
-from providers.errors import CredentialsMissing, HostNotFound, ProviderAPIError
+from providers.errors import CapacityError, CredentialsMissing, HostNotFound, ProviderAPIError
 
 PROVIDER = "ec2"
 
@@ -40,7 +40,10 @@ _HINTS: dict[str, str] = {
     "InvalidAMIID": "Pass --image ubuntu-22.04, ubuntu-24.04 or an AMI id from this region.",
     "InstanceLimitExceeded": "Raise the instance quota (Service Quotas) or delete unused hosts.",
     "VcpuLimitExceeded": "Raise the vCPU quota (Service Quotas) or pick a smaller --plan.",
-    "InsufficientInstanceCapacity": "AWS has no capacity for this type now; try another --zone.",
+    "InsufficientInstanceCapacity": (
+        "AWS has no capacity for this type now; try another --zone, or list regions to "
+        "try in turn (--region eu-west-1,eu-west-2)."
+    ),
     "Throttling": (
         "AWS kept throttling after retries; wait a minute, or set AWS_RETRY_MODE=adaptive "
         "and a higher AWS_MAX_ATTEMPTS."
@@ -54,11 +57,21 @@ _HINTS: dict[str, str] = {
     ),
 }
 _DEFAULT_HINT = "See the AWS error code above; `-v` shows the full response."
+#: codes that say "not here, not now" (capacity) or "not on this account" (quota): another
+#: region may work. ``Unsupported`` is one only when it is about the zone, not the request.
+_CAPACITY = {"InsufficientInstanceCapacity", "InstanceLimitExceeded", "VcpuLimitExceeded"}
 
 
 def hint_for(code: str) -> str:
     """The hint for an AWS error code (``InvalidAMIID.NotFound`` falls back to ``InvalidAMIID``)."""
     return _HINTS.get(code) or _HINTS.get(code.split(".", 1)[0], _DEFAULT_HINT)
+
+
+def is_capacity(code: str, message: str) -> bool:
+    """Whether another region might take what this one refused (``create --region a,b``)."""
+    if code == "Unsupported":
+        return "Availability Zone" in message
+    return code in _CAPACITY
 
 
 def error_code(exc: BaseException) -> str:
@@ -82,7 +95,8 @@ def aws_errors(action: str) -> Iterator[None]:
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)
         if code.startswith("InvalidInstanceID"):
             raise HostNotFound(f"{PROVIDER}: no such instance ({message})") from exc
-        raise ProviderAPIError(
+        error = CapacityError if is_capacity(code, message) else ProviderAPIError
+        raise error(
             PROVIDER, f"could not {action}: {code}: {message}", hint_for(code), code=code
         ) from exc
     except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ProfileNotFound) as exc:

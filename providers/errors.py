@@ -9,6 +9,7 @@ Tree::
     ├── InvalidSpec                a region / plan / image / port the provider rejects up front
     ├── UserDataTooLarge           rendered user-data is over the provider's limit
     ├── ProviderAPIError           the cloud API answered with an error (code + hint)
+    │   └── CapacityError          no room in that region now, or the account's quota is used up
     ├── HostNotFound               no host with that id / ip at the provider
     └── ProvisionTimeout           a cloud action did not finish within the polls allowed
 
@@ -61,6 +62,16 @@ class ProviderAPIError(ProviderError):
         super().__init__(f"{provider}: {message}", hint)
         self.provider = provider
         self.code = code
+
+
+class CapacityError(ProviderAPIError):
+    """The cloud would take the request elsewhere or later, not as it is here and now.
+
+    A region out of capacity for the plan, or an account at its instance / vCPU /
+    server quota: the flags are valid, so this is no usage error, and another region
+    may well work, which is what ``create --region a,b`` tries next. Auth and
+    validation errors are never this: trying another region would not fix them.
+    """
 
 
 class HostNotFound(ProviderError):

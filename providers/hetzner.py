@@ -19,6 +19,7 @@ hcloud is imported lazily; the endpoint comes from ``--endpoint-url`` or
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, ProviderAPIError, ProviderError, ProvisionTimeout
+from providers.errors import (
+    CapacityError,
+    HostNotFound,
+    ProviderAPIError,
+    ProviderError,
+    ProvisionTimeout,
+)
 from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
@@ -62,6 +69,9 @@ _STATUS = {
     "off": HostStatus.FAILED,
     "deleting": HostStatus.DELETING,
 }
+#: error codes that mean "not here, not now" (no room for the type at the location) or
+#: "not on this project" (its server limit): another location may work
+_CAPACITY_CODES = ("resource_unavailable", "placement_error", "resource_limit_exceeded")
 
 
 class _Missing(ProviderAPIError):
@@ -113,8 +123,7 @@ class HetznerProvider:
         from hcloud.server_types import ServerType
 
         with self._errors():
-            locations = self._client.locations.get_all()
-            require_known(NAME, "location", spec.region, (loc.name or "" for loc in locations))
+            require_known(NAME, "location", spec.region, self.known_regions())
             types = self._client.server_types.get_all()
             require_known(NAME, "server type", spec.plan, (t.name or "" for t in types))
         labels = {TAG_KEY: TAG_VALUE, HOST_ID_TAG: spec.host_id}
@@ -182,6 +191,11 @@ class HetznerProvider:
         with self._errors():
             servers = self._client.servers.get_all(label_selector=OURS)
         return [self._to_host(s) for s in servers]
+
+    def known_regions(self) -> builtins.list[str]:
+        """The location names, so ``create --region a,b`` refuses a typo before any create."""
+        with self._errors():
+            return [loc.name or "" for loc in self._client.locations.get_all()]
 
     # -- helpers -----------------------------------------------------------
     def _create_firewall(self, spec: HostSpec, labels: dict[str, str]) -> BoundFirewall:
@@ -265,6 +279,14 @@ class HetznerProvider:
                 raise token_rejected(NAME, self._token_source) from exc
             if exc.code == "not_found":
                 raise _Missing(NAME, exc.message, code="not_found") from exc
+            if exc.code in _CAPACITY_CODES:
+                raise CapacityError(
+                    NAME,
+                    f"{exc.message} ({exc.code})",
+                    hint="Try another location (--region fsn1,nbg1 tries each in turn) or "
+                    "server type, or ask Hetzner to raise the project's limit.",
+                    code=str(exc.code),
+                ) from exc
             server_side = str(exc.code).isdigit() and int(exc.code) >= 500  # no API JSON came
             raise ProviderAPIError(
                 NAME,

@@ -39,6 +39,11 @@ class FakeDigitalOcean(JsonApiFake):
         self.max_per_page = 200
         #: sizes a region offers, where it is not all of them
         self.region_sizes: dict[str, list[str]] = {}
+        #: regions listed with ``available: false`` (closed to new droplets)
+        self.closed_regions: set[str] = set()
+        #: region -> (status, code, message) that a droplet create there answers, as the
+        #: API does when a region is full (422 ``Region is not available``)
+        self.refusals_in: dict[str, tuple[int, str, str]] = {}
         self.droplets: dict[int, JSON] = {}
         self.firewalls: dict[str, JSON] = {}
         self.tags: set[str] = set()
@@ -116,7 +121,7 @@ class FakeDigitalOcean(JsonApiFake):
                 "name": slug.upper(),
                 "sizes": self.region_sizes.get(slug, list(SIZES)),
                 "features": ["ipv6", "metadata"],
-                "available": True,
+                "available": slug not in self.closed_regions,
             }
             for slug in REGIONS
         ]
@@ -150,6 +155,8 @@ class FakeDigitalOcean(JsonApiFake):
                     "unprocessable_entity",
                     f"You specified an invalid {field} for Droplet creation.",
                 )
+        if body["region"] in self.refusals_in:
+            return self.error(*self.refusals_in[body["region"]])
         droplet_id = next(self._ids)
         tags = list(body.get("tags") or [])
         self.tags.update(tags)

@@ -40,6 +40,9 @@ class FakeHetzner(JsonApiFake):
         self._action_reads: dict[int, int] = {}
         #: ``{"code", "message"}`` with which the next action to finish fails
         self.action_error: JSON | None = None
+        #: location -> (status, code, message) that a server create there answers, as
+        #: the API does when a location has no room (412 ``resource_unavailable``)
+        self.refusals_in: dict[str, tuple[int, str, str]] = {}
         self._ids = itertools.count(42)
         self._ips = itertools.count(10)
         self.route("GET", r"/locations", self._list("locations", self._locations))
@@ -186,6 +189,8 @@ class FakeHetzner(JsonApiFake):
         ):
             if body.get(field) not in known:
                 return self.error(422, "invalid_input", f"invalid input in field '{field}'")
+        if body.get("location") in self.refusals_in:
+            return self.error(*self.refusals_in[body["location"]])
         if any(s["name"] == body.get("name") for s in self.servers.values()):
             return self.error(409, "uniqueness_error", "server name is already used")
         wanted = [f["firewall"] for f in body.get("firewalls", [])]
