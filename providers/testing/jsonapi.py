@@ -32,6 +32,8 @@ class Request:
     query: dict[str, list[str]]
     body: Any
     headers: dict[str, str]
+    #: the body as sent, for APIs that also take non-JSON bodies (a text/plain PATCH)
+    raw: bytes = b""
 
 
 @dataclass
@@ -126,11 +128,15 @@ class JsonApiFake:
     def common_headers(self) -> dict[str, str]:
         return {}
 
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the token, as the API expects it (a bearer token)."""
+        return request.headers.get("authorization") == f"Bearer {self.token}"
+
     # -- dispatch ---------------------------------------------------------
     def dispatch(self, request: Request) -> Response:
         with self.lock:
             self.requests.append(request)
-            if request.headers.get("authorization") != f"Bearer {self.token}":
+            if not self.authorized(request):
                 return self.error(401, "unauthorized", "Unable to authenticate you")
             line = f"{request.method} {request.path}"
             for pattern in self._throttle:
@@ -166,6 +172,7 @@ def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:
                 query=parse_qs(split.query),
                 body=body,
                 headers={k.lower(): v for k, v in self.headers.items()},
+                raw=raw,
             )
             strike = fake.plan.take(request.method, request.path, raw)
             if strike is not None and strike.fault is Fault.ERROR:
