@@ -22,6 +22,7 @@ from providers.kit import Terminated
 COMMANDS = (
     "create",
     "delete",
+    "prune",
     "list",
     "get",
     "logs",

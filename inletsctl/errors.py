@@ -7,6 +7,7 @@ Tree::
     ├── StateError                 the host state file is unreadable, corrupt or newer
     ├── HostUnknown                no host with that id / ip in the state
     ├── ProviderFailure            a provider (or the user-data) failed; wraps ProviderError
+    │   └── NoCapacity             that region is full or the quota used up: another may work
     └── NotReady                   create --wait gave up at --timeout; the host is kept
 
 ``map_provider_errors`` is the one boundary where ``providers.errors`` become ours:
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from providers.errors import (
+    CapacityError,
     CredentialsMissing,
     HostNotFound,
     InvalidSpec,
@@ -58,6 +60,10 @@ class ProviderFailure(InletsctlError):
     pass
 
 
+class NoCapacity(ProviderFailure):
+    """The one failure after which ``create --region a,b`` tries the next region."""
+
+
 class NotReady(InletsctlError):
     """The host exists but did not get ready in time; it is kept so its logs can be read.
 
@@ -82,5 +88,7 @@ def map_provider_errors() -> Iterator[None]:
         raise UsageError(exc.message, exc.hint) from exc
     except NotOurs as exc:
         raise ProviderFailure(exc.message, exc.hint) from exc
+    except CapacityError as exc:
+        raise NoCapacity(exc.message, exc.hint) from exc
     except ProviderError as exc:
         raise ProviderFailure(exc.message, exc.hint) from exc

@@ -13,20 +13,22 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import cloud_init
 from inletsctl import readiness, release, tls
 from inletsctl.errors import (
     HostUnknown,
+    InletsctlError,
+    NoCapacity,
     NotReady,
     ProviderFailure,
     UsageError,
     map_provider_errors,
 )
 from inletsctl.readiness import Probe, Wait
-from inletsctl.store import READY, UNREADY, HostRecord, Store
+from inletsctl.store import GONE, READY, UNREADY, HostRecord, Store
 from providers import kit
 from providers.base import Provider
 from providers.errors import HostNotFound, UndoFailed
@@ -40,6 +42,8 @@ from providers.models import (
     TunnelMode,
 )
 
+#: Opens provider ``name`` configured for ``region`` (EC2's client and purge are per region).
+Opener = Callable[[str, str], Provider]
 #: Seconds to wait before poll ``n`` (1-based).
 Backoff = Callable[[int], float]
 #: Called after each poll with (n, host, tunnel) so the CLI can show progress; ``tunnel``
@@ -125,11 +129,7 @@ def build_spec(
     facts = provider.facts
     region = req.region or facts.default_region
     plan = req.plan or facts.default_plan
-    if facts.regions and region not in facts.regions:
-        raise UsageError(
-            f"{req.provider}: unknown region {region!r}",
-            hint=f"Use one of: {', '.join(facts.regions)}.",
-        )
+    _require_regions(req.provider, facts.regions, (region,))
     if facts.plans and plan not in facts.plans:
         raise UsageError(
             f"{req.provider}: unknown plan {plan!r}", hint=f"Use one of: {', '.join(facts.plans)}."
@@ -197,6 +197,17 @@ def build_spec(
         zone=req.zone,
         extra=_extra(req, uploads and artifact is not None and not dry_run),
     )
+
+
+def _require_regions(name: str, known: Sequence[str], regions: Sequence[str]) -> None:
+    """A usage error naming every region not in ``known``; () knows nothing, checks nothing."""
+    unknown = [r for r in regions if known and r not in known]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise UsageError(
+            f"{name}: unknown region{plural} {', '.join(map(repr, unknown))}",
+            hint=f"Use one of: {', '.join(known)}.",
+        )
 
 
 def _extra(req: CreateRequest, with_pyz: bool) -> dict[str, str]:
@@ -376,6 +387,99 @@ def _undo(store: Store, provider: Provider, host_id: str, exc: BaseException) ->
     store.update(host_id, status=HostStatus.DELETED.value)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One region to try, with its own provider object, host id and spec (and certificate)."""
+
+    req: CreateRequest
+    provider: Provider
+    spec: HostSpec
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A region that ``--region a,b`` moved on from, and the provider's words for why."""
+
+    region: str
+    reason: str
+
+
+def plan_regions(
+    req: CreateRequest,
+    regions: Sequence[str],
+    opener: Opener,
+    dry_run: bool = False,
+    warn: Callable[[str], None] = _no_warning,
+) -> list[Attempt]:
+    """An attempt per region (``()``: the provider's default), everything checked that can
+    be before the first paid call: every region known, every spec rendered and sized.
+
+    Regions are checked against ``facts.regions``, or else what the provider's optional
+    ``known_regions()`` lists (free to ask), so a typo in the last region stops the
+    command before the first region bills anything. ``warn`` hears the first spec only:
+    the others would repeat it.
+    """
+    if len(regions) > 1 and req.zone:
+        raise UsageError(
+            "--zone is a zone of one region; it cannot go with several --region values",
+            hint="Pass one --region with --zone, or drop --zone.",
+        )
+    names = tuple(regions) or ("",)
+    providers = [opener(req.provider, region) for region in names]
+    if len(regions) > 1:
+        first = providers[0]
+        known: Sequence[str] = first.facts.regions
+        lister = getattr(first, "known_regions", None)
+        if not known and lister is not None:
+            with map_provider_errors():
+                known = lister()
+        _require_regions(req.provider, known, regions)
+    attempts = []
+    for n, (region, provider) in enumerate(zip(names, providers, strict=True)):
+        attempt_req = replace(req, region=region)
+        say = warn if n == 0 else _no_warning
+        spec = build_spec(attempt_req, provider, new_host_id(), dry_run, warn=say)
+        attempts.append(Attempt(attempt_req, provider, spec))
+    return attempts
+
+
+def _no_move(skipped: Skipped, next_region: str) -> None:
+    pass
+
+
+def create_first_fit(
+    store: Store,
+    attempts: Sequence[Attempt],
+    waiting: Waiting,
+    progress: Progress,
+    moving_on: Callable[[Skipped, str], None] = _no_move,
+) -> tuple[HostRecord, tuple[Skipped, ...]]:
+    """:func:`create` in each region in turn, until one takes the host.
+
+    Only a capacity or quota refusal (``NoCapacity``) moves on, and only after the
+    refused attempt was removed by its host-id tag (its row then says ``deleted``):
+    another region cannot fix a rejected token or a typo, and a removal that failed
+    must be finished before anything else is made. ``moving_on`` hears each move.
+    """
+    skipped: list[Skipped] = []
+    refused: NoCapacity | None = None
+    for attempt in attempts:
+        if refused is not None:
+            moving_on(skipped[-1], attempt.spec.region)
+        try:
+            record = create(store, attempt.provider, attempt.req, attempt.spec, waiting, progress)
+            return record, tuple(skipped)
+        except NoCapacity as exc:
+            refused = exc
+            skipped.append(Skipped(attempt.spec.region, exc.message))
+    if refused is not None and len(attempts) == 1:
+        raise refused
+    tried = "; ".join(f"{s.region}: {s.reason}" for s in skipped)
+    raise NoCapacity(
+        f"no region of {len(skipped)} took the host ({tried})", refused.hint if refused else ""
+    ) from refused
+
+
 def delete(store: Store, provider: Provider, record: HostRecord) -> HostRecord:
     """Remove by our host id, not the provider's: that also finishes a create that was
     killed before the provider's id reached the state. Nothing tagged left = deleted.
@@ -409,3 +513,88 @@ def delete_unrecorded(
             kit.delete_host(provider, host_id)
         except HostNotFound:
             provider.delete(host_id=host_id, force=force)
+
+
+def select(store: Store, provider: str = "", name: str = "") -> list[HostRecord]:
+    """The hosts in the state that still exist, of ``provider`` and called ``name`` if given."""
+    return [
+        r
+        for r in store.all()
+        if (not provider or r.provider == provider) and (not name or r.name == name)
+    ]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One host of a bulk delete: its row afterwards, and the error if it was not deleted."""
+
+    record: HostRecord
+    error: InletsctlError | None = None
+
+
+def delete_each(store: Store, records: Sequence[HostRecord], opener: Opener) -> list[Outcome]:
+    """Each host as :func:`delete` removes it, each in its own region from the state.
+
+    One host that fails (a rejected token, an API outage) does not stop the rest; its
+    row says ``failed`` unless the provider could not even be opened, and ``delete
+    --id`` finishes it later.
+    """
+    opened: dict[tuple[str, str], Provider] = {}
+    outcomes = []
+    for record in records:
+        key = (record.provider, record.region)
+        try:
+            if key not in opened:
+                opened[key] = opener(*key)
+            outcomes.append(Outcome(delete(store, opened[key], record)))
+        except InletsctlError as exc:
+            outcomes.append(Outcome(store.get(record.id), exc))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class Unasked:
+    """A provider (in one region) whose ``list`` failed: its hosts were left as they were."""
+
+    provider: str
+    region: str
+    error: InletsctlError
+    records: list[HostRecord]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    gone: list[HostRecord]
+    #: the provider still lists them
+    kept: list[HostRecord]
+    unasked: list[Unasked]
+
+
+def prune(store: Store, opener: Opener, provider: str = "") -> Pruned:
+    """Mark ``gone`` the hosts in the state that their provider no longer lists.
+
+    Nothing at a provider is changed: its ``list`` (by our tag) is the only call. A row
+    is still there when a listed host carries its id as our tag, or has its provider
+    id. A provider that cannot be asked keeps all its rows as they were: not knowing
+    is not gone.
+    """
+    groups: dict[tuple[str, str], list[HostRecord]] = {}
+    for record in select(store, provider):
+        groups.setdefault((record.provider, record.region), []).append(record)
+    result = Pruned([], [], [])
+    for (name, region), records in groups.items():
+        try:
+            prov = opener(name, region)
+            with map_provider_errors():
+                listed = [h for h in prov.list() if h.status is not HostStatus.DELETED]
+        except InletsctlError as exc:
+            result.unasked.append(Unasked(name, region, exc, records))
+            continue
+        ours = {h.additional.get("host_id", "") for h in listed} - {""}
+        ids = {h.id for h in listed}
+        for record in records:
+            if record.id in ours or (record.provider_id and record.provider_id in ids):
+                result.kept.append(record)
+            else:
+                result.gone.append(store.update(record.id, status=GONE))
+    return result

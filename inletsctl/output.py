@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from inletsctl.store import ENDED
 from inletsctl.summary import TOKEN_ENV, Summary, netloc
 from providers.models import ServerSpec
 
@@ -82,14 +83,16 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     doc = dataclasses.asdict(summary)
     if doc["token"] is None:
         del doc["token"]
-    if doc["note"] is None:
-        del doc["note"]
+    for key in ("note", "skipped_regions"):
+        if doc[key] is None:
+            del doc[key]
     return doc
 
 
 def summary_lines(summary: Summary) -> list[str]:
     lines = [
         f"Host: {summary.id} ({summary.provider}), status: {summary.status}",
+        *_region_lines(summary),
         f"IP: {summary.ip or '(none yet)'}",
         f"TLS fingerprint: {summary.tls_fingerprint}",
     ]
@@ -107,11 +110,20 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"Public TCP ports: {', '.join(f'{host}:{p}' for p in public)}")
     elif summary.mode == "tcp":
         lines.append(f"Public TCP ports: any in {ServerSpec.allow_ports} the client asks for")
-    if summary.status == "deleted":
-        return [*lines, "", "It is deleted: nothing to connect to. Make a new one with:",
+    if summary.status in ENDED:
+        return [*lines, "", f"It is {summary.status}: nothing to connect to. Make a new one with:",
                 "  inletsctl create"]  # fmt: skip
     lines += ["", *_connect_lines(summary)]
     lines += ["", "Delete it with:", f"  {summary.delete_command}"]
+    return lines
+
+
+def _region_lines(summary: Summary) -> list[str]:
+    """Which of several regions won, and why each before it did not: said only when asked."""
+    if summary.skipped_regions is None:
+        return []
+    lines = [f"Region: {summary.region}"]
+    lines += [f"  not {s['region']}: {s['reason']}" for s in summary.skipped_regions]
     return lines
 
 

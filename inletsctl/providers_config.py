@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from inletsctl.errors import UsageError, map_provider_errors
@@ -58,3 +59,13 @@ def open_provider(name: str, access: Access, state_dir: Path) -> Provider:
     cfg = config(access, state_dir)
     with map_provider_errors():
         return cls(cfg)
+
+
+def opener(access: Access, state_dir: Path) -> Callable[[str, str], Provider]:
+    """Opens a provider for one region: create tries several, delete and prune use each
+    host's own (EC2's client, and so its purge, belongs to one region)."""
+
+    def open_in(name: str, region: str) -> Provider:
+        return open_provider(name, replace(access, region=region), state_dir)
+
+    return open_in

@@ -4,7 +4,7 @@ SQLite (stdlib) in the user state dir (``INLETSCTL_STATE_DIR`` overrides it), fi
 mode 0600 because it holds the tunnel tokens the user asked us to keep. WAL and a
 busy timeout let two CLIs write at once without losing a row. The schema version
 lives in ``PRAGMA user_version``; a newer or unreadable file is an error, never
-silently replaced. Rows are marked deleted, never dropped.
+silently replaced. Rows are marked deleted (or gone), never dropped.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ BUSY_TIMEOUT_S = 30.0
 #: ``active`` on its own means the cloud runs the VM and nobody checked the server.
 READY = "ready"
 UNREADY = "unready"
+#: ``prune`` found that the provider no longer has the host, though inletsctl never
+#: deleted it (deleted in the console, reclaimed by the cloud). Kept, not dropped: the
+#: row still names the id that ``delete --id`` removes any leftovers by.
+GONE = "gone"
+DELETED = "deleted"
+#: statuses of hosts that no longer exist: hidden from ``list`` unless ``--all``
+ENDED = (DELETED, GONE)
+_LIVE = f"status NOT IN ({', '.join(repr(s) for s in ENDED)})"
 
 #: ``_MIGRATIONS[n]`` takes a file from schema ``n`` to ``n + 1``; a file is carried
 #: through each step it lacks, so old state is upgraded in place, never rebuilt.
@@ -200,7 +208,7 @@ class Store:
     def find_ip(self, ip: str) -> list[HostRecord]:
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT * FROM hosts WHERE ip = ? AND status != 'deleted' ORDER BY created_at",
+                f"SELECT * FROM hosts WHERE ip = ? AND {_LIVE} ORDER BY created_at",
                 (ip,),
             ).fetchall()
         return [_record(r) for r in rows]
@@ -211,7 +219,7 @@ class Store:
             return None
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT * FROM hosts WHERE provider_id = ? AND status != 'deleted'"
+                f"SELECT * FROM hosts WHERE provider_id = ? AND {_LIVE}"
                 " AND (? = '' OR provider = ?) ORDER BY created_at DESC LIMIT 1",
                 (provider_id, provider, provider),
             ).fetchone()
@@ -220,7 +228,7 @@ class Store:
     def all(self, include_deleted: bool = False) -> list[HostRecord]:
         query = "SELECT * FROM hosts"
         if not include_deleted:
-            query += " WHERE status != 'deleted'"
+            query += f" WHERE {_LIVE}"
         with self._connect() as conn:
             rows = conn.execute(query + " ORDER BY created_at, id").fetchall()
         return [_record(r) for r in rows]

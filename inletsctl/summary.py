@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from inletsctl.errors import UsageError
-from inletsctl.store import READY, HostRecord
+from inletsctl.store import ENDED, READY, HostRecord
 
 TOKEN_ENV = "INLETS_TOKEN"
 DEFAULT_UPSTREAM = {"tcp": "127.0.0.1", "http": "http://127.0.0.1:8080"}
@@ -127,12 +128,21 @@ class Summary:
     #: what the provider says the user should know (``ssh``: the server runs detached,
     #: no systemd on the host); None when it says nothing
     note: str | None = None
+    #: ``create --region a,b``: the regions passed over, in order, each with the provider's
+    #: words for why (``region`` is the one that won); None when one region was given
+    skipped_regions: list[dict[str, str]] | None = None
 
 
-def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: str = "") -> Summary:
-    """A deleted host has nothing to connect to or delete: its commands are empty."""
+def summarise(
+    record: HostRecord,
+    show_token: bool,
+    upstream: str = "",
+    ports: str = "",
+    skipped_regions: Sequence[tuple[str, str]] | None = None,
+) -> Summary:
+    """A deleted or gone host has nothing to connect to or delete: its commands are empty."""
     token = record.token if show_token else None
-    gone = record.status == "deleted"
+    gone = record.status in ENDED
     return Summary(
         id=record.id,
         provider=record.provider,
@@ -155,6 +165,9 @@ def summarise(record: HostRecord, show_token: bool, upstream: str = "", ports: s
         ready=record.status == READY,
         token=token,
         note=_note(record),
+        skipped_regions=None
+        if skipped_regions is None
+        else [{"region": region, "reason": reason} for region, reason in skipped_regions],
     )
 
 

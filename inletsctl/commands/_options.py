@@ -65,6 +65,18 @@ def parse_allow_ips(text: str) -> tuple[str, ...]:
         raise UsageError(exc.message, hint=exc.hint) from None
 
 
+def parse_regions(text: str) -> tuple[str, ...]:
+    """``--region lon1,fra1`` -> ("lon1", "fra1"), the order they are tried in; "" -> ()."""
+    regions = tuple(r for r in (part.strip() for part in text.split(",")) if r)
+    twice = next((r for r in regions if regions.count(r) > 1), "")
+    if twice:
+        raise UsageError(
+            f"--region: {twice!r} is given twice",
+            hint="Give each region once; they are tried in the order given.",
+        )
+    return regions
+
+
 def parse_ports(text: str) -> tuple[tuple[int, int], ...]:
     """``8080,2222:22`` -> ((8080, 8080), (2222, 22)): public port, upstream port.
 
@@ -102,7 +114,13 @@ _ACCESS_OPTIONS: tuple[tuple[str, Any, object], ...] = (
     (
         "region",
         Annotated[
-            str, typer.Option("--region", "-r", help="Region; the provider's default if empty.")
+            str,
+            typer.Option(
+                "--region",
+                "-r",
+                help="Region; the provider's default if empty. create: REGION,REGION,... "
+                "tries each in turn while the cloud answers with no capacity or quota.",
+            ),
         ],
         "",
     ),

@@ -15,7 +15,7 @@ import typer
 from inletsctl.commands import _options as o
 from inletsctl.errors import UsageError
 from inletsctl.output import Format, emit_json
-from inletsctl.store import Store
+from inletsctl.store import ENDED, Store
 from inletsctl.summary import TOKEN_ENV, check_upstream, client_argv
 
 
@@ -46,8 +46,10 @@ def connect(
 ) -> None:
     """Run the tunnel client for a host."""
     record = Store().get(id)
-    if record.status == "deleted":
-        raise UsageError(f"host {id} is deleted", hint="Create a new one: inletsctl create.")
+    if record.status in ENDED:
+        raise UsageError(
+            f"host {id} is {record.status}", hint="Create a new one: inletsctl create."
+        )
     if record.engine != "tunnel-core":
         raise UsageError(
             f"host {id} runs {record.engine}; connect runs tunnel-core clients only",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,11 +12,14 @@ from inletsctl.commands import _options as o
 from inletsctl.errors import NotReady, UsageError
 from inletsctl.output import Format, emit_json, show_summary, stderr
 from inletsctl.progress import poll_reporter
-from inletsctl.providers_config import Access, open_provider
+from inletsctl.providers_config import Access, opener
 from inletsctl.readiness import Wait
 from inletsctl.store import Store
 from inletsctl.summary import check_upstream, summarise
 from providers.models import Engine, Issuer, TunnelMode
+
+if TYPE_CHECKING:
+    from inletsctl.hosts import Skipped  # jinja2, cryptography: imported when used
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
@@ -54,6 +57,10 @@ def wait_level(wait: Wait | None, engine: Engine) -> Wait:
 
 def _warn(message: str) -> None:
     stderr().print(f"Warning: {message}", style="yellow", markup=False)
+
+
+def _moving_on(skipped: Skipped, next_region: str) -> None:
+    _warn(f"{skipped.region}: {skipped.reason}; nothing is left there, trying {next_region}")
 
 
 def _ssh_options(
@@ -241,7 +248,6 @@ def create(
         provider=provider,
         mode=mode,
         name=host_name or name,
-        region=access.region,
         plan=plan,
         image=image,
         ports=port_list,
@@ -258,9 +264,10 @@ def create(
         extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name))
         + ssh_extra,
     )
+    regions = o.parse_regions(access.region)
     store = Store()
-    prov = open_provider(provider, access, store.directory)
-    spec = hosts.build_spec(req, prov, hosts.new_host_id(), dry_run, warn=_warn)
+    attempts = hosts.plan_regions(req, regions, opener(access, store.directory), dry_run, _warn)
+    spec = attempts[0].spec
     if dry_run:
         if output is Format.json:
             emit_json({"provider": provider, "host_id": spec.host_id, "user_data": spec.user_data})
@@ -269,9 +276,12 @@ def create(
         return
     try:
         with poll_reporter(stderr()) as progress:
-            record = hosts.create(store, prov, req, spec, waiting, progress)
+            record, skipped = hosts.create_first_fit(
+                store, attempts, waiting, progress, moving_on=_moving_on
+            )
     except NotReady as exc:
         if output is Format.json:  # scripts still learn the id, to read logs or delete it
             show_summary(summarise(store.get(exc.host_id), show_token=True), output)
         raise
-    show_summary(summarise(record, show_token=True), output)
+    passed = [(s.region, s.reason) for s in skipped] if len(regions) > 1 else None
+    show_summary(summarise(record, show_token=True, skipped_regions=passed), output)
