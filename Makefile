@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := cloud-init
+# What the tests drive for real: `cloud-init schema` checks every rendered document,
+# nginx-light speaks PROXY protocol, dnsmasq-base is the UDP mode's DNS resolver,
+# openssh-server is the ssh provider's host, iproute2 makes its network namespace,
+# iperf3 closes connections with data in flight (the test that found a session drop).
+DEBIAN_PACKAGES := cloud-init nginx-light dnsmasq-base openssh-server iproute2 iperf3
 export PYTHONASYNCIODEBUG := 1
 
 .PHONY: install system-deps demo fmt lint types test test-vm cov bench dist vm-image docs clean
@@ -19,7 +23,6 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# cloud-init gives `cloud-init schema`, which the cloud-init tests run on every rendered document.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -26,7 +26,7 @@ ANYWHERE: tuple[str, ...] = ("0.0.0.0/0", "::/0")
 def allow_list(text: str) -> list[tuple[int, int]]:
     """The server's ``--allow-ports`` ranges, parsed by the engine that will enforce them."""
     from tunnel_core.errors import ConfigError
-    from tunnel_core.tcp.plane import parse_port_ranges  # imported here: the engine is heavy
+    from tunnel_core.ports import parse_port_ranges  # imported here: the engine is heavy
 
     try:
         return parse_port_ranges(text)

@@ -48,15 +48,13 @@ def wait_for(
         time.sleep(0.02)
 
 
-def healthz(port: int) -> dict | None:
+def healthz(port: int, host: str = "127.0.0.1") -> dict | None:
     """The control port's /healthz JSON, or None while it is not answering."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2
-        ) as r:
+        with urllib.request.urlopen(f"https://{host}:{port}/healthz", context=ctx, timeout=2) as r:
             return json.loads(r.read())
     except (OSError, urllib.error.URLError):
         return None
@@ -134,9 +132,14 @@ class Engine:
         return cert, key, fingerprint
 
     def tcp_server(
-        self, *extra: str, allow: str = "1024-65535", same_as: TunnelServerInfo | None = None
+        self,
+        *extra: str,
+        allow: str = "1024-65535",
+        same_as: TunnelServerInfo | None = None,
+        mode: str = "tcp",
     ) -> TunnelServerInfo:
-        """A TCP server; ``same_as`` reuses a (stopped) server's port, token and certificate."""
+        """A TCP (or ``mode="udp"``) server; ``same_as`` reuses a (stopped) server's port,
+        token and certificate."""
         if same_as is None:
             port = free_port()
             token = os.urandom(16).hex()
@@ -145,7 +148,7 @@ class Engine:
             port, token, fingerprint = same_as.control_port, same_as.token, same_as.fingerprint
             cert, key = self.tmp / f"server-{port}.crt", self.tmp / f"server-{port}.key"
         process = self.start(
-            "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(port),
+            mode, "server", "--bind", "127.0.0.1", "--control-port", str(port),
             "--token-env", "TEST_TUNNEL_TOKEN", "--tls-cert", str(cert), "--tls-key", str(key),
             "--allow-ports", allow, *extra,
             env={"TEST_TUNNEL_TOKEN": token},
@@ -161,9 +164,10 @@ class Engine:
         *extra: str,
         token: str | None = None,
         fingerprint: str | None = None,
+        mode: str = "tcp",
     ) -> EngineProcess:
         return self.start(
-            "tcp", "client", "--url", server.url, "--token-env", "TEST_TUNNEL_TOKEN",
+            mode, "client", "--url", server.url, "--token-env", "TEST_TUNNEL_TOKEN",
             "--tls-fingerprint", fingerprint or server.fingerprint,
             "--upstream", "127.0.0.1", "--ports", ports, *extra,
             env={"TEST_TUNNEL_TOKEN": token or server.token},

@@ -12,9 +12,10 @@ from .errors import ConfigError, TunnelError
 from .http import cli as http_cli
 from .runner import report, setup_logging
 from .tcp import cli as tcp_cli
+from .udp import cli as udp_cli
 
 #: Each mode module has ``register(subparsers)`` that sets ``func`` on its parsers.
-MODES = [tcp_cli.register, http_cli.register, status.register]
+MODES = [tcp_cli.register, udp_cli.register, http_cli.register, status.register]
 
 
 def engine_version() -> str:
@@ -30,7 +31,7 @@ def engine_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-core",
-        description="TCP and HTTP tunnels over a TLS WebSocket.",
+        description="TCP, UDP and HTTP tunnels over a TLS WebSocket.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"tunnel-core {engine_version()}")

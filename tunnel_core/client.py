@@ -17,6 +17,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -278,6 +279,43 @@ async def run_client(
             await asyncio.wait_for(stop.wait(), delay)
         except asyncio.TimeoutError:
             pass
+
+
+async def run_clients(
+    configs: list[ClientConfig],
+    on_stream: Callable[[Stream], None],
+    stop: asyncio.Event,
+    on_connected: Callable[[ClientConfig, dict[str, Any]], None] = lambda config, info: None,
+) -> None:
+    """:func:`run_client` to every server at once (``--url`` given more than once).
+
+    Each server gets a session of its own and reconnects on its own, so a public
+    request reaching any of them (behind a load balancer) finds this client. An error
+    that retrying cannot fix at one server ends them all: the same token and pin are
+    sent to every one, so it would recur.
+    """
+    everyone = asyncio.Event()
+    failed: list[BaseException] = []
+
+    async def one(config: ClientConfig) -> None:
+        try:
+            await run_client(config, on_stream, everyone, partial(on_connected, config))
+        except Exception as exc:
+            failed.append(exc)
+            everyone.set()
+
+    relay = asyncio.ensure_future(_relay(stop, everyone))
+    try:
+        await asyncio.gather(*(one(config) for config in configs))
+    finally:
+        relay.cancel()
+    if failed:
+        raise failed[0]
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 async def _keepalive(session: Session, interval: float) -> None:

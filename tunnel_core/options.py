@@ -13,8 +13,10 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import netaddr, tls
+from .client import ClientConfig
 from .errors import ConfigError
 
 log = logging.getLogger("tunnel_core")
@@ -155,8 +157,19 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def add_client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", required=True, help="control URL of the server, wss://HOST:8123")
+def add_client_args(parser: argparse.ArgumentParser, several_servers: bool = True) -> None:
+    if several_servers:
+        parser.add_argument(
+            "--url",
+            required=True,
+            action="append",
+            help="control URL of the server, wss://HOST:8123; repeat it to keep a session "
+            "to each of several servers (e.g. behind one load balancer)",
+        )
+    else:
+        parser.add_argument(
+            "--url", required=True, help="control URL of the server, wss://HOST:8123"
+        )
     add_token_args(parser)
     parser.add_argument(
         "--tls-fingerprint",
@@ -168,6 +181,20 @@ def add_client_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not verify the server certificate (the token can be stolen; testing only)",
     )
+
+
+def client_configs(args: argparse.Namespace, hello: dict[str, Any]) -> list[ClientConfig]:
+    """One client configuration per ``--url``: the same token, pin and client id to each."""
+    urls: list[str] = list(dict.fromkeys(args.url))  # a URL given twice is one server
+    token, pin = resolve_token(args), client_pin(args)
+    configs = [
+        ClientConfig(url=url, token=token, hello=hello, fingerprint=pin, insecure=args.insecure)
+        for url in urls
+    ]
+    client_id = getattr(args, "client_id", None)
+    for config in configs:
+        config.client_id = client_id or configs[0].client_id
+    return configs
 
 
 def client_pin(args: argparse.Namespace) -> str | None:

@@ -28,7 +28,7 @@ def register(modes: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="show a server's connected clients, their hosts and its uptime",
         description="Query GET /status on the server's control port (needs the token).",
     )
-    options.add_client_args(status)
+    options.add_client_args(status, several_servers=False)
     status.add_argument("--json", action="store_true", help="print the raw JSON document")
     status.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
     status.set_defaults(func=status_main)

@@ -32,6 +32,7 @@ _VALUE_FLAGS = (
     ("max_connections_per_ip", "--max-connections-per-ip", False),
     ("header_timeout", "--header-timeout", False),
     ("idle_timeout", "--idle-timeout", False),
+    ("max_flows", "--max-flows", False),
     ("min_body_rate", "--min-body-rate", False),
     ("body_rate_window", "--body-rate-window", False),
     ("trusted_proxy", "--trusted-proxy", False),

@@ -96,13 +96,13 @@ def test_flags_on_the_command_line_win(tmp_path: Path) -> None:
         'upstream = ["a=http://127.0.0.1:1", "http://127.0.0.1:2"]\n',
     )
     args = resolve(["http", "client", "--config", path])
-    assert (args.url, args.token_file, args.insecure) == ("wss://127.0.0.1:1", "/f", True)
+    assert (args.url, args.token_file, args.insecure) == (["wss://127.0.0.1:1"], "/f", True)
     assert args.upstream == ["a=http://127.0.0.1:1", "http://127.0.0.1:2"]
     args = resolve(
         ["http", "client", "--config", path, "--url", "wss://127.0.0.1:9",
          "--token-env", "T", "--upstream", "http://127.0.0.1:3"]
     )  # fmt: skip
-    assert args.url == "wss://127.0.0.1:9"
+    assert args.url == ["wss://127.0.0.1:9"]
     # one of an exclusive group on the command line drops the file's other
     assert (args.token_env, args.token_file) == ("T", None)
     assert args.upstream == ["http://127.0.0.1:3"]  # replaces the file's list
@@ -130,7 +130,8 @@ def _leaves() -> list[argparse.ArgumentParser]:
 def test_every_subcommand_has_config_and_print_config() -> None:
     leaves = _leaves()
     assert {p.prog for p in leaves} == {
-        "tunnel-core tcp server", "tunnel-core tcp client", "tunnel-core http server",
+        "tunnel-core tcp server", "tunnel-core tcp client", "tunnel-core udp server",
+        "tunnel-core udp client", "tunnel-core http server",
         "tunnel-core http client", "tunnel-core http fileserver", "tunnel-core status",
     }  # fmt: skip
     for leaf in leaves:
@@ -141,6 +142,18 @@ def test_every_subcommand_has_config_and_print_config() -> None:
 COMMANDS = {
     "tcp server": ["--token-env", "T", "--auto-tls", "--allow-ips", "10.0.0.0/8"],
     "tcp client": ["--url", "wss://[::1]:1", "--token-env", "T", "--insecure", "--ports", "80"],
+    "udp server": ["--token-env", "T", "--auto-tls", "--idle-timeout", "5", "--max-flows", "9"],
+    "udp client": [
+        "--url",
+        "wss://h:1",
+        "--url",
+        "wss://g:1",
+        "--token-env",
+        "T",
+        "--insecure",
+        "--ports",
+        "53:5353",
+    ],
     "http server": ["--token-env", "T", "--tls-cert", "c", "--tls-key", "k", "--port", "81"],
     "http client": ["--url", "wss://h:1", "--token-env", "T", "--upstream", "http://a:1"],
     "http fileserver": ["--webroot", "/srv", "--token-env", "T", "--allow-browsing"],

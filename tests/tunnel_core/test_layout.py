@@ -41,7 +41,9 @@ def test_the_probe_sees_each_heavy_import() -> None:
     assert _heavy_modules_loaded_by("import tunnel_core.server") == ",".join(HEAVY)
 
 
-@pytest.mark.parametrize("package", ["tunnel_core.protocol", "tunnel_core.tcp", "tunnel_core.http"])
+@pytest.mark.parametrize(
+    "package", ["tunnel_core.protocol", "tunnel_core.tcp", "tunnel_core.udp", "tunnel_core.http"]
+)
 def test_a_subpackage_lists_its_modules(package: str) -> None:
     pkg = importlib.import_module(package)
     assert pkg.__all__ == sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))

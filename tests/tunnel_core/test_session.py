@@ -12,9 +12,9 @@ from tests.certs import self_signed
 from tunnel_core import tls
 from tunnel_core.client import Backoff, ClientConfig, connect, run_client
 from tunnel_core.errors import ConfigError, Refused, StreamClosedError
+from tunnel_core.ports import parse_port_map, parse_port_ranges
 from tunnel_core.server import ServerConfig, TunnelServer
 from tunnel_core.session import Session, Stream
-from tunnel_core.tcp.plane import parse_port_map, parse_port_ranges
 
 pytestmark = pytest.mark.network
 

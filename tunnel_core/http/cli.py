@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunnel_core import options
-from tunnel_core.client import ClientConfig, run_client
+from tunnel_core.client import ClientConfig, run_clients
 from tunnel_core.errors import ConfigError
 from tunnel_core.runner import run
 from tunnel_core.server import ServerConfig, TunnelServer
@@ -219,18 +219,12 @@ def _upstreams(specs: list[str]) -> Upstreams:
 def client_main(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> int:
         plane = HttpClientPlane(_upstreams(args.upstream))
-        config = ClientConfig(
-            url=args.url,
-            token=options.resolve_token(args),
-            hello=plane.hello(),
-            fingerprint=options.client_pin(args),
-            insecure=args.insecure,
-        )
+        configs = options.client_configs(args, plane.hello())
 
-        def connected(info: dict[str, Any]) -> None:
-            log.info("connected to %s; serving %s", args.url, ", ".join(args.upstream))
+        def connected(config: ClientConfig, info: dict[str, Any]) -> None:
+            log.info("connected to %s; serving %s", config.url, ", ".join(args.upstream))
 
-        await run_client(config, plane.on_stream, stop, connected)
+        await run_clients(configs, plane.on_stream, stop, connected)
         return 0
 
     return run(main, role="client")

@@ -77,6 +77,8 @@ TRANSITIONS: dict[tuple[StreamState, Cause], StreamState] = {
     (S.HALF_CLOSED_REMOTE, C.SEND_RESET): S.CLOSED,
     (S.HALF_CLOSED_REMOTE, C.RECV_RESET): S.CLOSED,
 }
+
+
 class Phase(Enum):
     """The connection's phase, shared by both directions."""
 
@@ -455,9 +457,7 @@ class Mux:
                 kind = K.WELCOME_OK if ok is True else K.WELCOME_REFUSED
             new = CONNECTION_TRANSITIONS.get((self.phase, self._peer, kind))
             if new is None:
-                raise RemoteProtocolError(
-                    f"peer sent {ftype.name} in phase {self.phase.value}"
-                )
+                raise RemoteProtocolError(f"peer sent {ftype.name} in phase {self.phase.value}")
             self.phase = new
         if ftype is FrameType.DATA:
             stream = self._streams.get(sid)

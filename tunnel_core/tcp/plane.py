@@ -1,7 +1,7 @@
 """TCP mode's data plane: the server listens on the client's ports; the client dials.
 
-Server: each client's hello lists public ports; each must be inside the allow-list
-and not served by another client, then we listen on it. A connection from a source
+Server: a listener on each port the client owns (:class:`~tunnel_core.ports.PortPlane`
+decides which it may have). A connection from a source
 outside ``--allow-ips`` is closed at accept (no stream is opened, so no byte of it
 reaches a client). Every accepted connection opens a stream with metadata
 ``{"port": P, "remote": "IP:PORT", "local": "IP:PORT"}``: the public peer and the
@@ -21,7 +21,8 @@ import logging
 from typing import Any, cast
 
 from tunnel_core import netaddr
-from tunnel_core.errors import ConfigError, Refused, TunnelError
+from tunnel_core.errors import ConfigError, TunnelError
+from tunnel_core.ports import Listener, PortPlane, address_text
 from tunnel_core.session import Session, Stream
 from tunnel_core.splice import SpliceProtocol
 
@@ -30,119 +31,16 @@ from .proxy_protocol import VERSIONS, header as proxy_header
 log = logging.getLogger("tunnel_core")
 
 
-def parse_port_ranges(text: str) -> list[tuple[int, int]]:
-    """``1024-65535,80`` -> [(1024, 65535), (80, 80)]."""
-    ranges: list[tuple[int, int]] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        low, _, high = part.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise ConfigError(f"--allow-ports: {part!r} is not a port or a range") from None
-        if not 1 <= first <= last <= 65535:
-            raise ConfigError(f"--allow-ports: {part!r} is outside 1-65535 or reversed")
-        ranges.append((first, last))
-    if not ranges:
-        raise ConfigError("--allow-ports is empty", "for example --allow-ports 1024-65535")
-    return ranges
-
-
-def parse_port_map(text: str) -> dict[int, int]:
-    """``8000,2222:22`` -> {8000: 8000, 2222: 22} (public port -> upstream port)."""
-    mapping: dict[int, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        public, _, upstream = part.partition(":")
-        try:
-            pub, up = int(public), int(upstream or public)
-        except ValueError:
-            raise ConfigError(
-                f"--ports: {part!r} is not PORT or PUBLIC:UPSTREAM", "e.g. --ports 8000,2222:22"
-            ) from None
-        if not (1 <= pub <= 65535 and 1 <= up <= 65535):
-            raise ConfigError(f"--ports: {part!r} is outside 1-65535")
-        if pub in mapping:
-            raise ConfigError(f"--ports: public port {pub} given twice")
-        mapping[pub] = up
-    if not mapping:
-        raise ConfigError("--ports is empty", "e.g. --ports 8000,2222:22")
-    return mapping
-
-
-class TcpServerPlane:
+class TcpServerPlane(PortPlane):
     mode = "tcp"
 
-    def __init__(
-        self,
-        bind: str,
-        allow: list[tuple[int, int]],
-        allow_ips: tuple[netaddr.Network, ...] | None = None,
-    ) -> None:
-        self.bind = bind
-        self.allow = allow
-        #: Sources that may connect to the public ports; ``None``: everyone.
-        self.allow_ips = allow_ips
-        self._owners: dict[int, Session] = {}
-        self._listeners: dict[Session, list[asyncio.Server]] = {}
-
-    def allowed(self, port: int) -> bool:
-        return any(low <= port <= high for low, high in self.allow)
-
-    async def register(self, session: Session, hello: dict[str, Any]) -> dict[str, Any]:
-        ports = hello.get("ports")
-        if not isinstance(ports, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) for p in ports
-        ):
-            raise Refused("the hello has no list of ports")
-        allow = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.allow)
-        outside = [p for p in ports if not self.allowed(p)]
-        if outside:
-            raise Refused(f"port(s) {_ports(outside)} outside the server's allow-list {allow}")
-        taken = [p for p in ports if p in self._owners]
-        if taken:
-            raise Refused(f"port(s) {_ports(taken)} already served by another client", retry=True)
-        loop = asyncio.get_running_loop()
-        servers: list[asyncio.Server] = []
-        for port in ports:
-            try:
-                servers.append(
-                    await loop.create_server(
-                        lambda port=port: _Public(session, port, self.allow_ips),
-                        netaddr.listen_host(self.bind),
-                        port,
-                        reuse_address=True,
-                    )
-                )
-            except OSError as exc:
-                for server in servers:
-                    server.close()
-                raise Refused(
-                    f"the server cannot listen on {self.bind}:{port}: {exc.strerror}", retry=True
-                ) from exc
-        for port in ports:
-            self._owners[port] = session
-        self._listeners[session] = servers
-        log.info("listening on %s for %s", _ports(ports), session.peer)
-        return {"ports": ports}
-
-    def unregister(self, session: Session) -> None:
-        for server in self._listeners.pop(session, []):
-            server.close()
-        for port in [p for p, s in self._owners.items() if s is session]:
-            del self._owners[port]
-
-    def on_stream(self, session: Session, stream: Stream) -> None:
-        stream.reset("TCP mode servers do not accept streams from clients")
-
-    def health(self) -> dict[str, Any]:
-        return {"ports": sorted(self._owners)}
-
-    async def close(self) -> None:
-        for session in list(self._listeners):
-            self.unregister(session)
-
-
-def _ports(ports: list[int]) -> str:
-    return ", ".join(map(str, ports))
+    async def listen(self, session: Session, port: int) -> Listener:
+        return await asyncio.get_running_loop().create_server(
+            lambda: _Public(session, port, self.allow_ips),
+            netaddr.listen_host(self.bind),
+            port,
+            reuse_address=True,
+        )
 
 
 class _Public(SpliceProtocol):
@@ -158,33 +56,19 @@ class _Public(SpliceProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        remote = _address(peer)
-        if not netaddr.allowed(remote[0] if remote else "", self.allow_ips):
-            log.debug("port %d: refused %s (not in --allow-ips)", self.port, _text(remote))
+        remote = address_text(peer)
+        if not netaddr.allowed(str(peer[0]) if peer else "", self.allow_ips):
+            log.debug("port %d: refused %s (not in --allow-ips)", self.port, remote)
             cast(asyncio.Transport, transport).abort()
             return
+        local = address_text(transport.get_extra_info("sockname"))
         try:
-            stream = self.session.open_stream(
-                {"port": self.port, "remote": _text(remote), "local": _text(_address(local))}
-            )
+            stream = self.session.open_stream({"port": self.port, "remote": remote, "local": local})
         except TunnelError:  # the control connection went away meanwhile
             cast(asyncio.Transport, transport).abort()
             return
         self.stream = stream
         super().connection_made(transport)
-
-
-def _address(name: object) -> tuple[str, int] | None:
-    """(plain IP, port) of a socket name; an IPv4-mapped IPv6 address as IPv4."""
-    if not isinstance(name, tuple) or len(name) < 2:
-        return None
-    ip = netaddr.plain_ip(str(name[0]))
-    return (str(ip) if ip is not None else str(name[0])), int(name[1])
-
-
-def _text(address: tuple[str, int] | None) -> str:
-    return netaddr.host_port(*address) if address else ""
 
 
 class _ProxiedUpstream(SpliceProtocol):
