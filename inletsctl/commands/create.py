@@ -10,7 +10,7 @@ import typer
 
 from inletsctl.commands import _options as o
 from inletsctl.errors import NotReady, UsageError
-from inletsctl.output import Format, emit_json, show_summary, stderr
+from inletsctl.output import Format, emit_json, literal, show_summary, stderr
 from inletsctl.progress import poll_reporter
 from inletsctl.providers_config import Access, opener
 from inletsctl.readiness import Wait
@@ -60,7 +60,14 @@ def _warn(message: str) -> None:
 
 
 def _moving_on(skipped: Skipped, next_region: str) -> None:
-    _warn(f"{skipped.region}: {skipped.reason}; nothing is left there, trying {next_region}")
+    """The reason is the cloud's text: printed as it is, never as markup or escapes."""
+    stderr().print(
+        literal(
+            f"Warning: {skipped.region}: {skipped.reason}; nothing is left there, "
+            f"trying {next_region}"
+        ),
+        style="yellow",
+    )
 
 
 def _ssh_options(
