@@ -26,6 +26,7 @@ linodego and Linode's Terraform provider read them, ``LINODE_URL`` and
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -115,6 +116,12 @@ class LinodeProvider:
         """``retry_interval``: seconds between the SDK's retries of a 408, 429 or 502."""
         from linode_api4 import LinodeClient
 
+        # The SDK's retries are urllib3's, which warns at each one ("Retrying
+        # (LinearRetry(...)) after connection broken by ..."): a paragraph above the
+        # one-line error. `-v` (DEBUG) still shows them.
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if pool_log.getEffectiveLevel() > logging.DEBUG:
+            pool_log.setLevel(logging.ERROR)
         token = resolve_token(NAME, config, TOKEN_ENV)
         self._token_source = token_source(config, TOKEN_ENV)
         self._endpoint = endpoint_url(config)

@@ -29,6 +29,7 @@ CREDENTIALS = {
     "aws": ["--access-token", "testing", "--secret-key", "testing"],
     "digitalocean": ["--access-token", "x"],
     "hetzner": ["--access-token", "x"],
+    "linode": ["--access-token", "x"],
     "vultr": ["--access-token", "x"],
 }
 #: (provider, endpoint kind) -> what the one line must say
@@ -39,6 +40,8 @@ EXPECTED = {
     ("digitalocean", "refused"): "Connection refused",
     ("hetzner", "html"): "Internal Server Error (500)",
     ("hetzner", "refused"): "Connection refused",
+    ("linode", "html"): "answered HTTP 500 with something that is not the API's JSON",
+    ("linode", "refused"): "Connection refused",
     ("vultr", "html"): "answered HTTP 500 with something that is not the API's JSON",
     ("vultr", "refused"): "Connection refused",
 }
