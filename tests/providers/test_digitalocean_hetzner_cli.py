@@ -1,4 +1,4 @@
-"""The whole CLI, as a shell script runs it, against the DigitalOcean and Hetzner fakes.
+"""The whole CLI, as a shell script runs it, against the DigitalOcean, Hetzner and Linode fakes.
 
 ``inletsctl`` runs as a child process; the only link to the fake is what a user
 would set: the SDK's token and endpoint variables and ``INLETSCTL_STATE_DIR``.
@@ -19,6 +19,7 @@ from providers.registry import load as load_provider_class
 from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.linode import FakeLinode
 
 #: The fakes hand out public-looking IPs: a readiness probe must never aim at one.
 NO_PROBE = ("--wait", "running")
@@ -26,6 +27,7 @@ NO_PROBE = ("--wait", "running")
 CLOUDS = {
     "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
     "hetzner": (FakeHetzner, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"),
+    "linode": (FakeLinode, "LINODE_TOKEN", "LINODE_URL"),
 }
 
 
@@ -67,6 +69,11 @@ def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: P
         assert fake.token not in made.stdout + made.stderr
         if provider == "digitalocean":  # the droplet's own states, as the Go original shows
             assert "status: new" in made.stderr and "status: active" in made.stderr
+
+        got = inletsctl(env, "get", host["id"], "-o", "json")
+        assert got.returncode == 0, got.stderr
+        shown = json.loads(got.stdout)
+        assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
 
         listed = inletsctl(env, "list", "-p", provider, "--remote", "-o", "json")
         assert listed.returncode == 0, listed.stderr
@@ -207,6 +214,13 @@ def test_allow_ips_reach_the_firewall_the_user_data_and_the_state(
             rules = {r["port"]: r["source_ips"] for r in create.body["rules"]}
             (server,) = fake.calls("POST", "/v1/servers")
             user_data = server.body["user_data"]
+        elif isinstance(fake, FakeLinode):
+            (firewall,) = fake.firewalls.values()
+            rules = {
+                r["ports"]: r["addresses"].get("ipv4", []) + r["addresses"].get("ipv6", [])
+                for r in firewall["rules"]["inbound"]
+            }
+            user_data = next(iter(fake.user_data.values()))
         else:
             (firewall,) = fake.firewalls.values()
             rules = {r["ports"]: r["sources"]["addresses"] for r in firewall["inbound_rules"]}

@@ -1,6 +1,6 @@
 """`inletsctl delete` never deletes a VM it did not make, unless told to with --force.
 
-The CLI runs as a child process against the DigitalOcean and Hetzner fakes, with only
+The CLI runs as a child process against the DigitalOcean, Hetzner and Linode fakes, with only
 what a user would set: the SDK's token and endpoint variables and the state dir.
 """
 

@@ -1,0 +1,89 @@
+"""What only Linode's CLI path shows, as a shell script runs it, against the Linode fake.
+
+The create -> get -> list -> delete path, ``--allow-ips`` and ownership run for every
+cloud in ``test_digitalocean_hetzner_cli.py`` and ``test_ownership_cli.py``; here: a
+dry run, the variables of Linode's own tools, and a refused token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.linode import FakeLinode
+from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLinode]:
+    api = FakeLinode().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def env(fake: FakeLinode, tmp_path: Path) -> dict[str, str]:
+    """A user's shell: LINODE_URL is scheme and host, as linodego and Terraform read it."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("INLETS_", "LINODE_"))},
+        "INLETSCTL_STATE_DIR": str(tmp_path / "state"),
+        "LINODE_TOKEN": fake.token,
+        "LINODE_URL": fake.base_url.removesuffix(fake.prefix),
+        "NO_COLOR": "1",
+    }
+
+
+def test_dry_run_renders_the_user_data_and_calls_no_api(
+    env: dict[str, str], fake: FakeLinode
+) -> None:
+    shown = inletsctl(env, "create", "--provider", "linode", "--dry-run", "--tcp", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["provider"] == "linode"
+    assert doc["user_data"].startswith("#cloud-config\n")
+    assert fake.requests == [], "a dry run asks the API nothing"
+    assert fake.token not in shown.stdout + shown.stderr
+    listed = inletsctl(env, "list", "--all", "-o", "json")
+    assert json.loads(listed.stdout) == [], "and records nothing"
+
+
+def test_linode_clis_token_and_endpoint_defaults_make_a_host_and_delete_it(
+    env: dict[str, str], fake: FakeLinode
+) -> None:
+    cli_user = {k: v for k, v in env.items() if k != "LINODE_TOKEN"}
+    cli_user["LINODE_CLI_TOKEN"] = fake.token
+    made = inletsctl(
+        cli_user, "create", "my-exit", "-p", "linode", "-s", "g6-standard-1",
+        "--image", "linode/ubuntu24.04", "--tcp", "--ports", "2222", *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    (instance,) = fake.instances.values()
+    assert (instance["label"], instance["type"]) == ("my-exit", "g6-standard-1")
+    assert (instance["image"], host["provider_id"]) == ("linode/ubuntu24.04", str(instance["id"]))
+    assert all(r.path.startswith("/v4/") for r in fake.requests), "LINODE_URL got /v4"
+    gone = inletsctl(cli_user, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
+
+
+def test_a_rejected_token_is_one_line_naming_the_variable(
+    env: dict[str, str], fake: FakeLinode
+) -> None:
+    wrong = {**env, "LINODE_TOKEN": "an-old-token"}
+    failed = inletsctl(wrong, "create", "-p", "linode", "--tcp", "--ports", "8080", *NO_PROBE)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    error = next(line for line in lines if line.startswith("Error: "))
+    assert "LINODE_TOKEN" in error and "401" in error
+    assert any(line.startswith("Hint: ") and "LINODE_TOKEN" in line for line in lines)
+    assert "Traceback" not in failed.stderr and "an-old-token" not in failed.stderr
+    assert fake.resources() == set()
