@@ -135,7 +135,8 @@ def delete(
         typer.Option(
             "--provider",
             "-p",
-            help="Look up hosts the state never saw here.",
+            help="Look up hosts the state never saw here; with --all or --name, only "
+            "this provider's.",
             autocompletion=o.complete_provider,
         ),
     ] = "",
