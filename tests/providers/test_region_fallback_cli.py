@@ -150,16 +150,38 @@ def test_when_every_region_is_full_nothing_is_left(cloud: Cloud, tmp_path: Path)
     assert {r.status for r in Store(tmp_path).all(include_deleted=True)} == {"deleted"}
 
 
-def test_an_auth_error_in_the_first_region_does_not_try_the_next(
-    cloud: Cloud, tmp_path: Path
+#: answers after which another region would not help, and the words the user then sees
+NOT_CAPACITY = {
+    "auth": {
+        "digitalocean": ((401, "unauthorized", "Unable to authenticate you"), "rejected the token"),
+        "hetzner": ((401, "unauthorized", "unable to authenticate"), "rejected the token"),
+    },
+    "validation": {
+        "digitalocean": (
+            (422, "unprocessable_entity", "You specified an invalid size for Droplet creation."),
+            "invalid size",
+        ),
+        "hetzner": (
+            (422, "invalid_input", "invalid input in field 'server_type'"),
+            "invalid_input",
+        ),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_CAPACITY))
+def test_an_auth_or_validation_error_in_the_first_region_does_not_try_the_next(
+    cloud: Cloud, tmp_path: Path, kind: str
 ) -> None:
     first, second = cloud.regions
-    cloud.fake.refusals_in[first] = (401, "unauthorized", "Unable to authenticate you")
+    answer, words = NOT_CAPACITY[kind][cloud.name]
+    cloud.fake.refusals_in[first] = answer
     failed = create(cloud, tmp_path, f"{first},{second}")
     assert failed.returncode == 1
-    assert "rejected the token" in failed.stderr and "Traceback" not in failed.stderr
+    assert words in failed.stderr and "Traceback" not in failed.stderr
     assert cloud.creates() == [first], f"{second} must never be tried"
     assert cloud.fake.resources() == set()
+    assert [r.region for r in Store(tmp_path).all(include_deleted=True)] == [first]
 
 
 @pytest.mark.parametrize("where", ["first", "last"])
