@@ -1,10 +1,12 @@
-"""Orchestration of a host's life: create (record, call, poll, undo), delete.
+"""Orchestration of a host's life: create (record, call, poll, undo), delete, prune.
 
 The record is written as ``creating`` before the first API call, so a crash at any
 point leaves something ``delete --id`` can finish (by our host-id tag, which every
 resource carries from the call that makes it). A create that fails midway is undone
 by that tag; if the undo fails too, the host stays in state as ``failed``. A create
-that only ran out of time is kept as ``unready``: it may just be slow.
+that only ran out of time is kept as ``unready``: it may just be slow. Given several
+regions, create moves on only after a capacity refusal was undone that way. Bulk
+delete is the single delete per host; prune only reads the providers' lists.
 """
 
 from __future__ import annotations
