@@ -24,6 +24,7 @@ API takes, as ``X-Auth-Token``), ``SCW_DEFAULT_PROJECT_ID``, ``SCW_DEFAULT_ZONE`
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
 import json
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
 from providers.errors import (
+    CapacityError,
     CredentialsMissing,
     HostNotFound,
     InvalidSpec,
@@ -85,6 +87,8 @@ _STATUS = {
     "stopping": HostStatus.FAILED,
     "locked": HostStatus.FAILED,
 }
+#: error types that mean "not here, not now": another zone or type may work
+_CAPACITY_TYPES = ("out_of_stock", "quotas_exceeded")
 #: states a server leaves by itself; purge waits them out before acting
 _TRANSIENT = ("starting", "stopping")
 
@@ -231,6 +235,10 @@ class ScalewayProvider:
                 servers = self._api.list_servers_all(zone=zone, tags=[OURS])
             hosts += [self._to_host(s) for s in servers if OURS in s.tags]
         return hosts
+
+    def known_regions(self) -> builtins.list[str]:
+        """The zones, so ``create --region a,b`` refuses a typo before any create."""
+        return _zones()
 
     # -- create's parts -------------------------------------------------------
     def _image(self, spec: HostSpec, zone: str) -> str:
@@ -447,6 +455,14 @@ class ScalewayProvider:
             )
         if status == 404:
             return _Missing(NAME, message, code=kind)
+        if kind in _CAPACITY_TYPES:
+            return CapacityError(
+                NAME,
+                f"{message} ({kind})",
+                hint="Try another zone (--region fr-par-1,nl-ams-1 tries each in turn) or "
+                "commercial type, or ask Scaleway to raise the project's quota.",
+                code=kind,
+            )
         hint = None
         if status == 429:
             hint = "The API's rate limit was reached: retry shortly."

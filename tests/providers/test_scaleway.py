@@ -13,6 +13,7 @@ import pytest
 
 from providers import kit
 from providers.errors import (
+    CapacityError,
     CredentialsMissing,
     HostNotFound,
     InvalidSpec,
@@ -384,3 +385,13 @@ def test_importing_the_module_does_not_import_the_sdk() -> None:
         "sys.exit(any(m in sys.modules for m in ('scaleway', 'scaleway_core')))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["out_of_stock", "quotas_exceeded"])
+def test_no_room_is_a_capacity_error_and_leaves_nothing(scw, scw_fake, kind) -> None:
+    scw_fake.refuse("POST /instance/v1/zones/fr-par-1/servers", 400, kind, "no room")
+    with pytest.raises(CapacityError) as info:
+        kit.create_host(scw, make(scw))
+    assert f"({kind})" in str(info.value) and "--region" in info.value.hint
+    assert scw_fake.servers == scw_fake.ips == {}
+    assert scw.known_regions()[:3] == ["fr-par-1", "fr-par-2", "fr-par-3"]

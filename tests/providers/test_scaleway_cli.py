@@ -149,3 +149,19 @@ def test_a_vm_inletsctl_did_not_make_is_not_seen_and_deleted_only_with_force(fak
     assert "Warning: --force" in forced.stderr
     assert vm not in fake.servers
     assert all(v["server"] is None or v["server"]["id"] != vm for v in fake.volumes.values())
+
+
+def test_a_zone_out_of_stock_is_skipped_for_the_next(fake, env) -> None:
+    fake.refuse("POST /instance/v1/zones/fr-par-1/servers", 400, "out_of_stock", "no room")
+    made = inletsctl(
+        env, "create", "-p", "scaleway", "--region", "fr-par-1,fr-par-2", "--tcp", "--ports",
+        "8080", "--poll", "0s", *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["region"] == "fr-par-2"
+    assert {s["zone"] for s in fake.servers.values()} == {"fr-par-2"}
+    assert [i["zone"] for i in fake.ips.values()] == ["fr-par-2"], "fr-par-1's IP was undone"
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.servers == fake.ips == fake.volumes == {}
