@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import anchors, loadgen, report, reqresp
+from bench import anchors, loadgen, report, reqresp, udp
 from bench.cli_speed import create_to_first_byte, help_time
 from bench.idle import idle_connections
 from bench.procs import BenchError, Procs
@@ -27,7 +27,7 @@ from bench.stall import stalled_reader
 from bench.tunnel import start_tunnel
 from bench.upstreams import start_upstreams
 
-SECTIONS = ("throughput", "reqresp", "idle", "stall", "cli")
+SECTIONS = ("throughput", "reqresp", "udp", "idle", "stall", "cli")
 # The throughput section needs these commands (Debian package in brackets).
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "hey": "hey", "nginx": "nginx-light"}
 
@@ -135,6 +135,28 @@ def request_response(
     summarise(samples, reqresp.TESTS, args.start_load)
 
 
+def datagrams(
+    procs: Procs, work: Path, args: argparse.Namespace, ours: dict[str, list[str]]
+) -> None:
+    missing = udp.missing_tools()
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run bench/run.sh as root to install them")
+    resolver, queries = udp.start_resolver(procs, work)
+    routes = udp.start_routes(procs, work, ours, resolver)
+    samples: list[loadgen.Sample] = []
+    for run in range(1, args.runs + 1):
+        run_samples: list[loadgen.Sample] = []
+        for route in routes:
+            progress(f"run {run}/{args.runs}: dnsperf through {route.name}")
+            run_samples += udp.measure(run, route, resolver, queries, args.duration)
+        for s in run_samples:
+            emit(s.as_json())
+        for r in report.ratios(run_samples, udp.TESTS):
+            emit(r.as_json())
+        samples += run_samples
+    summarise(samples, udp.TESTS, args.start_load)
+
+
 def throughput(
     procs: Procs, work: Path, args: argparse.Namespace, ours: dict[str, list[str]]
 ) -> None:
@@ -213,6 +235,7 @@ def main(argv: list[str]) -> int:
     sections: dict[str, Callable[[], None]] = {
         "throughput": lambda: throughput(procs, work / "throughput", args, ours),
         "reqresp": lambda: request_response(procs, work / "reqresp", args, ours),
+        "udp": lambda: datagrams(procs, work / "udp", args, ours),
         "idle": lambda: emit(idle_connections(procs, work, engine, args.idle_connections)),
         "stall": stall,
         "cli": cli,
@@ -232,7 +255,7 @@ def main(argv: list[str]) -> int:
             if name not in only:
                 continue
             progress(f"section {name}")
-            if name in ("throughput", "reqresp"):
+            if name in ("throughput", "reqresp", "udp"):
                 (work / name).mkdir()
             try:
                 sections[name]()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
+from bench.procs import BenchError, Procs, free_port, is_listening, tree_cpu_seconds, wait_for
 from bench.tunnel import start_tunnel
 
 
@@ -29,21 +29,31 @@ class Route:
     server_pids: tuple[int, ...] = ()
     client_pids: tuple[int, ...] = ()
 
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the (server side, client side) process trees."""
+        return (
+            sum(map(tree_cpu_seconds, self.server_pids)),
+            sum(map(tree_cpu_seconds, self.client_pids)),
+        )
+
 
 def direct(ports: Sequence[int]) -> Route:
     return Route("direct", {p: p for p in ports})
 
 
-def socat(procs: Procs, ports: Sequence[int]) -> Route:
+def socat(procs: Procs, ports: Sequence[int], proto: str = "tcp") -> Route:
+    """A plain relay per port; for UDP a child per public peer (socat's UDP-LISTEN,fork)."""
     public = {p: free_port() for p in ports}
     pids = []
+    kind = proto.upper()
     for up, pub in public.items():
         proc = procs.start(
-            f"socat-{up}",
-            ["socat", f"TCP-LISTEN:{pub},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{up}"],
+            f"socat-{proto}-{up}",
+            ["socat", f"{kind}4-LISTEN:{pub},bind=127.0.0.1,fork,reuseaddr"]
+            + [f"{kind}4:127.0.0.1:{up}"],
         )
         pids.append(proc.pid)
-    _wait_listening(public.values())
+    _wait_listening(public.values(), proto)
     return Route("socat", public, server_pids=tuple(pids))
 
 
@@ -123,11 +133,12 @@ def ours(
     engine: Sequence[str],
     ports: Sequence[int],
     tag: str = "",
+    mode: str = "tcp",
 ) -> Route:
-    tunnel = start_tunnel(procs, work, engine, list(ports), tag or name)
+    tunnel = start_tunnel(procs, work, engine, list(ports), tag or name, mode)
     return Route(name, tunnel.public, (tunnel.server.pid,), (tunnel.client.pid,))
 
 
-def _wait_listening(ports: Iterable[int]) -> None:
+def _wait_listening(ports: Iterable[int], proto: str = "tcp") -> None:
     for port in ports:
-        wait_for(f"a relay listening on port {port}", partial(is_listening, port))
+        wait_for(f"a relay on {proto} port {port}", partial(is_listening, port, proto))

@@ -93,17 +93,20 @@ def free_port() -> int:
         return port
 
 
-def is_listening(port: int) -> bool:
-    """Whether something listens on `port`, read from /proc so no connection is made.
+def is_listening(port: int, proto: str = "tcp") -> bool:
+    """Whether something listens on TCP `port` (or has UDP `port` bound), read from /proc
+    so no connection is made.
 
-    Connecting to check would open a stream to iperf3 or nginx and disturb them.
+    Connecting to check would open a stream to iperf3 or nginx and disturb them; a probe
+    datagram would be a query the resolver counts.
     """
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    state = "0A" if proto == "tcp" else "07"  # TCP_LISTEN; an unconnected UDP socket
+    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
         with contextlib.suppress(FileNotFoundError), open(table) as f:
             next(f)
             for line in f:
                 fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     return True
     return False
 
@@ -147,8 +150,8 @@ def tree_cpu_seconds(pid: int) -> float:
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
-        fields = stats.get(current)
-        if fields is not None:
-            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+        found = stats.get(current)
+        if found is not None:
+            total += sum(int(found[i]) for i in (11, 12, 13, 14))
         todo += children.get(current, [])
     return total / os.sysconf("SC_CLK_TCK")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import paths
 from bench.loadgen import Sample, run_tool
-from bench.procs import BenchError, Procs, free_port, is_listening, tree_cpu_seconds, wait_for
+from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
 
 REDIS_SET = "redis_set_c50_rps"
 REDIS_GET = "redis_get_c50_rps"
@@ -130,14 +130,14 @@ def measure(run: int, route: paths.Route, servers: Servers, duration: int) -> li
     workloads: list[tuple[Workload, int]] = [(redis, servers.redis), (pgbench, servers.postgres)]
     samples = []
     for workload, upstream in workloads:
-        before = _cpu(route)
+        before = route.cpu()
         try:
             found = workload(run, route.name, route.public[upstream], duration)
         except BenchError as exc:  # a relay's fork/accept hiccup under 50 connections
             print(f"bench: {route.name}: trying again after: {exc}", file=sys.stderr)
-            before = _cpu(route)
+            before = route.cpu()
             found = workload(run, route.name, route.public[upstream], duration)
-        used = [after - b for after, b in zip(_cpu(route), before, strict=True)]
+        used = [after - b for after, b in zip(route.cpu(), before, strict=True)]
         requests = sum(n for _, n in found)
         for sample, _ in found:
             extra = dict(sample.extra)
@@ -146,13 +146,6 @@ def measure(run: int, route: paths.Route, servers: Servers, duration: int) -> li
                     extra[f"{side}_cpu_s_per_10k"] = f"{seconds / requests * 1e4:.3f}"
             samples.append(replace(sample, extra=tuple(extra.items())))
     return samples
-
-
-def _cpu(route: paths.Route) -> tuple[float, float]:
-    return (
-        sum(map(tree_cpu_seconds, route.server_pids)),
-        sum(map(tree_cpu_seconds, route.client_pids)),
-    )
 
 
 def start_routes(

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 # asyncio debug mode (exported by the Makefile for tests) would slow every tunnel process.
 unset PYTHONASYNCIODEBUG
-PACKAGES="socat openssh-server openssh-client iperf3 wrk stunnel4 nginx-light hey hyperfine redis-server redis-tools postgresql"
+PACKAGES="socat openssh-server openssh-client iperf3 wrk stunnel4 nginx-light hey hyperfine redis-server redis-tools postgresql dnsperf dnsmasq-base"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""

@@ -1,4 +1,4 @@
-"""Our tunnel under test: `tunnel-core tcp server` and `tcp client` on 127.0.0.1.
+"""Our tunnel under test: `tunnel-core tcp|udp server` and its client on 127.0.0.1.
 
 It runs exactly as a user would run it: real TLS with a pinned certificate made the
 way `inletsctl create` makes it, a token from a file, the client dialling its
@@ -44,7 +44,12 @@ def health(control_port: int, cafile: Path) -> dict[str, object] | None:
 
 
 def start_tunnel(
-    procs: Procs, work: Path, engine: Sequence[str], upstream_ports: Sequence[int], tag: str
+    procs: Procs,
+    work: Path,
+    engine: Sequence[str],
+    upstream_ports: Sequence[int],
+    tag: str,
+    mode: str = "tcp",
 ) -> Tunnel:
     """Start a server and a client exposing each of `upstream_ports` on a fresh public port.
 
@@ -65,7 +70,7 @@ def start_tunnel(
     public = {port: free_port() for port in upstream_ports}
     server = procs.start(
         f"{tag}-server",
-        [*engine, "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(control)]
+        [*engine, mode, "server", "--bind", "127.0.0.1", "--control-port", str(control)]
         + ["--token-file", str(token), "--tls-cert", str(cert), "--tls-key", str(key)]
         + ["--allow-ports", "1024-65535"],
     )
@@ -78,7 +83,7 @@ def start_tunnel(
     wait_for("tunnel-core server health", serving)
     client = procs.start(
         f"{tag}-client",
-        [*engine, "tcp", "client", "--url", f"wss://127.0.0.1:{control}"]
+        [*engine, mode, "client", "--url", f"wss://127.0.0.1:{control}"]
         + ["--token-file", str(token), "--tls-fingerprint", identity.fingerprint]
         + ["--upstream", "127.0.0.1"]
         + ["--ports", ",".join(f"{pub}:{up}" for up, pub in public.items())],
@@ -89,7 +94,8 @@ def start_tunnel(
             raise BenchError(f"tunnel-core client exited:\n{procs.log(f'{tag}-client')}")
         doc = health(control, cert)
         clients = doc.get("clients") if doc else None
-        return isinstance(clients, int) and clients >= 1 and all(map(is_listening, public.values()))
+        bound = all(is_listening(port, mode) for port in public.values())
+        return isinstance(clients, int) and clients >= 1 and bound
 
     wait_for("tunnel-core client connected with every public port listening", connected)
     return Tunnel(server, client, control, public)
