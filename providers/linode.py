@@ -26,6 +26,7 @@ linodego and Linode's Terraform provider read them, ``LINODE_URL`` and
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
@@ -37,7 +38,7 @@ from urllib.parse import urlsplit
 
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, ProviderAPIError, ProviderError
+from providers.errors import CapacityError, HostNotFound, ProviderAPIError, ProviderError
 from providers.kit import host_ids, host_tag, is_ours, name_tag_map, name_tags, require_ours
 from providers.models import (
     TAG_KEY,
@@ -60,6 +61,9 @@ DEFAULT_HOST = "https://api.linode.com"
 DEFAULT_VERSION = "v4"
 #: the region capability that serves user-data to cloud-init
 METADATA = "Metadata"
+#: reasons of a 400 that another region (or a raised account limit) could fix:
+#: "Account Limit reached. Please open a support ticket.", a region out of capacity
+_CAPACITY = re.compile(r"account limit|capacity|not available in (?:this|the) region", re.I)
 #: Linode's private IPv4 range; a public address is any other
 _PRIVATE_V4 = "192.168."
 #: instance states as the API reports them, normalised
@@ -134,9 +138,9 @@ class LinodeProvider:
 
     # -- the Provider contract ------------------------------------------------
     def create(self, spec: HostSpec) -> Host:
+        regions = self.known_regions()
+        require_known(NAME, f"region with {METADATA} (cloud-init)", spec.region, regions)
         with self._errors():
-            regions = [r.id for r in self._client.regions() if METADATA in (r.capabilities or [])]
-            require_known(NAME, f"region with {METADATA} (cloud-init)", spec.region, regions)
             types = [t.id for t in self._client.linode.types()]
             require_known(NAME, "type", spec.plan, types)
         tags = name_tags(spec.host_id)
@@ -208,6 +212,13 @@ class LinodeProvider:
 
     def list(self) -> list[Host]:
         return [self._to_host(i) for i in self._ours()]
+
+    def known_regions(self) -> builtins.list[str]:
+        """The regions whose Metadata service hands cloud-init our user-data (in any
+        other the VM would boot without its server), so ``create --region a,b`` refuses
+        a typo or such a region before the first create."""
+        with self._errors():
+            return [r.id for r in self._client.regions() if METADATA in (r.capabilities or [])]
 
     # -- helpers -----------------------------------------------------------
     def _create_firewall(self, spec: HostSpec, tags: Sequence[str]) -> Any:
@@ -306,6 +317,14 @@ class LinodeProvider:
             reasons = "; ".join(_reasons(exc.json)) or f"HTTP {exc.status}"
             if exc.status == 404:
                 raise _Missing(NAME, reasons, code="404") from exc
+            if exc.status == 400 and _CAPACITY.search(reasons):
+                raise CapacityError(
+                    NAME,
+                    f"{reasons} ({exc.status})",
+                    hint="Try another region (--region us-ord,us-iad tries each in turn) or "
+                    "type, or open a support ticket to raise the account's limit.",
+                    code=str(exc.status),
+                ) from exc
             raise ProviderAPIError(
                 NAME,
                 f"{reasons} ({exc.status})",

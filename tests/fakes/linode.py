@@ -57,6 +57,8 @@ class FakeLinode(JsonApiFake):
         #: instance id -> its user-data, decoded
         self.user_data: dict[int, str] = {}
         self.root_passwords: dict[int, str] = {}
+        #: region -> (status, code, reason) with which a create there is refused
+        self.refusals_in: dict[str, tuple[int, str, str]] = {}
         self._ids = itertools.count(4200)
         self._ips = itertools.count(10)
         self.route("GET", r"/regions", self._list(self._regions))
@@ -155,6 +157,8 @@ class FakeLinode(JsonApiFake):
         for field, known in (("region", REGIONS), ("type", TYPES), ("image", IMAGES)):
             if body.get(field) not in known:
                 return self._invalid(field, f"{field} is not valid")
+        if body["region"] in self.refusals_in:
+            return self.error(*self.refusals_in[body["region"]])
         label = str(body.get("label", ""))
         if not (3 <= len(label) <= 64 and _LABEL.fullmatch(label)):
             return self._invalid("label", "Label must begin and end with a letter or number")

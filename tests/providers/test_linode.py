@@ -11,7 +11,14 @@ from dataclasses import replace
 import pytest
 
 from providers import kit
-from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError, UndoFailed
+from providers.errors import (
+    CapacityError,
+    HostNotFound,
+    InvalidSpec,
+    ProviderAPIError,
+    ProviderError,
+    UndoFailed,
+)
 from providers.linode import LinodeProvider, endpoint_url
 from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import ProviderConformance, wait_active
@@ -251,6 +258,36 @@ def test_what_the_api_refuses_is_its_own_words_and_leaves_nothing(
         kit.create_host(ln, make(ln, **changes))
     assert "(400)" in str(info.value)
     assert ln_fake.resources() == set()
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Account Limit reached. Please open a support ticket.",
+        "No capacity is available in this region for the requested type.",
+    ],
+)
+def test_a_full_region_or_account_is_capacity_and_leaves_nothing(ln, ln_fake, reason) -> None:
+    spec = make(ln)
+    ln_fake.refusals_in[spec.region] = (400, "bad_request", reason)
+    with pytest.raises(CapacityError, match=reason) as info:
+        kit.create_host(ln, spec)
+    assert "--region" in info.value.hint
+    assert ln_fake.calls("POST", "/v4/networking/firewalls"), "made before the refusal"
+    assert ln_fake.resources() == set()
+
+
+def test_other_400s_are_not_capacity_and_known_regions_are_those_with_metadata(ln, ln_fake) -> None:
+    spec = make(ln)
+    ln_fake.refusals_in[spec.region] = (
+        400,
+        "bad_request",
+        "root_pass: Password does not meet strength requirement",
+    )
+    with pytest.raises(ProviderAPIError) as info:
+        kit.create_host(ln, spec)
+    assert not isinstance(info.value, CapacityError)
+    assert sorted(ln.known_regions()) == ["fr-par", "us-iad", "us-ord"]
 
 
 def test_list_follows_pagination(ln, ln_fake) -> None:

@@ -87,3 +87,23 @@ def test_a_rejected_token_is_one_line_naming_the_variable(
     assert any(line.startswith("Hint: ") and "LINODE_TOKEN" in line for line in lines)
     assert "Traceback" not in failed.stderr and "an-old-token" not in failed.stderr
     assert fake.resources() == set()
+
+
+def test_a_full_region_is_passed_over_for_the_next_and_left_empty(
+    env: dict[str, str], fake: FakeLinode
+) -> None:
+    fake.refusals_in["fr-par"] = (400, "bad_request", "Account Limit reached.")
+    made = inletsctl(
+        env, "create", "-p", "linode", "--region", "fr-par,us-ord", "--tcp", "--ports", "8080",
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["region"] == "us-ord"
+    assert [s["region"] for s in host["skipped_regions"]] == ["fr-par"]
+    assert "Account Limit reached" in host["skipped_regions"][0]["reason"]
+    assert {i["region"] for i in fake.instances.values()} == {"us-ord"}
+    assert len(fake.firewalls) == 1, "fr-par's firewall went with the refused attempt"
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
