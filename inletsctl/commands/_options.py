@@ -161,7 +161,13 @@ _ACCESS_OPTIONS: tuple[tuple[str, Any, object], ...] = (
         Annotated[str, typer.Option(help="Session token (AWS).", rich_help_panel=_CRED)],
         "",
     ),
-    ("profile", Annotated[str, typer.Option(help="SDK profile (AWS).", rich_help_panel=_CRED)], ""),
+    (
+        "profile",
+        Annotated[
+            str, typer.Option(help="SDK profile (AWS, Scaleway's scw).", rich_help_panel=_CRED)
+        ],
+        "",
+    ),
     (
         "endpoint_url",
         Annotated[str, typer.Option(help="Override the API endpoint.", rich_help_panel=_CRED)],
