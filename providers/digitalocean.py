@@ -29,9 +29,8 @@ from typing import Any, ClassVar, TypeVar
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
 from providers.credentials import resolve_token
 from providers.errors import CapacityError, HostNotFound, ProviderAPIError
-from providers.kit import is_ours, require_ours
+from providers.kit import host_ids, host_tag, is_ours, name_tag_map, name_tags, require_ours
 from providers.models import (
-    HOST_ID_TAG,
     TAG_KEY,
     Host,
     HostSpec,
@@ -86,10 +85,6 @@ class _LastResponse:
         self.status = int(response.status_code)
         self.headers = response.headers
         return response
-
-
-def _host_tag(host_id: str) -> str:
-    return f"{HOST_ID_TAG}-{host_id}"
 
 
 class DigitalOceanProvider:
@@ -148,14 +143,14 @@ class DigitalOceanProvider:
         sizes = self._call(self._manager.get_all_sizes)
         require_known(NAME, "size", spec.plan, (s.slug for s in sizes if s.available))
         require_known(NAME, f"size in {spec.region}", spec.plan, regions[spec.region].sizes)
-        tag = _host_tag(spec.host_id)
+        tag = host_tag(spec.host_id)
         droplet = sdk.Droplet(
             name=spec.name,
             region=spec.region,
             size_slug=spec.plan,
             image=spec.image,
             user_data=spec.user_data,
-            tags=[TAG_KEY, tag],
+            tags=name_tags(spec.host_id),
             ipv6=True,
             **self._kw,
         )
@@ -172,7 +167,7 @@ class DigitalOceanProvider:
 
     def status(self, host_id: str) -> Host:
         droplet = self._load(host_id)
-        if not is_ours(_tag_map(droplet)):
+        if not is_ours(name_tag_map(droplet.tags or [])):
             raise HostNotFound(f"{NAME}: no droplet tagged {TAG_KEY!r} with id {host_id}")
         return self._to_host(droplet)
 
@@ -182,15 +177,15 @@ class DigitalOceanProvider:
         if host_id is None:
             host_id = self._find_by_ip(ip or "")
         droplet = self._load(host_id)
-        require_ours(NAME, f"droplet {host_id}", _tag_map(droplet), force)
-        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in _host_tags(droplet)]
+        require_ours(NAME, f"droplet {host_id}", name_tag_map(droplet.tags or []), force)
+        ours = host_ids(droplet.tags or [])
         for our_id in ours:  # the droplet, then its firewall, found by the host tag
             self.purge(our_id)
         if not ours:  # forced, or ours without a host tag: the droplet alone
             self._destroy(droplet)
 
     def purge(self, host_id: str) -> list[str]:
-        tag = _host_tag(host_id)
+        tag = host_tag(host_id)
         removed = []
         droplets = self._call(lambda: self._manager.get_all_droplets(tag_name=tag))
         for droplet in droplets:
@@ -270,7 +265,7 @@ class DigitalOceanProvider:
             return next((n["ip_address"] for n in nets if n.get("type") == "public"), "")
 
         region = droplet.region
-        ours = [t.removeprefix(f"{HOST_ID_TAG}-") for t in _host_tags(droplet)]
+        ours = host_ids(droplet.tags or [])
         return Host(
             id=str(droplet.id),
             name=droplet.name,
@@ -336,15 +331,6 @@ class DigitalOceanProvider:
         except ValueError:
             pass
         return min(max(delay, 0.0), self._max_wait)
-
-
-def _tag_map(droplet: Any) -> dict[str, str]:
-    """DigitalOcean tags are plain names; as a map, for the kit's ownership rule."""
-    return dict.fromkeys(droplet.tags or [], "")
-
-
-def _host_tags(droplet: Any) -> list[str]:
-    return [t for t in droplet.tags or [] if t.startswith(f"{HOST_ID_TAG}-")]
 
 
 class _Missing(ProviderAPIError):
