@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -205,9 +206,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _isolated(pyz: Path, *args: str) -> list[str]:
+def _isolated(pyz: Path, *args: str, python: str = sys.executable) -> list[str]:
     """-I -S: no site-packages, no user site, no PYTHON* variables; only the zipapp."""
-    return [sys.executable, "-I", "-S", str(pyz), *args]
+    return [python, "-I", "-S", str(pyz), *args]
+
+
+def _python310() -> str | None:
+    """A CPython 3.10, the oldest a VM may have (Ubuntu 22.04): pyenv's, or one on PATH
+    (a pyenv shim on PATH may not run it, so each candidate is asked its version)."""
+    candidates = [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.10.*/bin/python3.10"))]
+    candidates += filter(None, [shutil.which("python3.10")])
+    for candidate in candidates:
+        version = subprocess.run(
+            [candidate, "-I", "-S", "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if version.stdout.strip() == "(3, 10)":
+            return candidate
+    return None
+
+
+@pytest.fixture(params=["this python", "python3.10"])
+def python(request: pytest.FixtureRequest) -> str:
+    if request.param == "this python":
+        return sys.executable
+    found = _python310()
+    if found is None:
+        pytest.skip("no python3.10 on this machine (e.g. pyenv install 3.10)")
+    return found
 
 
 @pytest.fixture
@@ -271,7 +297,9 @@ def _health(control: int, fingerprint: str) -> dict[str, object] | None:
         conn.close()
 
 
-def test_pyz_runs_a_tcp_tunnel_isolated(dist: Path, tmp_path: Path, echo_server: int) -> None:
+def test_pyz_runs_a_tcp_tunnel_isolated(
+    dist: Path, tmp_path: Path, echo_server: int, python: str
+) -> None:
     pytest.importorskip("tunnel_core.cli", reason="the engine's CLI is not in the tree yet")
     from tests.certs import self_signed
 
@@ -286,12 +314,12 @@ def test_pyz_runs_a_tcp_tunnel_isolated(dist: Path, tmp_path: Path, echo_server:
     server_cmd = _isolated(
         pyz, "tcp", "server", "--bind", "127.0.0.1", "--control-port", str(control),
         *token, "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
-        "--allow-ports", f"{public}-{public}",
+        "--allow-ports", f"{public}-{public}", python=python,
     )  # fmt: skip
     client_cmd = _isolated(
         pyz, "tcp", "client", "--url", f"wss://127.0.0.1:{control}", *token,
         "--tls-fingerprint", fingerprint, "--upstream", "127.0.0.1",
-        "--ports", f"{public}:{echo_server}",
+        "--ports", f"{public}:{echo_server}", python=python,
     )  # fmt: skip
     procs: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "tunnel.log").open("wb")
