@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Engine, TunnelServerInfo, free_port, healthz, wait_for
+from tests.tunnel_core.tcp.test_features import ipv6
 
 pytestmark = pytest.mark.network
 IO_TIMEOUT = 10.0
@@ -213,3 +214,19 @@ def test_bad_udp_server_flags_are_usage_errors(engine: Engine) -> None:
         )  # fmt: skip
         assert process.wait_exit() == 2, flags
         assert "Traceback" not in process.stderr()
+
+
+@ipv6
+def test_bind_all_serves_ipv6_and_ipv4_sources(engine: Engine, udp_echo: UdpEcho) -> None:
+    server = engine.tcp_server("--bind", "::", mode="udp")  # the later --bind wins
+    public = free_port()
+    engine.tcp_client(server, f"{public}:{udp_echo.port}", mode="udp")
+    wait_for(lambda: public in (healthz(server.control_port) or {}).get("ports", []))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as six:
+        six.settimeout(IO_TIMEOUT)
+        six.sendto(b"over six", ("::1", public))
+        assert six.recv(100) == b"over six"
+    with public_socket("127.0.0.5", public) as four:
+        four.send(b"over four")
+        assert four.recv(100) == b"over four"
+    assert (healthz(server.control_port) or {}).get("flows") == 2
