@@ -11,6 +11,7 @@ of an empty string that would ship a broken server.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import jinja2
 from cloud_init.errors import UnsafeValue
 from providers.errors import UserDataTooLarge
 from providers.models import Engine, Issuer, ProviderFacts, ServerSpec, TunnelMode
+from providers.ports import ANYWHERE, inbound_rules, port_spec
 
 #: Upstream inlets-pro release installed by ``--engine inlets-pro`` unless told otherwise.
 INLETS_PRO_VERSION = "0.9.34"
@@ -154,8 +156,52 @@ def template_name(server: ServerSpec) -> str:
     return "tunnel-core-http.yaml.j2"
 
 
-def render(server: ServerSpec) -> str:
-    """The user-data that makes a fresh Debian/Ubuntu VM an exit server for ``server``."""
+def host_firewall_rules(server: ServerSpec) -> str:
+    """The nftables ruleset that is the firewall where the cloud has none to offer.
+
+    It opens what :func:`providers.ports.inbound_rules` opens at every other cloud
+    (the same ports to the same sources) and drops the rest, ssh included, as a cloud
+    firewall of ours does. Sources are parsed again here: they land in a file that
+    ``nft`` reads as code.
+    """
+    accepts: list[str] = []
+    for (first, last), sources in inbound_rules(server):
+        ports = port_spec(first, last)
+        if sources == ANYWHERE:
+            accepts.append(f"tcp dport {ports} accept")
+            continue
+        try:
+            nets = [ipaddress.ip_network(s, strict=False) for s in sources]
+        except ValueError as exc:
+            raise UnsafeValue(f"not a network for the firewall: {exc}") from exc
+        for family, version in (("ip", 4), ("ip6", 6)):
+            chosen = ", ".join(str(n) for n in nets if n.version == version)
+            if chosen:
+                accepts.append(f"{family} saddr {{ {chosen} }} tcp dport {ports} accept")
+    rules = "\n".join(f"        {line}" for line in accepts)
+    return (
+        "#!/usr/sbin/nft -f\n"
+        "flush ruleset\n"
+        "table inet inletsctl {\n"
+        "    chain input {\n"
+        "        type filter hook input priority filter; policy drop;\n"
+        "        iif lo accept\n"
+        "        ct state established,related accept\n"
+        "        ct state invalid drop\n"
+        "        meta l4proto { icmp, ipv6-icmp } accept\n"
+        f"{rules}\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def render(server: ServerSpec, host_firewall: bool = False) -> str:
+    """The user-data that makes a fresh Debian/Ubuntu VM an exit server for ``server``.
+
+    ``host_firewall`` is for clouds without a firewall API: the VM installs nftables
+    with :func:`host_firewall_rules`, and the tunnel's unit requires it, so the
+    server never serves unless the ruleset is loaded.
+    """
     if server.engine is Engine.TUNNEL_CORE:
         if not server.release_url.startswith(("https://", "http://")):
             raise UnsafeValue(
@@ -181,6 +227,10 @@ def render(server: ServerSpec) -> str:
         if server.letsencrypt_domains
         else "",
         "fetch": env.get_template("fetch.py.j2").render(),
+        "nftables": host_firewall_rules(server) if host_firewall else "",
+        "firewalled_unit": "inlets-pro.service"
+        if server.engine is Engine.INLETS_PRO
+        else "tunnel-core.service",
     }
     return env.get_template(template_name(server)).render(context, **files)
 

@@ -186,7 +186,7 @@ def build_spec(
     user_data = ""
     if wants_user_data:
         with map_provider_errors():
-            user_data = cloud_init.render(server)
+            user_data = cloud_init.render(server, host_firewall=facts.host_firewall)
             cloud_init.check_size(user_data, facts, req.provider)
     return HostSpec(
         host_id=host_id,

@@ -116,6 +116,8 @@ class ProviderFacts:
     user_data_encoding: str = "raw"  # "raw" or "base64": how the API wants it
     regions: tuple[str, ...] = ()  # known-valid values for early checks; () = unchecked
     plans: tuple[str, ...] = ()
+    #: the cloud has no firewall API, so the user-data's nftables ruleset is the firewall
+    host_firewall: bool = False
 
 
 @dataclass(frozen=True)
