@@ -198,9 +198,10 @@ def host_firewall_rules(server: ServerSpec) -> str:
 def render(server: ServerSpec, host_firewall: bool = False) -> str:
     """The user-data that makes a fresh Debian/Ubuntu VM an exit server for ``server``.
 
-    ``host_firewall`` is for clouds without a firewall API: the VM installs nftables
-    with :func:`host_firewall_rules`, and the tunnel's unit requires it, so the
-    server never serves unless the ruleset is loaded.
+    ``host_firewall`` is for clouds without a firewall API: the VM loads
+    :func:`host_firewall_rules` at boot, before sshd starts, when the image has nft,
+    installs the nftables package to keep it, and the tunnel's unit requires it, so
+    the server never serves unless the ruleset is loaded.
     """
     if server.engine is Engine.TUNNEL_CORE:
         if not server.release_url.startswith(("https://", "http://")):

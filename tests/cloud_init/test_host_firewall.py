@@ -76,6 +76,7 @@ def test_the_server_unit_requires_the_loaded_ruleset(engine: Engine) -> None:
     dropin = files(out)[f"/etc/systemd/system/{unit}.d/host-firewall.conf"]["content"]
     assert "Requires=nftables.service" in str(dropin) and "After=nftables.service" in str(dropin)
     assert doc["runcmd"][0] == ["systemctl", "enable", "--now", "nftables.service"]
+    assert doc["bootcmd"][0][-1] == ruleset["content"], "loaded at once where nft exists"
 
 
 def test_https_installs_caddy_and_nftables() -> None:
