@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
@@ -43,6 +43,7 @@ __all__ = [
     "require_ours",
     "sigterm_raises",
     "undo",
+    "undo_with",
 ]
 
 
@@ -94,9 +95,14 @@ def undo(provider: Provider, host_id: str, cause: BaseException) -> list[str]:
     Returns what was removed. If the removal fails too, raises :class:`UndoFailed`
     (chained to ``cause``), which names the command that finishes the job.
     """
+    return undo_with(provider.purge, host_id, cause)
+
+
+def undo_with(purge: Callable[[str], list[str]], host_id: str, cause: BaseException) -> list[str]:
+    """:func:`undo` for what a host has beyond its provider's resources (DNS records)."""
     with _signals_ignored():
         try:
-            return provider.purge(host_id)
+            return purge(host_id)
         except ProviderError as exc:
             hint = cause.hint if isinstance(cause, ProviderError) else ""
             raise UndoFailed(host_id, _describe(cause), exc.message, hint) from cause

@@ -1,0 +1,168 @@
+"""The token-authenticated JSON APIs (DigitalOcean Domains, Hetzner DNS): one session,
+429s waited out, and the one boundary where requests' exceptions and the API's error
+bodies become ``providers.errors``.
+
+Tokens come from the flag, else the API's own variables. ``INLETS_ACCESS_TOKEN`` is
+not read here: it is the VM cloud's token, and a DNS API is often another account's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from providers.cloudapi import no_usable_answer, token_rejected
+from providers.errors import CredentialsMissing, ProviderAPIError
+
+JSON = dict[str, Any]
+#: (connect, read) seconds for one request
+TIMEOUT = (10.0, 60.0)
+MAX_RETRIES = 5
+
+
+def resolve(
+    provider: str,
+    flag_value: str,
+    env_names: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """(token, where it came from, in the words a user fixes it with)."""
+    env = os.environ if environ is None else environ
+    if flag_value:
+        return flag_value.strip(), "--access-token"
+    for name in env_names:
+        value = env.get(name, "").strip()
+        if value:
+            return value, name
+    raise CredentialsMissing(
+        f"{provider}: no DNS API token found",
+        hint=f"Set {' or '.join(env_names)}.",
+    )
+
+
+def _backoff(retry: int) -> float:
+    """Seconds before retry ``retry`` (0-based) of a 429: 1, 2, 4, 8, 16."""
+    return min(2.0**retry, 16.0)
+
+
+class Missing(ProviderAPIError):
+    """The API's 404: a record or zone that is not (or no longer) there."""
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, body: object) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+class JsonApi:
+    """One JSON REST API as a DNS provider calls it."""
+
+    def __init__(
+        self,
+        provider: str,
+        endpoint: str,
+        endpoint_env: str,
+        headers: Mapping[str, str],
+        token_source: str,
+        message_of: Callable[[object], str],
+        *,
+        retry_interval: Callable[[int], float] = _backoff,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``message_of(body)`` is the API's own words in an error body ("" if none)."""
+        import requests
+
+        self.provider = provider
+        self.endpoint = endpoint.rstrip("/")
+        self._endpoint_env = endpoint_env
+        self._token_source = token_source
+        self._message_of = message_of
+        self._retry_interval = retry_interval
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.headers.update(
+            {**headers, "Accept": "application/json", "User-Agent": "inletsctl"}
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: JSON | None = None,
+    ) -> JSON:
+        """One request; a 429 was refused, not done, so even a POST is sent again."""
+        with self._errors():
+            retry = 0
+            while True:
+                response = self._session.request(
+                    method, self.endpoint + path, params=params, json=body, timeout=TIMEOUT
+                )
+                if response.status_code != 429 or retry >= MAX_RETRIES:
+                    break
+                self._sleep(self._retry_interval(retry))
+                retry += 1
+            if response.status_code >= 400:
+                try:
+                    answer: object = response.json()
+                except ValueError:
+                    answer = None
+                raise _Refused(response.status_code, answer)
+            result: JSON = response.json() if response.content else {}
+            return result
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        import requests
+
+        try:
+            yield
+        except _Refused as exc:
+            raise self._translate(exc.status, exc.body) from exc
+        except requests.RequestException as exc:  # includes a 2xx body that is not JSON
+            raise no_usable_answer(self.provider, self.endpoint, exc, self._endpoint_env) from exc
+
+    def _translate(self, status: int, body: object) -> ProviderAPIError:
+        if status == 401:
+            return token_rejected(self.provider, self._token_source)
+        message = self._message_of(body)
+        if not message:
+            return ProviderAPIError(
+                self.provider,
+                f"{self.endpoint} answered HTTP {status} with something that is not the API's JSON",
+                hint=f"Check {self._endpoint_env} and any proxy; `-v` shows the full error.",
+                code=str(status),
+            )
+        if status == 404:
+            return Missing(self.provider, message, code="404")
+        if status == 403:
+            hint = f"Give the token from {self._token_source} write access to DNS."
+        elif status == 429:
+            hint = "The API kept refusing with 429 (too many requests): retry in a minute."
+        elif status >= 500:
+            hint = (
+                f"The API or a proxy before it failed: retry shortly, and check "
+                f"{self._endpoint_env}."
+            )
+        else:
+            hint = None
+        return ProviderAPIError(
+            self.provider, f"{message} (HTTP {status})", hint=hint, code=str(status)
+        )
+
+
+def relative(name: str, zone: str) -> str:
+    """The record name both APIs want: ``app`` in ``example.com``, ``@`` for the apex."""
+    return "@" if name == zone else name.removesuffix(f".{zone}")
+
+
+def absolute(name: str, zone: str) -> str:
+    """The other way round: what the APIs list as ``app`` or ``@`` is ``app.example.com``."""
+    name = name.rstrip(".").lower()
+    return zone if name in ("@", "") else f"{name}.{zone}"
