@@ -73,6 +73,8 @@ CREATE TABLE hosts (
     "ALTER TABLE hosts ADD COLUMN upstream TEXT NOT NULL DEFAULT ''",
     # 3: --allow-ips given at create ("" = everyone), CIDRs comma-separated
     "ALTER TABLE hosts ADD COLUMN allow_ips TEXT NOT NULL DEFAULT ''",
+    # 4: create --dns: the DNS provider, each domain's zone and the records made (JSON)
+    "ALTER TABLE hosts ADD COLUMN dns TEXT NOT NULL DEFAULT ''",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -100,6 +102,8 @@ class HostRecord:
     upstream: str = ""
     #: the data ports' allowed sources as given at create, CIDRs ("" = everyone)
     allow_ips: str = ""
+    #: ``create --dns``: JSON of ``inletsctl.hosts.DnsState`` ("" = no records)
+    dns: str = ""
     additional: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -113,11 +113,12 @@ def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path: Path) 
     old = store.get("old")
     assert (old.provider, old.status, old.token, old.upstream) == ("hetzner", "ready", "t", "")
     assert old.allow_ips == ""  # schema 3: everyone, as before --allow-ips existed
+    assert old.dns == ""  # schema 4: no DNS records, as before --dns existed
     assert store.update("old", upstream="10.0.0.5").upstream == "10.0.0.5"
     store.add(record("new", upstream="http://127.0.0.1:3000"))
     assert store.get("new").upstream == "http://127.0.0.1:3000"
     with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_corrupt_file_is_an_error_not_a_reset(tmp_path: Path) -> None:
