@@ -286,6 +286,7 @@ class _FakeTransport:
 
     def __init__(self) -> None:
         self.out: list[bytes] = []
+        self.pieces: list[bytes] = []  # as given, not copied
         self.aborted = False
         self.closing = False
 
@@ -293,6 +294,7 @@ class _FakeTransport:
         self.out.append(bytes(data))
 
     def writelines(self, chunks: list[bytes]) -> None:
+        self.pieces.extend(chunks)
         self.out.extend(bytes(c) for c in chunks)
 
     def is_closing(self) -> bool:
@@ -387,3 +389,39 @@ def test_sides_with_different_windows_work_together():
         await server.close()
 
     run(main())
+
+
+def test_small_frames_reach_the_transport_as_one_piece_and_large_ones_uncopied():
+    """The TLS transport makes a record of every piece it is given: the headers and
+    small payloads of one flush are joined (one record), a large payload is not copied."""
+    from tunnel_core.protocol import ws
+    from tunnel_core.protocol.frames import Frame, FrameType
+    from tunnel_core.protocol.mux import Role
+
+    async def scenario() -> None:
+        transport = _FakeTransport()
+        session = Session(
+            Role.SERVER,
+            transport,  # type: ignore[arg-type]
+            on_stream=lambda stream: None,
+            on_event=lambda event: None,
+        )
+        hello = Frame(FrameType.HELLO, 0, b"{}").serialize()
+        session.data_received(ws.encode(ws.Opcode.BINARY, hello, mask=True))
+        session.mux.send_welcome({"ok": True})
+        session._flush()
+        transport.out.clear()
+        streams = [session.open_stream({}) for _ in range(3)]
+        for stream in streams:
+            stream.write(b"+OK\r\n")
+        session._flush()
+        assert len(transport.out) == 1
+        assert transport.out[0].count(b"+OK\r\n") == 3
+        transport.out.clear()
+        big = b"x" * (64 * 1024)
+        streams[0].write(big)
+        session._flush()
+        assert any(piece is big for piece in transport.pieces)
+        assert len(transport.out) == 2  # the headers before it joined, then it
+
+    run(scenario())
