@@ -6,11 +6,14 @@ resource carries from the call that makes it). A create that fails midway is und
 by that tag; if the undo fails too, the host stays in state as ``failed``. A create
 that only ran out of time is kept as ``unready``: it may just be slow. Given several
 regions, create moves on only after a capacity refusal was undone that way. Bulk
-delete is the single delete per host; prune only reads the providers' lists.
+delete is the single delete per host; prune only reads the providers' lists. DNS
+records (``create --dns``) are placed before the VM is made, published once its IP
+is known, and removed before the VM on undo and delete.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -33,6 +36,8 @@ from inletsctl.readiness import Probe, Wait
 from inletsctl.store import GONE, READY, UNREADY, HostRecord, Store
 from providers import kit
 from providers.base import Provider
+from providers.dns import DnsConfig, Record, Zone, open_dns
+from providers.dns.kit import Placement, place
 from providers.errors import HostNotFound, UndoFailed
 from providers.models import (
     Engine,
@@ -234,7 +239,9 @@ def _check_engine_options(req: CreateRequest) -> None:
         )
 
 
-def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:
+def record_for(
+    req: CreateRequest, spec: HostSpec, placement: Placement | None = None
+) -> HostRecord:
     s = spec.server
     return HostRecord(
         id=spec.host_id,
@@ -252,7 +259,36 @@ def record_for(req: CreateRequest, spec: HostSpec) -> HostRecord:
         domains=",".join(s.letsencrypt_domains),
         upstream=req.upstream,
         allow_ips=",".join(req.allow_ips),
+        dns=dns_json(placement) if placement else "",
     )
+
+
+def plan_dns(name: str, domains: Sequence[str], zone: str, config: DnsConfig) -> Placement:
+    """Each domain's zone, every name checked free: before the VM exists, at no cost."""
+    with map_provider_errors():
+        return place(open_dns(name, config), domains, zone)
+
+
+def dns_json(placement: Placement, made: Sequence[Record] = ()) -> str:
+    """What the state keeps of a host's records: enough for ``delete --id`` to find them
+    (the provider and zones; the claims do the rest) and for ``get`` to show them."""
+    return json.dumps(
+        {
+            "provider": placement.dns.name,
+            "zones": {d: {"id": z.id, "name": z.name} for d, z in placement.zones.items()},
+            "records": [{"name": r.name, "type": r.type, "value": r.value} for r in made],
+        }
+    )
+
+
+def placement_of(record: HostRecord, config: DnsConfig) -> Placement | None:
+    """The DNS provider and zones of a host from its row; None when it has no records."""
+    if not record.dns:
+        return None
+    doc = json.loads(record.dns)
+    zones = {d: Zone(z["id"], z["name"]) for d, z in doc["zones"].items()}
+    with map_provider_errors():
+        return Placement(open_dns(doc["provider"], config), zones)
 
 
 def _observed(record: HostRecord, host: Host) -> dict[str, object]:
@@ -275,28 +311,30 @@ def create(
     spec: HostSpec,
     waiting: Waiting,
     progress: Progress,
+    placement: Placement | None = None,
 ) -> HostRecord:
     """Record, create, wait as far as ``waiting.until`` says; undo on any failure but time.
 
     A time-out keeps the host (``unready``): it exists and may only be slow, and its
     console output is what tells the user why. Everything else (the host failed, an
     error, Ctrl-C, SIGTERM) removes it by our host-id tag, so even what a lost answer
-    hid goes; the state says ``deleted`` only when that removal succeeded.
+    hid goes; the state says ``deleted`` only when that removal succeeded. With a
+    ``placement``, the DNS records are made once the IP is known, and undone with it.
     """
     with kit.sigterm_raises():
         deadline = waiting.clock() + waiting.timeout
-        record = store.add(record_for(req, spec))
+        record = store.add(record_for(req, spec, placement))
         host = _create_call(store, provider, spec)
         try:
             record = store.update(record.id, **_observed(record, host))
             if waiting.until is Wait.none:
                 return record
-            return _wait(store, provider, record, host, waiting, deadline, progress)
+            return _wait(store, provider, record, host, waiting, deadline, progress, placement)
         except NotReady:
             store.update(record.id, status=UNREADY)
             raise
         except BaseException as exc:
-            _undo(store, provider, record.id, exc)
+            _undo(store, provider, record.id, exc, placement)
             raise
 
 
@@ -321,14 +359,20 @@ def _wait(
     waiting: Waiting,
     deadline: float,
     progress: Progress,
+    placement: Placement | None = None,
 ) -> HostRecord:
     """Poll the cloud until the VM runs, then (for ``ready``) probe its tunnel server.
 
     Once the cloud says running, its status is not asked again: only the probe can
-    tell more, and each poll shows both in one progress line.
+    tell more, and each poll shows both in one progress line. The DNS records are made
+    as soon as the cloud reports an IP, before the probe: Caddy on the VM retries its
+    certificate order until the names resolve, so every second counts.
     """
     n = 1
     while True:
+        if placement is not None and record.ip:
+            record = _publish(store, placement, record, host, deadline - waiting.clock())
+            placement = None
         tunnel, ready = "", False
         if host.status is HostStatus.ACTIVE and waiting.until is Wait.ready:
             left = deadline - waiting.clock()
@@ -339,7 +383,7 @@ def _wait(
         progress(n, host, tunnel)
         if host.status is HostStatus.FAILED:
             raise ProviderFailure(f"{record.provider}: host {host.id} failed while starting")
-        if host.status is HostStatus.ACTIVE and waiting.until is Wait.running:
+        if host.status is HostStatus.ACTIVE and waiting.until is Wait.running and not placement:
             return record
         if ready:
             return store.update(record.id, status=READY)
@@ -352,6 +396,14 @@ def _wait(
             with map_provider_errors():
                 host = provider.status(host.id)
             record = store.update(record.id, **_observed(record, host))
+
+
+def _publish(
+    store: Store, placement: Placement, record: HostRecord, host: Host, left: float
+) -> HostRecord:
+    with map_provider_errors():
+        made = placement.publish(record.id, host.ip, host.ipv6, max(left, 0.0))
+    return store.update(record.id, dns=dns_json(placement, made))
 
 
 def _probe_timeout(left: float) -> float:
@@ -376,9 +428,21 @@ def _timed_out(record: HostRecord, host: Host, tunnel: str, timeout: float) -> N
     )
 
 
-def _undo(store: Store, provider: Provider, host_id: str, exc: BaseException) -> None:
-    """Remove by tag what a create interrupted after its call made; ``deleted`` only if so."""
+def _undo(
+    store: Store,
+    provider: Provider,
+    host_id: str,
+    exc: BaseException,
+    placement: Placement | None = None,
+) -> None:
+    """Remove by tag what a create interrupted after its call made; ``deleted`` only if so.
+
+    DNS records go first and, if they cannot, the VM stays: a name left pointing at a
+    released IP is one the next tenant of that address could take over.
+    """
     try:
+        if placement is not None:
+            kit.undo_with(placement.purge, host_id, exc)
         kit.undo(provider, host_id, exc)
     except UndoFailed as failed:
         store.update(host_id, status=HostStatus.FAILED.value)
@@ -455,6 +519,7 @@ def create_first_fit(
     waiting: Waiting,
     progress: Progress,
     moving_on: Callable[[Skipped, str], None] = _no_move,
+    placement: Placement | None = None,
 ) -> tuple[HostRecord, tuple[Skipped, ...]]:
     """:func:`create` in each region in turn, until one takes the host.
 
@@ -469,7 +534,9 @@ def create_first_fit(
         if refused is not None:
             moving_on(skipped[-1], attempt.spec.region)
         try:
-            record = create(store, attempt.provider, attempt.req, attempt.spec, waiting, progress)
+            record = create(
+                store, attempt.provider, attempt.req, attempt.spec, waiting, progress, placement
+            )
             return record, tuple(skipped)
         except NoCapacity as exc:
             refused = exc
@@ -482,12 +549,22 @@ def create_first_fit(
     ) from refused
 
 
-def delete(store: Store, provider: Provider, record: HostRecord) -> HostRecord:
+def delete(
+    store: Store, provider: Provider, record: HostRecord, dns: DnsConfig | None = None
+) -> HostRecord:
     """Remove by our host id, not the provider's: that also finishes a create that was
     killed before the provider's id reached the state. Nothing tagged left = deleted.
+
+    DNS records (found by their claims in the zones the state names, with ``dns``'s
+    credentials) go first; the VM stays until they are gone, so no name is left
+    pointing at an address the cloud may hand to someone else.
     """
     store.update(record.id, status=HostStatus.DELETING.value)
     try:
+        placement = placement_of(record, dns or DnsConfig())
+        if placement is not None:
+            with map_provider_errors():
+                placement.purge(record.id)
         with map_provider_errors():
             kit.delete_host(provider, record.id)
     except HostUnknown:
@@ -534,7 +611,12 @@ class Outcome:
     error: InletsctlError | None = None
 
 
-def delete_each(store: Store, records: Sequence[HostRecord], opener: Opener) -> list[Outcome]:
+def delete_each(
+    store: Store,
+    records: Sequence[HostRecord],
+    opener: Opener,
+    dns: Callable[[HostRecord], DnsConfig] | None = None,
+) -> list[Outcome]:
     """Each host as :func:`delete` removes it, each in its own region from the state.
 
     One host that fails (a rejected token, an API outage) does not stop the rest; its
@@ -548,7 +630,8 @@ def delete_each(store: Store, records: Sequence[HostRecord], opener: Opener) -> 
         try:
             if key not in opened:
                 opened[key] = opener(*key)
-            outcomes.append(Outcome(delete(store, opened[key], record)))
+            config = dns(record) if dns else None
+            outcomes.append(Outcome(delete(store, opened[key], record, config)))
         except InletsctlError as exc:
             outcomes.append(Outcome(store.get(record.id), exc))
     return outcomes

@@ -9,6 +9,7 @@ from pathlib import Path
 from inletsctl.errors import UsageError, map_provider_errors
 from providers import registry
 from providers.base import Provider
+from providers.dns.base import DnsConfig
 from providers.models import ProviderConfig
 
 
@@ -46,6 +47,22 @@ def config(access: Access, state_dir: Path) -> ProviderConfig:
         profile=access.profile,
         endpoint_url=access.endpoint_url,
         state_dir=str(state_dir),
+    )
+
+
+def dns_config(access: Access, provider: str, dns: str) -> DnsConfig:
+    """The credential flags are the VM cloud's; they reach the DNS API only when both are
+    one account's (``--provider aws --dns route53``). Otherwise the DNS provider reads
+    its own variables. ``--endpoint-url`` is the VM API's, never passed on."""
+    from providers.dns import SAME_ACCOUNT
+
+    if provider not in SAME_ACCOUNT.get(dns, ()):
+        return DnsConfig()
+    return DnsConfig(
+        token=_secret(access.access_token, access.access_token_file, "--access-token"),
+        secret_key=_secret(access.secret_key, access.secret_key_file, "--secret-key"),
+        session_token=access.session_token,
+        profile=access.profile,
     )
 
 
