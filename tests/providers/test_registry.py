@@ -20,6 +20,7 @@ CLOUD_SDKS = (
     "hcloud",
     "digitalocean",
     "linode_api4",
+    "ovh",
     "paramiko",
     "requests",
     "scaleway",
@@ -32,6 +33,7 @@ def test_builtins_are_registered_sorted() -> None:
     assert names == sorted(names)
     assert {"local", "ec2", "aws", "digitalocean", "hetzner", "linode", "qemu"} <= set(names)
     assert {"scaleway", "vultr"} <= set(names)
+    assert "ovh" in names
 
 
 def test_load_local() -> None:
