@@ -51,6 +51,8 @@ from providers.models import (
 
 #: Opens provider ``name`` configured for ``region`` (EC2's client and purge are per region).
 Opener = Callable[[str, str], Provider]
+#: The DNS credentials for records of a host of provider ``p`` at DNS provider ``d``.
+DnsAccess = Callable[[str, str], DnsConfig]
 #: Seconds to wait before poll ``n`` (1-based).
 Backoff = Callable[[int], float]
 #: Called after each poll with (n, host, tunnel) so the CLI can show progress; ``tunnel``
@@ -281,14 +283,16 @@ def dns_json(placement: Placement, made: Sequence[Record] = ()) -> str:
     )
 
 
-def placement_of(record: HostRecord, config: DnsConfig) -> Placement | None:
+def placement_of(record: HostRecord, dns: DnsAccess | None = None) -> Placement | None:
     """The DNS provider and zones of a host from its row; None when it has no records."""
     if not record.dns:
         return None
     doc = json.loads(record.dns)
+    name = doc["provider"]
+    config = dns(record.provider, name) if dns else DnsConfig()
     zones = {d: Zone(z["id"], z["name"]) for d, z in doc["zones"].items()}
     with map_provider_errors():
-        return Placement(open_dns(doc["provider"], config), zones)
+        return Placement(open_dns(name, config), zones)
 
 
 def _observed(record: HostRecord, host: Host) -> dict[str, object]:
@@ -550,7 +554,7 @@ def create_first_fit(
 
 
 def delete(
-    store: Store, provider: Provider, record: HostRecord, dns: DnsConfig | None = None
+    store: Store, provider: Provider, record: HostRecord, dns: DnsAccess | None = None
 ) -> HostRecord:
     """Remove by our host id, not the provider's: that also finishes a create that was
     killed before the provider's id reached the state. Nothing tagged left = deleted.
@@ -561,7 +565,7 @@ def delete(
     """
     store.update(record.id, status=HostStatus.DELETING.value)
     try:
-        placement = placement_of(record, dns or DnsConfig())
+        placement = placement_of(record, dns)
         if placement is not None:
             with map_provider_errors():
                 placement.purge(record.id)
@@ -615,7 +619,7 @@ def delete_each(
     store: Store,
     records: Sequence[HostRecord],
     opener: Opener,
-    dns: Callable[[HostRecord], DnsConfig] | None = None,
+    dns: DnsAccess | None = None,
 ) -> list[Outcome]:
     """Each host as :func:`delete` removes it, each in its own region from the state.
 
@@ -630,8 +634,7 @@ def delete_each(
         try:
             if key not in opened:
                 opened[key] = opener(*key)
-            config = dns(record) if dns else None
-            outcomes.append(Outcome(delete(store, opened[key], record, config)))
+            outcomes.append(Outcome(delete(store, opened[key], record, dns)))
         except InletsctlError as exc:
             outcomes.append(Outcome(store.get(record.id), exc))
     return outcomes

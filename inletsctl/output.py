@@ -83,7 +83,7 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     doc = dataclasses.asdict(summary)
     if doc["token"] is None:
         del doc["token"]
-    for key in ("note", "skipped_regions"):
+    for key in ("note", "skipped_regions", "dns"):
         if doc[key] is None:
             del doc[key]
     return doc
@@ -102,6 +102,8 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"Auth token: {summary.token}")
     if summary.domains:
         lines.append(f"HTTPS domains: {summary.domains}")
+    if summary.dns is not None:
+        lines.append(_dns_line(summary.dns))
     if summary.public_url:
         lines.append(f"Public URL: {summary.public_url}")
     elif summary.mode == "tcp" and summary.ports:
@@ -116,6 +118,12 @@ def summary_lines(summary: Summary) -> list[str]:
     lines += ["", *_connect_lines(summary)]
     lines += ["", "Delete it with:", f"  {summary.delete_command}"]
     return lines
+
+
+def _dns_line(dns: dict[str, Any]) -> str:
+    """The addresses only: the claims beside them are bookkeeping (``-o json`` has them)."""
+    points = [f"{r['name']} {r['type']} {r['value']}" for r in dns["records"] if r["type"] != "TXT"]
+    return f"DNS ({dns['provider']}): {', '.join(points) or 'no records yet'}"
 
 
 def _region_lines(summary: Summary) -> list[str]:

@@ -6,10 +6,12 @@ client command is built here once so `create`, `get` and `connect` agree on it.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from inletsctl.errors import UsageError
@@ -131,6 +133,9 @@ class Summary:
     #: ``create --region a,b``: the regions passed over, in order, each with the provider's
     #: words for why (``region`` is the one that won); None when one region was given
     skipped_regions: list[dict[str, str]] | None = None
+    #: ``create --dns``: ``{"provider", "zones", "records": [{"name", "type", "value"}]}``,
+    #: the claims (TXT) included; None when the host has no DNS records
+    dns: dict[str, Any] | None = None
 
 
 def summarise(
@@ -168,7 +173,16 @@ def summarise(
         skipped_regions=None
         if skipped_regions is None
         else [{"region": region, "reason": reason} for region, reason in skipped_regions],
+        dns=_dns(record),
     )
+
+
+def _dns(record: HostRecord) -> dict[str, Any] | None:
+    if not record.dns:
+        return None
+    doc = json.loads(record.dns)
+    zones = sorted({z["name"] for z in doc["zones"].values()})
+    return {"provider": doc["provider"], "zones": zones, "records": doc["records"]}
 
 
 def _note(record: HostRecord) -> str | None:

@@ -12,7 +12,7 @@ from inletsctl.commands import _options as o
 from inletsctl.errors import NotReady, UsageError
 from inletsctl.output import Format, emit_json, literal, show_summary, stderr
 from inletsctl.progress import poll_reporter
-from inletsctl.providers_config import Access, opener
+from inletsctl.providers_config import Access, dns_config, opener
 from inletsctl.readiness import Wait
 from inletsctl.store import Store
 from inletsctl.summary import check_upstream, summarise
@@ -115,6 +115,42 @@ def _ssh_options(
     )
 
 
+def _check_dns(dns: str, zone: str, domains: list[str], wait: Wait) -> None:
+    """``--dns`` and ``--dns-zone``, checked before any API call (nothing is paid yet)."""
+    from providers.dns import NAMES
+    from providers.dns.kit import is_hostname, outside
+
+    if not dns:
+        if zone:
+            raise UsageError("--dns-zone needs --dns", hint=f"Pass --dns {'|'.join(NAMES)}.")
+        return
+    if dns not in NAMES:
+        raise UsageError(
+            f"--dns {dns!r}: no such DNS provider", hint=f"Pass --dns {', '.join(NAMES)}."
+        )
+    if not domains:
+        raise UsageError(
+            "--dns makes records for --letsencrypt-domain, and none was given",
+            hint="Pass --letsencrypt-domain DOMAIN (repeatable), or drop --dns.",
+        )
+    bad = [d for d in domains if not is_hostname(d)]
+    if bad:
+        raise UsageError(
+            f"--letsencrypt-domain {bad[0]!r}: not a host name a record can be made for",
+            hint="Pass a name such as app.example.com (no wildcard, no scheme, no port).",
+        )
+    if zone and outside(domains, zone):
+        raise UsageError(
+            f"--letsencrypt-domain {outside(domains, zone)[0]!r} is not inside --dns-zone {zone!r}",
+            hint="Pass domains under that zone, or drop --dns-zone to pick each one's zone.",
+        )
+    if wait is Wait.none:
+        raise UsageError(
+            "--dns needs the host's IP, which --wait none does not wait for",
+            hint="Pass --wait running or --wait ready (the default).",
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(create)
 
@@ -134,6 +170,22 @@ def create(
         list[str], typer.Option(help="Serve HTTPS for this domain (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     letsencrypt_email: Annotated[str, typer.Option(help="Let's Encrypt account email.")] = "",
+    dns: Annotated[
+        str,
+        typer.Option(
+            "--dns",
+            metavar="route53|digitalocean|hetzner",
+            help="Point each --letsencrypt-domain at the host with A (and AAAA) records at "
+            "this DNS provider; delete removes them.",
+        ),
+    ] = "",
+    dns_zone: Annotated[
+        str,
+        typer.Option(
+            help="The zone for --dns records; default: for each domain, the longest hosted "
+            "zone it ends with."
+        ),
+    ] = "",
     letsencrypt_issuer: Annotated[
         Issuer | None,
         typer.Option(
@@ -246,8 +298,10 @@ def create(
         provider, host, ssh_user, ssh_port, ssh_key, known_hosts, accept_new_host_key
     )
     interval = parse_duration(poll)
+    until = wait_level(wait, engine)
+    _check_dns(dns, dns_zone, letsencrypt_domain, until)
     waiting = hosts.Waiting(
-        until=wait_level(wait, engine),
+        until=until,
         timeout=parse_duration(timeout, "--timeout"),
         backoff=hosts.constant(interval),
     )
@@ -281,10 +335,14 @@ def create(
         else:
             typer.echo(spec.user_data, nl=False)
         return
+    placement = None
+    if dns:
+        config = dns_config(access, provider, dns)
+        placement = hosts.plan_dns(dns, letsencrypt_domain, dns_zone, config)
     try:
         with poll_reporter(stderr()) as progress:
             record, skipped = hosts.create_first_fit(
-                store, attempts, waiting, progress, moving_on=_moving_on
+                store, attempts, waiting, progress, moving_on=_moving_on, placement=placement
             )
     except NotReady as exc:
         if output is Format.json:  # scripts still learn the id, to read logs or delete it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +13,7 @@ import typer
 from inletsctl.commands import _options as o
 from inletsctl.errors import HostUnknown, ProviderFailure, UsageError
 from inletsctl.output import Format, emit_json, literal, stderr, stdout, write_table
-from inletsctl.providers_config import Access, open_provider, opener
+from inletsctl.providers_config import Access, dns_config, open_provider, opener
 from inletsctl.store import HostRecord, Store
 
 if TYPE_CHECKING:
@@ -181,7 +182,9 @@ def delete(
             )
         if records and not yes:
             _confirm(records)
-        outcomes = hosts.delete_each(store, records, opener(access, store.directory))
+        outcomes = hosts.delete_each(
+            store, records, opener(access, store.directory), partial(dns_config, access)
+        )
         _report(outcomes, output)
         return
     if host_id and id and host_id != id:
@@ -195,7 +198,7 @@ def delete(
         access = dataclasses.replace(access, region=record.region)
     if record is not None:
         prov = open_provider(provider or record.provider, access, store.directory)
-        record = hosts.delete(store, prov, record)
+        record = hosts.delete(store, prov, record, partial(dns_config, access))
         doc = {"id": record.id, "provider": record.provider, "status": record.status}
     elif provider:
         prov = open_provider(provider, access, store.directory)
