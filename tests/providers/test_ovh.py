@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +26,7 @@ from providers.errors import (
 from providers.models import HostSpec, ProviderConfig
 from providers.ovh import OVHProvider
 from providers.testing.conformance import ProviderConformance, wait_active
+from tests.conftest import free_port
 from tests.fakes.ovh import FakeOVH
 
 OVH_ENV = (
@@ -276,6 +279,45 @@ def test_a_500_is_an_error_with_a_retry_hint(ovh, ovh_fake) -> None:
     with pytest.raises(ProviderAPIError) as info:
         ovh.list()
     assert "(500)" in str(info.value) and "retry" in info.value.hint
+
+
+def test_an_endpoint_that_refuses_connections_is_one_line_naming_it(ovh_env, monkeypatch) -> None:
+    monkeypatch.setenv("OVH_ENDPOINT", f"http://127.0.0.1:{free_port()}/1.0")
+    with pytest.raises(ProviderAPIError) as info:
+        OVHProvider(ProviderConfig()).list()
+    assert "Connection refused" in str(info.value) and "\n" not in str(info.value)
+    assert "OVH_ENDPOINT" in info.value.hint
+
+
+class _ErrorPage(http.server.BaseHTTPRequestHandler):
+    """A proxy's HTML error page where the API's JSON should be."""
+
+    def do_GET(self) -> None:
+        page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_answer_that_is_not_json_is_one_line_naming_the_endpoint(ovh_env, monkeypatch) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("OVH_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/1.0")
+        with pytest.raises(ProviderAPIError) as info:
+            OVHProvider(ProviderConfig()).list()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert "no usable answer from http://127.0.0.1:" in str(info.value)
+    assert "OVH_ENDPOINT" in info.value.hint and "<html" not in str(info.value)
 
 
 def test_importing_the_module_does_not_import_the_sdk() -> None:
