@@ -44,19 +44,28 @@ DEFAULT_MAX_DATA_FRAME = 256 * 1024
 MIN_WINDOW, MAX_WINDOW = 1, 1 << 30
 
 
-class Role(Enum):
+class _State(Enum):
+    """An enum hashed by identity: its members are dict keys and set members on every
+    frame (``CAN_SEND``, the transition tables), and ``Enum.__hash__`` is Python code
+    that hashes the member's name. Members are singletons compared by identity, so
+    identity is a valid hash, and it costs nothing."""
+
+    __hash__ = object.__hash__
+
+
+class Role(_State):
     SERVER = 0
     CLIENT = 1
 
 
-class StreamState(Enum):
+class StreamState(_State):
     OPEN = "open"
     HALF_CLOSED_LOCAL = "half-closed (local)"  # we sent EOF, the peer may still send
     HALF_CLOSED_REMOTE = "half-closed (remote)"  # the peer sent EOF, we may still send
     CLOSED = "closed"
 
 
-class Cause(Enum):
+class Cause(_State):
     SEND_EOF = "send EOF"
     RECV_EOF = "receive EOF"
     SEND_RESET = "send RESET"
@@ -79,7 +88,7 @@ TRANSITIONS: dict[tuple[StreamState, Cause], StreamState] = {
 }
 
 
-class Phase(Enum):
+class Phase(_State):
     """The connection's phase, shared by both directions."""
 
     AWAIT_HELLO = "await HELLO"
@@ -91,7 +100,7 @@ class Phase(Enum):
     CLOSED = "closed"  # both sent GOAWAY
 
 
-class Kind(Enum):
+class Kind(_State):
     """What a frame is to the connection's phase."""
 
     HELLO = "HELLO"
