@@ -211,9 +211,11 @@ class FrameDecoder:
                 if length > self.max_payload:
                     raise FrameError(f"frame of {length} bytes exceeds {self.max_payload}")
                 if ftype is FrameType.DATA and stream_id:
-                    if not length:
-                        frames.append(_unchecked(ftype, stream_id, b""))
-                    self._data_left, self._data_stream = length, stream_id
+                    if end - pos >= length:  # the whole payload is here: the common case
+                        frames.append(_unchecked(ftype, stream_id, bytes(data[pos : pos + length])))
+                        pos += length
+                    else:
+                        self._data_left, self._data_stream = length, stream_id
                 elif end - pos >= length:
                     payload = bytes(data[pos : pos + length])
                     pos += length

@@ -422,7 +422,9 @@ class Mux:
     def consumed(self, stream_id: int, nbytes: int) -> None:
         """The application took ``nbytes`` of this stream's data; grant them back (batched)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in CAN_RECEIVE or not self.may_send():
+        if stream is None or stream.state not in CAN_RECEIVE:
+            return
+        if (self.phase is not P.OPEN or self.error is not None) and not self.may_send():
             return
         stream.unacked += nbytes
         if stream.unacked >= self._grant_threshold:
