@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from providers.cloudapi import no_usable_answer, require_known
-from providers.credentials import resolve_token
+from providers.credentials import INLETS_TOKEN_ENV, resolve_token
 from providers.errors import (
     CapacityError,
     CredentialsMissing,
@@ -78,6 +78,8 @@ _STATUS = {
         HostStatus.FAILED,
     ),
 }
+#: states of an instance whose delete the API has already taken
+_GOING = ("DELETING", "DELETED", "SOFT_DELETED")
 #: the API's words for "no room for this flavor here now" or "the project's quota is
 #: used up" (OpenStack's own, passed through): another region may work
 _CAPACITY = re.compile(
@@ -181,7 +183,9 @@ class OVHProvider:
             self._delete(instance["id"])
 
     def purge(self, host_id: str) -> list[str]:
-        mine = [i for i in self._instances() if _host_id(i) == host_id]
+        mine = [
+            i for i in self._instances() if _host_id(i) == host_id and i.get("status") not in _GOING
+        ]
         for instance in mine:
             self._delete(instance["id"])
         return [f"instance {i['id']}" for i in mine]
@@ -311,10 +315,10 @@ class OVHProvider:
         except ResourceNotFoundError as exc:
             raise _Missing(NAME, _message(exc), code="not_found") from exc
         except InvalidKey as exc:
-            raise _rejected("application key", creds.key_source, "INVALID_KEY") from exc
+            raise _rejected("application key", creds.key_source, "403 INVALID_KEY") from exc
         except (InvalidCredential, NotCredential) as exc:
-            code = _code(exc) or "INVALID_CREDENTIAL"
-            raise _rejected("consumer key", creds.consumer_source, code) from exc
+            answer = f"403 {_code(exc) or 'INVALID_CREDENTIAL'}"
+            raise _rejected("consumer key", creds.consumer_source, answer) from exc
         except NotGrantedCall as exc:
             raise ProviderAPIError(
                 NAME,
@@ -334,14 +338,17 @@ class OVHProvider:
                 ) from exc
             raise _answered(exc) from exc
         except APIError as exc:
+            if exc.response is not None and exc.response.status_code == 401:
+                answer = "401 Unauthorized"
+                raise _rejected("consumer key", creds.consumer_source, answer) from exc
             raise _answered(exc) from exc
 
 
-def _rejected(what: str, source: str, code: str) -> ProviderAPIError:
+def _rejected(what: str, source: str, answer: str) -> ProviderAPIError:
     """The one-line error for a refused credential: which one, and where it was set."""
     return ProviderAPIError(
         NAME,
-        f"the API rejected the {what} from {source} (403 {code})",
+        f"the API rejected the {what} from {source} ({answer})",
         hint=f"Set {source} to a valid {what}.",
         code="unauthorized",
     )
@@ -422,9 +429,15 @@ def _credentials(config: ProviderConfig) -> _Credentials:
             "https://eu.api.ovh.com/createApp/), or put them in ovh.conf "
             "(or pass one with --access-token-file).",
         )
-    from_conf = conf.get(endpoint, "consumer_key") or ""
-    environ = {**os.environ, CONSUMER_ENV: from_conf}
+    sdks = conf.get(endpoint, "consumer_key") or ""
+    environ = {**os.environ, CONSUMER_ENV: sdks}
     consumer = resolve_token(NAME, replace(config, access_token=flag), (CONSUMER_ENV,), environ)
+    if flag:
+        consumer_source = "--access-token"
+    elif sdks:
+        consumer_source = _source(CONSUMER_ENV, "consumer_key")
+    else:
+        consumer_source = INLETS_TOKEN_ENV
     return _Credentials(
         endpoint=endpoint,
         application_key=key,
@@ -432,11 +445,7 @@ def _credentials(config: ProviderConfig) -> _Credentials:
         consumer_key=consumer,
         key_source=_source(KEY_ENV, "application_key"),
         secret_source=_source(SECRET_ENV, "application_secret"),
-        consumer_source="--access-token"
-        if flag
-        else _source(CONSUMER_ENV, "consumer_key")
-        if from_conf
-        else "INLETS_ACCESS_TOKEN",
+        consumer_source=consumer_source,
     )
 
 

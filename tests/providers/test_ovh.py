@@ -185,6 +185,25 @@ def test_access_token_is_the_consumer_key_and_the_project_is_the_only_one(
         OVHProvider(ProviderConfig(access_token="wrong")).list()
 
 
+def test_a_401_is_one_line_naming_the_consumer_keys_variable(ovh, ovh_fake) -> None:
+    ovh_fake.refuse("GET /1.0/cloud/project/.*", 401, "", "You must login first")
+    with pytest.raises(ProviderAPIError) as info:
+        ovh.list()
+    assert str(info.value) == (
+        "ovh: the API rejected the consumer key from OVH_CONSUMER_KEY (401 Unauthorized)"
+    )
+    assert "OVH_CONSUMER_KEY" in info.value.hint
+
+
+def test_purge_leaves_an_instance_already_deleting_alone(ovh, ovh_fake) -> None:
+    spec = make(ovh)
+    host = ovh.create(spec)
+    ovh_fake.instances[host.id]["status"] = "DELETING"
+    assert ovh.purge(spec.host_id) == []
+    assert ovh_fake.calls("DELETE", ".*") == []
+    assert ovh.list()[0].status.value == "deleting"
+
+
 def test_missing_keys_name_the_variables(monkeypatch) -> None:
     with pytest.raises(CredentialsMissing) as info:
         OVHProvider(ProviderConfig())
