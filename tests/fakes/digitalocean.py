@@ -5,6 +5,11 @@ create, ``links.pages`` / ``meta.total`` on lists, ``{"id", "message"}`` error
 bodies, ``ratelimit-*`` headers on every answer and ``retry-after`` on a 429.
 A new droplet is ``new`` without an address, and ``active`` with one from the
 second time it is read, as the real API reports a booting droplet.
+
+Domains (``/v2/domains``) hold records as the Domains API shows them: ``name``
+relative to the domain (``@`` for the apex) in answers and creates, but fully
+qualified in the ``name`` query filter; ``data`` is the value, 201 on create, 204 on
+delete. :class:`FakeDigitalOceanDns` names the DNS steps a fault can be armed at.
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ class FakeDigitalOcean(JsonApiFake):
         self.route("GET", r"/firewalls/?", self._list_firewalls)
         self.route("GET", r"/firewalls/([0-9a-f-]+)/?", self._get_firewall)
         self.route("DELETE", r"/firewalls/([0-9a-f-]+)/?", self._delete_firewall)
+        #: domain name -> record id -> record
+        self.domains: dict[str, dict[int, JSON]] = {}
+        self.route("GET", r"/domains/?", self._list_domains)
+        self.route("GET", r"/domains/([^/]+)/records/?", self._list_records)
+        self.route("POST", r"/domains/([^/]+)/records/?", self._create_record)
+        self.route("DELETE", r"/domains/([^/]+)/records/(\d+)/?", self._delete_record)
 
     # -- the FakeCloud protocol ---------------------------------------------
     def foreign_vm(self) -> tuple[str, str]:
@@ -85,6 +96,25 @@ class FakeDigitalOcean(JsonApiFake):
                 f"firewall:{i}" for i in self.firewalls
             }
 
+    def add_domain(self, name: str) -> None:
+        with self.lock:
+            self.domains.setdefault(name, {})
+
+    def add_record(self, domain: str, name: str, type: str, data: str) -> None:
+        """A record the user made (``name`` relative, as the console takes it)."""
+        body = {"type": type, "name": name, "data": data, "ttl": 1800}
+        with self.lock:
+            assert self._new_record(domain, body).status == 201
+
+    def dns_records(self) -> set[tuple[str, str, str]]:
+        """Every record as (fully qualified name, type, data)."""
+        with self.lock:
+            return {
+                (domain if r["name"] == "@" else f"{r['name']}.{domain}", r["type"], r["data"])
+                for domain, records in self.domains.items()
+                for r in records.values()
+            }
+
     def error(self, status: int, code: str, message: str) -> Response:
         return Response(status, {"id": code, "message": message})
 
@@ -100,7 +130,11 @@ class FakeDigitalOcean(JsonApiFake):
         }
 
     # -- lists ----------------------------------------------------------------
-    def _paged(self, key: str, everything: list[JSON], request: Request) -> Response:
+    def _paged(
+        self, path: str, everything: list[JSON], request: Request, key: str = ""
+    ) -> Response:
+        """A page of ``everything`` under ``key`` (default: the last part of ``path``)."""
+        key = key or path
         items, number, last = page(everything, request, self.max_per_page)
         pages: JSON = {}
         if number < last:
@@ -108,8 +142,8 @@ class FakeDigitalOcean(JsonApiFake):
             query = f"page={number + 1}&per_page={per_page}"
             if "tag_name" in request.query:
                 query += f"&tag_name={request.query['tag_name'][0]}"
-            pages["next"] = f"{self.base_url}/{key}?{query}"
-            pages["last"] = f"{self.base_url}/{key}?page={last}&per_page={per_page}"
+            pages["next"] = f"{self.base_url}/{path}?{query}"
+            pages["last"] = f"{self.base_url}/{path}?page={last}&per_page={per_page}"
         return Response(
             200, {key: items, "links": {"pages": pages}, "meta": {"total": len(everything)}}
         )
@@ -251,3 +285,65 @@ class FakeDigitalOcean(JsonApiFake):
         if self.firewalls.pop(match.group(1), None) is None:
             return self.error(404, "not_found", "The resource you requested could not be found.")
         return Response(204)
+
+    # -- domains ----------------------------------------------------------------
+    def _list_domains(self, request: Request, _: re.Match[str]) -> Response:
+        domains = [{"name": d, "ttl": 1800, "zone_file": ""} for d in self.domains]
+        return self._paged("domains", domains, request)
+
+    def _list_records(self, request: Request, match: re.Match[str]) -> Response:
+        domain = match.group(1)
+        if domain not in self.domains:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        wanted = request.query.get("name", [""])[0]
+        kind = request.query.get("type", [""])[0]
+        items = [
+            r
+            for r in self.domains[domain].values()
+            if (not wanted or (domain if r["name"] == "@" else f"{r['name']}.{domain}") == wanted)
+            and (not kind or r["type"] == kind)
+        ]
+        return self._paged(f"domains/{domain}/records", items, request, key="domain_records")
+
+    def _create_record(self, request: Request, match: re.Match[str]) -> Response:
+        return self._new_record(match.group(1), request.body or {})
+
+    def _new_record(self, domain: str, body: JSON) -> Response:
+        if domain not in self.domains:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        if body.get("type") not in ("A", "AAAA", "CAA", "CNAME", "MX", "NS", "TXT", "SRV"):
+            return self.error(422, "unprocessable_entity", "Type is not included in the list")
+        if not body.get("name") or not body.get("data") or str(body["name"]).endswith(domain):
+            return self.error(422, "unprocessable_entity", "Name is invalid")
+        if int(body.get("ttl") or 1800) < 30:
+            return self.error(422, "unprocessable_entity", "TTL must be at least 30 seconds")
+        record_id = next(self._ids)
+        self.domains[domain][record_id] = {
+            "id": record_id,
+            "type": body["type"],
+            "name": body["name"],
+            "data": body["data"],
+            "priority": None,
+            "port": None,
+            "ttl": int(body.get("ttl") or 1800),
+            "weight": None,
+            "flags": None,
+            "tag": None,
+        }
+        return Response(201, {"domain_record": self.domains[domain][record_id]})
+
+    def _delete_record(self, request: Request, match: re.Match[str]) -> Response:
+        records = self.domains.get(match.group(1), {})
+        if records.pop(int(match.group(2)), None) is None:
+            return self.error(404, "not_found", "The resource you requested could not be found.")
+        return Response(204)
+
+
+class FakeDigitalOceanDns(FakeDigitalOcean):
+    """The same API, with the steps of ``create --dns digitalocean`` named for faults."""
+
+    steps = {
+        **FakeDigitalOcean.steps,
+        "create_claim": r'^POST /v2/domains/[^/]+/records/? .*"type": "TXT"',
+        "create_address": r'^POST /v2/domains/[^/]+/records/? .*"type": "A"',
+    }
