@@ -15,6 +15,7 @@ from providers.errors import ProviderNotFound
 from providers.local import LocalProvider
 
 CLOUD_SDKS = (
+    "azure",
     "boto3",
     "botocore",
     "hcloud",
@@ -33,6 +34,7 @@ def test_builtins_are_registered_sorted() -> None:
     assert names == sorted(names)
     assert {"local", "ec2", "aws", "digitalocean", "hetzner", "linode", "qemu"} <= set(names)
     assert {"scaleway", "vultr"} <= set(names)
+    assert "azure" in names
     assert "ovh" in names
 
 
