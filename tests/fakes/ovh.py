@@ -89,6 +89,13 @@ class FakeOVH(JsonApiFake):
             "OVH_CLOUD_PROJECT_SERVICE": self.service,
         }
 
+    def flavor_id(self, region: str, name: str) -> str:
+        """Flavors and images have an id per region, as on the real API."""
+        return _uuid("flavor", region, name)
+
+    def image_id(self, region: str, name: str) -> str:
+        return _uuid("image", region, name)
+
     def clock(self) -> int:
         return int(time.time()) + CLOCK_OFFSET
 
@@ -173,7 +180,7 @@ class FakeOVH(JsonApiFake):
     def _flavor(self, region: str, name: str) -> JSON:
         vcpus, ram, disk = FLAVORS[name]
         return {
-            "id": _uuid("flavor", region, name),
+            "id": self.flavor_id(region, name),
             "name": name,
             "region": region,
             "vcpus": vcpus,
@@ -191,7 +198,7 @@ class FakeOVH(JsonApiFake):
 
     def _image(self, region: str, name: str) -> JSON:
         return {
-            "id": _uuid("image", region, name),
+            "id": self.image_id(region, name),
             "name": name,
             "region": region,
             "visibility": "public",
@@ -234,8 +241,8 @@ class FakeOVH(JsonApiFake):
             "region": region,
             "status": "BUILD",
             "created": NOW,
-            "flavorId": _uuid("flavor", region, flavor),
-            "imageId": _uuid("image", region, "Debian 12"),
+            "flavorId": self.flavor_id(region, flavor),
+            "imageId": self.image_id(region, "Debian 12"),
             "ipAddresses": [],
             "monthlyBilling": None,
             "operationIds": [],

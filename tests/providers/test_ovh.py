@@ -96,10 +96,8 @@ def test_instance_gets_name_mark_defaults_and_user_data_in_one_call(ovh, ovh_fak
     (create,) = ovh_fake.calls("POST", "/1.0/cloud/project/[^/]+/instance")
     assert create.body["name"] == f"{spec.name}.inletsctl-host-{spec.host_id}"
     assert create.body["region"] == "GRA11" and create.body["monthlyBilling"] is False
-    flavors = {f["id"]: f["name"] for f in ovh_fake._flavors(create, None).body}  # type: ignore[arg-type]
-    assert flavors[create.body["flavorId"]] == "d2-2"
-    images = {i["id"]: i["name"] for i in ovh_fake._images(create, None).body}  # type: ignore[arg-type]
-    assert images[create.body["imageId"]] == "Debian 12"
+    assert create.body["flavorId"] == ovh_fake.flavor_id("GRA11", "d2-2")
+    assert create.body["imageId"] == ovh_fake.image_id("GRA11", "Debian 12")
     assert ovh_fake.user_data[host.id] == spec.user_data
     assert (host.name, host.additional["host_id"]) == (spec.name, spec.host_id)
     active = wait_active(ovh, host)
