@@ -213,6 +213,12 @@ def test_missing_keys_name_the_variables(monkeypatch) -> None:
     assert "OVH_CONSUMER_KEY" in info.value.hint
 
 
+def test_endpoint_url_wins_over_ovh_endpoint(ovh_env, monkeypatch) -> None:
+    monkeypatch.setenv("OVH_ENDPOINT", "ovh-ca")
+    assert OVHProvider(ProviderConfig(endpoint_url=ovh_env.base_url)).list() == []
+    assert ovh_env.calls("GET", "/1.0/cloud/project/.*/instance")
+
+
 def test_an_unknown_endpoint_name_is_refused_before_any_call(monkeypatch) -> None:
     monkeypatch.setenv("OVH_ENDPOINT", "ovh-mars")
     monkeypatch.setenv("OVH_APPLICATION_KEY", "k")
