@@ -1,0 +1,163 @@
+"""Azure through the whole CLI, as a shell script runs it, against the Azure fake.
+
+``inletsctl`` runs as a child process; the only link to the fake is what an Azure user
+would set: a service principal's variables (or an sdk-auth file), the endpoints, the
+fake's CA in ``REQUESTS_CA_BUNDLE`` and ``INLETSCTL_STATE_DIR``. Azure makes more than a
+VM and a firewall per host and deletes a group, not a VM, so it has its own file rather
+than a row in ``test_digitalocean_hetzner_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.azure import FakeAzure
+from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAzure]:
+    api = FakeAzure().start()
+    api.async_operations = False  # the CLI polls seconds apart, as it would on Azure
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def env(fake: FakeAzure, tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("INLETS_", "AZURE_", "ARM_"))},
+        **fake.env(),
+        "INLETSCTL_STATE_DIR": str(tmp_path / "state"),
+        "NO_COLOR": "1",
+    }
+
+
+def test_dry_run_renders_the_user_data_and_calls_no_api(env: dict[str, str], fake) -> None:
+    shown = inletsctl(env, "create", "--provider", "azure", "--dry-run", "--tcp", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["provider"] == "azure"
+    assert doc["user_data"].startswith("#cloud-config\n")
+    assert fake.requests == [], "a dry run asks the API nothing, not even for a token"
+    assert fake.client_secret not in shown.stdout + shown.stderr
+
+
+def test_create_json_get_list_then_delete_by_id_leaves_nothing(env: dict[str, str], fake) -> None:
+    made = inletsctl(
+        env, "create", "-p", "azure", "--tcp", "--ports", "8080", "--poll", "0s",
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["status"] == "active" and host["provider"] == "azure"
+    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
+    assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
+    assert host["provider_id"].startswith("inletsctl-")
+    kinds = sorted(r.split(":")[0] for r in fake.resources())
+    assert kinds == [
+        "Microsoft.Compute/disks", "Microsoft.Compute/virtualMachines",
+        "Microsoft.Network/networkInterfaces", "Microsoft.Network/networkSecurityGroups",
+        "Microsoft.Network/publicIPAddresses", "Microsoft.Network/virtualNetworks",
+        "resourceGroup",
+    ]  # fmt: skip
+    secrets = (fake.client_secret, fake.token)
+    assert not any(s in made.stdout + made.stderr for s in secrets)
+
+    got = inletsctl(env, "get", host["id"], "-o", "json")
+    assert got.returncode == 0, got.stderr
+    shown = json.loads(got.stdout)
+    assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
+
+    listed = inletsctl(env, "list", "-p", "azure", "--remote", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 1 and host["provider_id"] in listed.stdout
+
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
+
+
+def test_a_go_users_sdk_auth_file_and_the_printed_delete_command(
+    env: dict[str, str], fake, tmp_path: Path
+) -> None:
+    """``--access-token-file`` with ``az ad sp create-for-rbac --sdk-auth``'s JSON, as Go
+    inletsctl takes it: principal, subscription and endpoints from the file alone."""
+    auth = tmp_path / "client_credentials.json"
+    auth.write_text(json.dumps(fake.sdk_auth(), indent=2))
+    user = {k: v for k, v in env.items() if not k.startswith(("AZURE_", "ARM_"))}
+    made = inletsctl(
+        user, "create", "my-exit", "-p", "azure", "-f", str(auth), "--tcp", "--ports", "2222",
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["name"] == "my-exit"
+    command = host["delete_command"].split()
+    elsewhere = {**user, "INLETSCTL_STATE_DIR": str(tmp_path / "elsewhere")}
+    gone = inletsctl(elsewhere, *command[1:], "-f", str(auth))
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
+
+
+def test_a_rejected_client_secret_is_one_line_naming_the_variable(
+    env: dict[str, str], fake
+) -> None:
+    wrong = {**env, "AZURE_CLIENT_SECRET": "an-old-secret"}
+    failed = inletsctl(wrong, "create", "-p", "azure", "--tcp", "--ports", "8080", *NO_PROBE)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    error = next(line for line in lines if line.startswith("Error: "))
+    assert "AZURE_CLIENT_SECRET" in error and "401" in error
+    assert any(line.startswith("Hint: ") and "AZURE_CLIENT_SECRET" in line for line in lines)
+    assert "Traceback" not in failed.stderr and "an-old-secret" not in failed.stderr
+    assert fake.resources() == set()
+
+
+def test_a_vm_inletsctl_did_not_make_is_unseen_and_deleted_only_with_force(
+    env: dict[str, str], fake
+) -> None:
+    vm, ip = fake.foreign_vm()
+    before = fake.resources()
+    listed = inletsctl(env, "list", "-p", "azure", "--remote", "-o", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    refused = inletsctl(env, "delete", "-p", "azure", "--id", vm)
+    assert refused.returncode == 1, refused.stderr
+    assert "was not made by inletsctl" in refused.stderr
+    assert "Hint: " in refused.stderr and "--force" in refused.stderr
+    by_ip = inletsctl(env, "delete", "-p", "azure", "--ip", ip)
+    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
+    assert fake.resources() == before, "refused means untouched"
+
+    forced = inletsctl(env, "delete", "-p", "azure", "--id", vm, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "Warning: --force" in forced.stderr
+    left = before - fake.resources()
+    assert [r.split(":")[0] for r in left] == ["Microsoft.Compute/virtualMachines"]
+
+
+def test_a_size_not_offered_in_the_first_region_falls_back_to_the_next(
+    env: dict[str, str], fake
+) -> None:
+    fake.allocation_failures["westus2"] = ("AllocationFailed", "Allocation failed.")
+    made = inletsctl(
+        env, "create", "-p", "azure", "--region", "westus2,eastus", "--tcp", "--ports", "8080",
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host = json.loads(made.stdout)
+    assert host["region"] == "eastus"
+    assert [s["region"] for s in host["skipped_regions"]] == ["westus2"]
+    assert {g["location"] for g in fake.groups.values()} == {"eastus"}, "westus2's group went"
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set()
