@@ -20,6 +20,8 @@ CLOUD_SDKS = (
     "botocore",
     "hcloud",
     "digitalocean",
+    "google.auth",
+    "google.cloud.compute_v1",
     "linode_api4",
     "ovh",
     "paramiko",
@@ -36,6 +38,7 @@ def test_builtins_are_registered_sorted() -> None:
     assert {"scaleway", "vultr"} <= set(names)
     assert "azure" in names
     assert "ovh" in names
+    assert "gce" in names
 
 
 def test_load_local() -> None:
