@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, cast
 
 from tunnel_core import netaddr
@@ -97,6 +98,11 @@ class TcpUpstreams:
         self.ports = ports
         self.proxy_protocol = proxy_protocol
         self._tasks: set[asyncio.Task[None]] = set()
+        ip = netaddr.plain_ip(host)
+        #: the address family of an IP literal host (dialled without a resolver round)
+        self._family = (
+            None if ip is None else (socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
+        )
 
     def hello(self) -> dict[str, Any]:
         return {"mode": "tcp", "ports": sorted(self.ports)}
@@ -123,7 +129,34 @@ class TcpUpstreams:
     async def _dial(self, stream: Stream, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: self._protocol(stream), self.host, port)
+            if self._family is None:  # a host name: resolved on every dial, as it may move
+                await loop.create_connection(lambda: self._protocol(stream), self.host, port)
+            else:
+                sock = await _connected(loop, self._family, (self.host, port))
+                await loop.create_connection(lambda: self._protocol(stream), sock=sock)
         except OSError as exc:
             log.warning("upstream %s:%s unreachable: %s", self.host, port, exc.strerror or exc)
             stream.reset(f"upstream {self.host}:{port} unreachable")
+
+
+async def _connected(
+    loop: asyncio.AbstractEventLoop, family: int, address: tuple[str, int]
+) -> socket.socket:
+    """A non-blocking socket connected to an IP address.
+
+    ``create_connection(host, port)`` costs about 50 us more per connection than this
+    (it resolves the literal, and walks its list of candidates): a tunnel that opens a
+    connection per public request pays it every time. A loopback connect usually
+    completes at once, without a loop turn.
+    """
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except BlockingIOError:
+            await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
