@@ -20,8 +20,8 @@ class DnsConfig:
     """Credentials given on the command line; each provider falls back on its own
     ecosystem's variables and files. Secrets are ``repr=False`` so no log shows them."""
 
+    #: the API token, or (Route 53) the access key id
     token: str = field(default="", repr=False)
-    access_key: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
     session_token: str = field(default="", repr=False)
     profile: str = ""

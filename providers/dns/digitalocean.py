@@ -81,13 +81,9 @@ class DigitalOceanDns:
         )
 
     def _list(self, path: str, key: str, query: dict[str, str] | None = None) -> list[JSON]:
-        """Every page, as ``links.pages.next`` says there is one more."""
-        items: list[JSON] = []
-        page = 1
-        while True:
-            params = {**(query or {}), "page": str(page), "per_page": str(PER_PAGE)}
-            answer = self._api.call("GET", path, params=params)
-            items += answer.get(key) or []
-            if not ((answer.get("links") or {}).get("pages") or {}).get("next"):
-                return items
-            page += 1
+        return self._api.pages(path, key, query or {}, PER_PAGE, _more)
+
+
+def _more(answer: JSON, page: int) -> bool:
+    """``links.pages.next`` is there while another page follows."""
+    return bool(((answer.get("links") or {}).get("pages") or {}).get("next"))

@@ -84,14 +84,10 @@ class HetznerDns:
         )
 
     def _list(self, path: str, key: str, query: dict[str, str] | None = None) -> list[JSON]:
-        """Every page, up to ``meta.pagination.last_page``."""
-        items: list[JSON] = []
-        page = 1
-        while True:
-            params = {**(query or {}), "page": str(page), "per_page": str(PER_PAGE)}
-            answer = self._api.call("GET", path, params=params)
-            items += answer.get(key) or []
-            pagination = (answer.get("meta") or {}).get("pagination") or {}
-            if page >= int(pagination.get("last_page") or 1):
-                return items
-            page += 1
+        return self._api.pages(path, key, query or {}, PER_PAGE, _more)
+
+
+def _more(answer: JSON, page: int) -> bool:
+    """Pages go up to ``meta.pagination.last_page``."""
+    pagination = (answer.get("meta") or {}).get("pagination") or {}
+    return page < int(pagination.get("last_page") or 1)

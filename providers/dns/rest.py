@@ -117,6 +117,26 @@ class JsonApi:
             result: JSON = response.json() if response.content else {}
             return result
 
+    def pages(
+        self,
+        path: str,
+        key: str,
+        query: Mapping[str, str],
+        per_page: int,
+        more: Callable[[JSON, int], bool],
+    ) -> list[JSON]:
+        """Every item under ``key`` of every page; ``more(answer, page)`` says, in the
+        API's own terms, whether another page follows."""
+        items: list[JSON] = []
+        page = 1
+        while True:
+            params = {**query, "page": str(page), "per_page": str(per_page)}
+            answer = self.call("GET", path, params=params)
+            items += answer.get(key) or []
+            if not more(answer, page):
+                return items
+            page += 1
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         import requests

@@ -119,7 +119,7 @@ class Route53Dns:
 
         with _errors("load the AWS configuration"):
             session = boto3.Session(
-                aws_access_key_id=config.access_key or None,
+                aws_access_key_id=config.token or None,
                 aws_secret_access_key=config.secret_key or None,
                 aws_session_token=config.session_token or None,
                 profile_name=config.profile or None,
