@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from providers import ec2_lb
 from providers.ec2_errors import PROVIDER, aws_errors
-from providers.ec2_placement import resolve
-from providers.ec2_rules import ip_permissions
+from providers.ec2_placement import Placement, resolve, spread
+from providers.ec2_rules import ip_permissions, load_balancer_permissions, member_permissions
 from providers.errors import (
     CredentialsMissing,
     HostNotFound,
@@ -32,7 +34,7 @@ from providers.errors import (
     ProviderAPIError,
     UserDataTooLarge,
 )
-from providers.kit import require_ours
+from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -49,9 +51,12 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
         FilterTypeDef,
         InstanceTypeDef,
+        SecurityGroupTypeDef,
         TagSpecificationTypeDef,
         TagTypeDef,
     )
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client as ELBClient
+    from mypy_boto3_elbv2.type_defs import LoadBalancerTypeDef
 
 Backoff = Callable[[int], float]
 
@@ -64,6 +69,8 @@ _STATES: Mapping[str, HostStatus] = {
     "terminated": HostStatus.DELETED,
 }
 _OURS: FilterTypeDef = {"Name": f"tag:{TAG_KEY}", "Values": [TAG_VALUE]}
+#: ELBv2 load balancer states in which it forwards
+_LB_UP = ("active", "active_impaired")
 
 
 def truncated_exponential(base: float = 1.0, cap: float = 15.0) -> Backoff:
@@ -73,6 +80,11 @@ def truncated_exponential(base: float = 1.0, cap: float = 15.0) -> Backoff:
 
 def _tag(instance: Mapping[str, Any], key: str) -> str:
     return next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == key), "")
+
+
+def _grouped(resources: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether these instances or security groups belong to a load-balanced group."""
+    return any(_tag(r, ec2_lb.GROUP_TAG) for r in resources)
 
 
 class EC2Provider:
@@ -126,6 +138,7 @@ class EC2Provider:
         self._max_polls = max_polls
         self._sleep = sleep
         self._clients: dict[str, EC2Client] = {}
+        self._elbs: dict[str, ELBClient] = {}
         #: instance id -> region, for hosts this object created outside ``self.region``
         #: (the CLI may pass a spec region without a config region).
         self._regions: dict[str, str] = {}
@@ -145,6 +158,22 @@ class EC2Provider:
                 config=self._botocore_config,
             )
         return self._clients[region]
+
+    @property
+    def elb(self) -> ELBClient:
+        """The boto3 ELBv2 client of the configured region (groups' load balancers)."""
+        return self._elb(self.region)
+
+    def _elb(self, region: str) -> ELBClient:
+        if region not in self._elbs:
+            self._check_region(region)
+            self._elbs[region] = self._session.client(
+                "elbv2",
+                region_name=region,
+                endpoint_url=self._endpoint_url,
+                config=self._botocore_config,
+            )
+        return self._elbs[region]
 
     def known_regions(self) -> builtins.list[str]:
         """botocore's own list, no API call; [] (anything goes) behind an emulator."""
@@ -174,6 +203,9 @@ class EC2Provider:
                 f"ec2: user-data is {size} bytes base64-encoded; "
                 f"the limit is {self.facts.user_data_limit}"
             )
+        group = ec2_lb.group_of(spec.extra)
+        if group is not None:
+            return self._create_group(spec, group)
         permissions = ip_permissions(spec.server)
         region = spec.region or self.region
         client = self._client(region)
@@ -181,82 +213,181 @@ class EC2Provider:
         extra = {**spec.extra, "zone": spec.zone or spec.extra.get("zone", "")}
         with aws_errors("choose the image, subnet and zone"):
             place = resolve(client, spec.image or self.facts.default_image, plan, extra)
+        tags = self._tags(spec)
+        group_id = self._security_group(client, spec, place.vpc_id, "", permissions, tags)
+        instance = self._launch(client, spec, place, group_id, tags, f"inletsctl-{spec.host_id}")
+        self._regions[instance["InstanceId"]] = region
+        return self._host(instance, region)
+
+    def _create_group(self, spec: HostSpec, group: ec2_lb.Group) -> Host:
+        """N instances over two or more zones behind one load balancer.
+
+        The security groups come first (the load balancer's, then the members', whose
+        data ports admit only the first), then the instances, then the load balancer
+        and per public port a target group and a listener. All share the one user-data,
+        so one token and one certificate serve every member.
+        """
+        routes = ec2_lb.routes(spec.server, group.kind)
+        if spec.zone or spec.extra.get("zone") or spec.extra.get("subnet_id"):
+            raise InvalidSpec(
+                "ec2: a load-balanced group spreads over the zones itself",
+                hint="Drop --zone and --subnet-id; --vpc-id picks the network.",
+            )
+        region = spec.region or self.region
+        client = self._client(region)
+        plan = spec.plan or self.facts.default_plan
+        with aws_errors("choose the image, subnets and zones"):
+            places = spread(client, spec.image or self.facts.default_image, plan, spec.extra)
+        elb = self._elb(region)
+        # The group tag on every resource: what tells purge to ask ELBv2 too.
         tags: builtins.list[TagTypeDef] = [
+            *self._tags(spec),
+            {"Key": ec2_lb.GROUP_TAG, "Value": group.kind},
+        ]
+        ports = [r.port for r in routes]
+        lb_group = self._security_group(
+            client, spec, places[0].vpc_id, "-lb",
+            load_balancer_permissions(spec.server, ports), tags,
+        )  # fmt: skip
+        data_ports = [r.target_port for r in routes]
+        member_group = self._security_group(
+            client, spec, places[0].vpc_id, "",
+            member_permissions(spec.server, data_ports, lb_group), tags,
+        )  # fmt: skip
+        instances = [
+            self._launch(
+                client,
+                spec,
+                places[n % len(places)],
+                member_group,
+                tags,
+                f"inletsctl-{spec.host_id}-{n}",
+            )  # fmt: skip
+            for n in range(group.count)
+        ]
+        lb = ec2_lb.create(
+            elb,
+            host_id=spec.host_id,
+            kind=group.kind,
+            vpc_id=places[0].vpc_id,
+            subnets=[p.subnet_id for p in places],
+            security_group=lb_group,
+            routes=routes,
+            targets=[i["InstanceId"] for i in instances],
+            target_type="instance",
+            health_port=spec.server.control_port,
+            tags=tags,
+        )
+        return self._group_host(lb, instances, region, spec.host_id)
+
+    @staticmethod
+    def _tags(spec: HostSpec) -> builtins.list[TagTypeDef]:
+        return [
             {"Key": "Name", "Value": spec.name},
             {"Key": TAG_KEY, "Value": TAG_VALUE},
             {"Key": HOST_ID_TAG, "Value": spec.host_id},
         ]
+
+    def _security_group(
+        self,
+        client: EC2Client,
+        spec: HostSpec,
+        vpc_id: str,
+        suffix: str,
+        permissions: builtins.list[dict[str, Any]],
+        tags: builtins.list[TagTypeDef],
+    ) -> str:
+        what = "the load balancer's security group" if suffix else "the security group"
+        with aws_errors(f"create {what}"):
+            group_id = client.create_security_group(
+                GroupName=f"inletsctl-{spec.host_id}{suffix}",
+                Description=f"inletsctl exit server {spec.host_id}{suffix}",
+                VpcId=vpc_id,
+                TagSpecifications=[self._tagging("security-group", tags)],
+            )["GroupId"]
+        with aws_errors(f"open the tunnel ports in {what}"):
+            client.authorize_security_group_ingress(
+                GroupId=group_id,
+                IpPermissions=permissions,  # type: ignore[arg-type]
+            )
+        return group_id
+
+    def _launch(
+        self,
+        client: EC2Client,
+        spec: HostSpec,
+        place: Placement,
+        group_id: str,
+        tags: builtins.list[TagTypeDef],
+        client_token: str,
+    ) -> InstanceTypeDef:
         interface: dict[str, Any] = {
             "DeviceIndex": 0,
             "SubnetId": place.subnet_id,
             "AssociatePublicIpAddress": True,
             "DeleteOnTermination": True,
+            "Groups": [group_id],
         }
         if place.ipv6:
             interface["Ipv6AddressCount"] = 1
         launch_options: dict[str, Any] = {}
         if spec.extra.get("aws_key_name"):
             launch_options["KeyName"] = spec.extra["aws_key_name"]
-        with aws_errors("create the security group"):
-            group_id = client.create_security_group(
-                GroupName=f"inletsctl-{spec.host_id}",
-                Description=f"inletsctl exit server {spec.host_id}",
-                VpcId=place.vpc_id,
-                TagSpecifications=[self._tagging("security-group", tags)],
-            )["GroupId"]
-        with aws_errors("open the tunnel ports in the security group"):
-            client.authorize_security_group_ingress(
-                GroupId=group_id,
-                IpPermissions=permissions,  # type: ignore[arg-type]
-            )
         with aws_errors("launch the instance"):
-            instance = client.run_instances(
+            return client.run_instances(
                 ImageId=place.image_id,
-                InstanceType=plan,  # type: ignore[arg-type]
+                InstanceType=spec.plan or self.facts.default_plan,  # type: ignore[arg-type]
                 MinCount=1,
                 MaxCount=1,
                 UserData=spec.user_data,  # botocore base64-encodes it
-                NetworkInterfaces=[{**interface, "Groups": [group_id]}],  # type: ignore[list-item]
+                NetworkInterfaces=[interface],  # type: ignore[list-item]
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 TagSpecifications=[
                     self._tagging(kind, tags)
                     for kind in ("instance", "volume", "network-interface")
                 ],
                 # Idempotent: a retried or repeated launch never starts a second VM.
-                ClientToken=f"inletsctl-{spec.host_id}"[:64],
+                ClientToken=client_token[:64],
                 **launch_options,
             )["Instances"][0]
-        self._regions[instance["InstanceId"]] = region
-        return self._host(instance, region)
 
     @staticmethod
     def _tagging(kind: str, tags: builtins.list[TagTypeDef]) -> TagSpecificationTypeDef:
         return {"ResourceType": kind, "Tags": tags}  # type: ignore[typeddict-item]
 
     def purge(self, host_id: str) -> builtins.list[str]:
-        """Remove every instance and security group tagged ``host_id``, instances first."""
+        """Remove everything tagged ``host_id``: a group's load balancer first, then the
+        instances, then the security groups."""
         client = self.client
         instances, groups = self._tagged(client, host_id)
-        self._remove(client, instances, groups)
-        return [f"instance {i['InstanceId']}" for i in instances] + [
-            f"security group {g}" for g in groups
-        ]
+        return self._remove(client, instances, groups)
 
     def console_output(self, host_id: str) -> str:
-        """The instance's serial console as EC2 last captured it (it lags by minutes)."""
-        self.status(host_id)  # ours, or HostNotFound
-        region = self._regions.get(host_id, self.region)
-        with aws_errors("read the console output"):
-            answer = self._client(region).get_console_output(InstanceId=host_id, Latest=True)
-        text = answer.get("Output", "")
-        try:  # the API returns it base64-encoded; emulators sometimes do not
-            return base64.b64decode(text, validate=True).decode("utf-8", "replace")
-        except ValueError:
-            return text
+        """The instance's serial console as EC2 last captured it (it lags by minutes);
+        for a group, every member's in turn."""
+        host = self.status(host_id)  # ours, or HostNotFound
+        members = [m for m in host.additional.get("members", "").split(",") if m]
+        region = host.region
+        texts = []
+        for instance_id in members or [host_id]:
+            with aws_errors("read the console output"):
+                answer = self._client(region).get_console_output(
+                    InstanceId=instance_id, Latest=True
+                )
+            text = answer.get("Output", "")
+            try:  # the API returns it base64-encoded; emulators sometimes do not
+                text = base64.b64decode(text, validate=True).decode("utf-8", "replace")
+            except ValueError:
+                pass
+            texts.append(f"== {instance_id} ==\n{text}" if members else text)
+        return "\n".join(texts)
 
     # -- status / list --------------------------------------------------------------------
 
     def status(self, host_id: str) -> Host:
+        """An instance by id, or a group by its load balancer's ARN (``Host.id`` of a group)."""
+        if host_id.startswith("arn:"):
+            return self._group_status(host_id)
         region = self._regions.get(host_id, self.region)
         with aws_errors("describe the instance"):
             instances = self._find(self._client(region), host_id=host_id, terminated=True)
@@ -265,9 +396,32 @@ class EC2Provider:
         newest: InstanceTypeDef = max(instances, key=lambda i: str(i.get("LaunchTime", "")))
         return self._host(newest, region)
 
+    def _group_status(self, arn: str) -> Host:
+        region = ec2_lb.region_of(arn) or self.region
+        described = ec2_lb.describe(self._elb(region), arn)
+        if described is None or not is_ours(described[1]) or not described[1].get(HOST_ID_TAG):
+            raise HostNotFound(f"ec2: no inletsctl load balancer {arn}")
+        lb, tags = described
+        with aws_errors("describe the instances"):
+            members = self._find(self._client(region), host_id=tags[HOST_ID_TAG], terminated=True)
+        return self._group_host(lb, members, region, tags[HOST_ID_TAG])
+
     def list(self) -> list[Host]:
+        """Single instances, and each group as one host (ELBv2 is asked only if one exists)."""
         with aws_errors("list instances"):
-            return [self._host(i, self.region) for i in self._instances(self.client, [_OURS])]
+            instances = self._instances(self.client, [_OURS])
+        hosts = [self._host(i, self.region) for i in instances if not _tag(i, ec2_lb.GROUP_TAG)]
+        groups: dict[str, builtins.list[InstanceTypeDef]] = {}
+        for instance in instances:
+            if _tag(instance, ec2_lb.GROUP_TAG):
+                groups.setdefault(_tag(instance, HOST_ID_TAG), []).append(instance)
+        if groups:
+            balancers = ec2_lb.load_balancers(self._elb(self.region))
+            hosts += [
+                self._group_host(balancers.get(host_id), members, self.region, host_id)
+                for host_id, members in groups.items()
+            ]
+        return hosts
 
     # -- delete ---------------------------------------------------------------------------
 
@@ -276,12 +430,19 @@ class EC2Provider:
     ) -> None:
         """Terminate the instance, wait until it is gone, then delete its security group.
 
-        ``host_id`` is the instance id or, for a create that failed before an instance
-        existed, our host id; the latter finds leftovers by tag. An instance without
+        ``host_id`` is the instance id, a group's load balancer ARN or, for a create that
+        failed before an instance existed, our host id; the latter finds leftovers by
+        tag. A group member's id or IP removes the whole group. An instance without
         our tag raises NotOurs; forced, that instance alone is terminated.
         """
         if not host_id and not ip:
             raise InvalidSpec("ec2: delete needs an instance id or an IP address")
+        if host_id and host_id.startswith("arn:"):
+            group = self._group_status(host_id)  # ours, or HostNotFound
+            self._remove(self._client(group.region), *self._tagged(
+                self._client(group.region), group.additional["host_id"]
+            ))  # fmt: skip
+            return
         region = self._regions.get(host_id or "", self.region)
         client = self._client(region)
         with aws_errors("find the host"):
@@ -290,6 +451,8 @@ class EC2Provider:
             if host_id and not host_id.startswith("i-"):
                 host_ids.add(host_id)
             groups = self._groups(client, host_ids)
+            if _grouped([*instances, *groups]):  # a member: the whole group goes
+                instances = [i for h in sorted(host_ids) for i in self._find(client, host_id=h)]
         live = [i for i in instances if i["State"]["Name"] != "terminated"]
         if not live and not groups:
             if host_id and host_id.startswith("i-"):
@@ -306,21 +469,48 @@ class EC2Provider:
             raise HostNotFound(f"ec2: no instance {instance_id} in {self.region}")
         tags = {t["Key"]: t["Value"] for t in found[0].get("Tags", [])}
         require_ours(PROVIDER, f"instance {instance_id}", tags, force)
-        self._remove(client, found, [])
+        self._terminate(client, found)
 
     def _remove(
         self,
         client: EC2Client,
         instances: builtins.list[InstanceTypeDef],
-        groups: builtins.list[str],
-    ) -> None:
+        groups: builtins.list[SecurityGroupTypeDef],
+    ) -> builtins.list[str]:
+        """A group's load balancer parts (while they still send to the instances), the
+        instances, then the security groups, a group that others' rules name last."""
+        removed: builtins.list[str] = []
+        if _grouped([*instances, *groups]):
+            host_ids = {_tag(r, HOST_ID_TAG) for r in [*instances, *groups]} - {""}
+            elb = self._elb(client.meta.region_name)
+            removed += ec2_lb.remove(elb, ec2_lb.find(elb, host_ids), self._retry)
+        removed += self._terminate(client, instances)
+        named = {
+            pair["GroupId"]
+            for g in groups
+            for permission in g.get("IpPermissions", [])
+            for pair in permission.get("UserIdGroupPairs", [])
+            if "GroupId" in pair
+        }
+        for group in sorted(groups, key=lambda g: g["GroupId"] in named):
+            self._retry(
+                "delete the security group",
+                functools.partial(client.delete_security_group, GroupId=group["GroupId"]),
+                {"DependencyViolation"},  # a just-terminated instance still holds it
+                {"InvalidGroup.NotFound"},
+            )
+            removed.append(f"security group {group['GroupId']}")
+        return removed
+
+    def _terminate(
+        self, client: EC2Client, instances: builtins.list[InstanceTypeDef]
+    ) -> builtins.list[str]:
         ids = [i["InstanceId"] for i in instances if i["State"]["Name"] != "terminated"]
         if ids:
             with aws_errors("terminate the instance"):
                 client.terminate_instances(InstanceIds=ids)
             self._wait_terminated(client, ids)
-        for group_id in groups:
-            self._delete_group(client, group_id)
+        return [f"instance {i}" for i in ids]
 
     def _wait_terminated(self, client: EC2Client, ids: builtins.list[str]) -> None:
         for poll in range(1, self._max_polls + 1):
@@ -336,17 +526,20 @@ class EC2Provider:
             hint="Run the same `inletsctl delete` again to finish removing it.",
         )
 
-    def _delete_group(self, client: EC2Client, group_id: str) -> None:
-        """AWS refuses while a just-terminated instance still holds the group: retry."""
+    def _retry(
+        self, action: str, call: Callable[[], object], busy: set[str], gone: set[str]
+    ) -> None:
+        """``call``, retried with backoff while AWS answers a ``busy`` code (a resource just
+        removed still holds it); a ``gone`` code means there is nothing left to do."""
         for attempt in range(1, self._max_polls + 1):
             try:
-                with aws_errors("delete the security group"):
-                    client.delete_security_group(GroupId=group_id)
+                with aws_errors(action):
+                    call()
                 return
             except ProviderAPIError as exc:
-                if exc.code == "InvalidGroup.NotFound":
+                if exc.code in gone:
                     return
-                if exc.code != "DependencyViolation" or attempt == self._max_polls:
+                if exc.code not in busy or attempt == self._max_polls:
                     raise
             self._sleep(self._backoff(attempt))
 
@@ -383,17 +576,69 @@ class EC2Provider:
 
     def _tagged(
         self, client: EC2Client, host_id: str
-    ) -> tuple[builtins.list[InstanceTypeDef], builtins.list[str]]:
+    ) -> tuple[builtins.list[InstanceTypeDef], builtins.list[SecurityGroupTypeDef]]:
         with aws_errors("find what was made"):
             return self._find(client, host_id=host_id), self._groups(client, {host_id})
 
-    def _groups(self, client: EC2Client, host_ids: set[str]) -> builtins.list[str]:
+    def _groups(self, client: EC2Client, host_ids: set[str]) -> builtins.list[SecurityGroupTypeDef]:
         if not host_ids:
             return []
-        groups = client.describe_security_groups(
+        return client.describe_security_groups(
             Filters=[_OURS, {"Name": f"tag:{HOST_ID_TAG}", "Values": sorted(host_ids)}]
         )["SecurityGroups"]
-        return [g["GroupId"] for g in groups]
+
+    def _group_host(
+        self,
+        lb: LoadBalancerTypeDef | None,
+        instances: builtins.list[InstanceTypeDef],
+        region: str,
+        host_id: str,
+    ) -> Host:
+        """A group as one host: ``id`` is the load balancer's ARN (our host id while it has
+        none yet), ``ip`` the first member's; ``additional`` lists the members."""
+        members = [
+            self._host(i, region)
+            for i in sorted(
+                instances, key=lambda i: (str(i.get("LaunchTime", "")), i.get("ClientToken", ""))
+            )
+        ]
+        live = [m for m in members if m.status is not HostStatus.DELETED]
+        state = lb["State"]["Code"] if lb else ""
+        if lb is None:
+            status = HostStatus.CREATING if live else HostStatus.DELETED
+        elif state == "failed" or len(live) < len(members):
+            status = HostStatus.FAILED
+        elif any(m.status is HostStatus.FAILED for m in live):
+            status = HostStatus.FAILED
+        elif live and all(m.status is HostStatus.ACTIVE for m in live) and state in _LB_UP:
+            status = HostStatus.ACTIVE
+        else:
+            status = HostStatus.CREATING
+        first = members[0] if members else None
+        kind = next((_tag(i, ec2_lb.GROUP_TAG) for i in instances), "")
+        return Host(
+            id=lb["LoadBalancerArn"] if lb else host_id,
+            name=first.name if first else host_id,
+            provider=self.name,
+            region=region,
+            status=status,
+            ip=next((m.ip for m in live if m.ip), ""),
+            additional={
+                "host_id": host_id,
+                "load_balancer": kind,
+                "dns_name": lb.get("DNSName", "") if lb else "",
+                "provider_status": state or "no load balancer",
+                "members": ",".join(m.id for m in live),
+                "member_ips": ",".join(m.ip for m in live if m.ip),
+                "zones": ",".join(m.additional["zone"] for m in live),
+                "security_group_id": ",".join(
+                    sorted({g for m in live for g in m.additional["security_group_id"].split(",")})
+                ),
+                "image_id": first.additional["image_id"] if first else "",
+                "instance_type": first.additional["instance_type"] if first else "",
+                "vpc_id": lb.get("VpcId", "") if lb else "",
+            },
+        )
 
     def _host(self, instance: InstanceTypeDef, region: str) -> Host:
         state = instance["State"]["Name"]

@@ -55,11 +55,34 @@ _HINTS: dict[str, str] = {
     "DependencyViolation": (
         "The security group is still in use; run the same `inletsctl delete` again shortly."
     ),
+    # ELBv2 (--load-balancer): its own spelling of IAM refusals and quotas
+    "AccessDenied": (
+        "Grant the IAM identity elasticloadbalancing:CreateLoadBalancer, CreateTargetGroup, "
+        "RegisterTargets, CreateListener, AddTags, Describe*, DeleteListener, "
+        "DeleteLoadBalancer and DeleteTargetGroup (--load-balancer needs them)."
+    ),
+    "TooManyLoadBalancers": (
+        "The account's load balancer quota is used up: raise it (Service Quotas), delete "
+        "unused load balancers, or list regions to try in turn (--region eu-west-1,eu-west-2)."
+    ),
+    "TooManyTargetGroups": (
+        "The account's target group quota is used up: raise it (Service Quotas) or delete "
+        "unused target groups."
+    ),
+    "ResourceInUse": (
+        "The target group is still used by a listener; run the same `inletsctl delete` again."
+    ),
 }
 _DEFAULT_HINT = "See the AWS error code above; `-v` shows the full response."
 #: codes that say "not here, not now" (capacity) or "not on this account" (quota): another
 #: region may work. ``Unsupported`` is one only when it is about the zone, not the request.
-_CAPACITY = {"InsufficientInstanceCapacity", "InstanceLimitExceeded", "VcpuLimitExceeded"}
+_CAPACITY = {
+    "InsufficientInstanceCapacity",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "TooManyLoadBalancers",
+    "TooManyTargetGroups",
+}
 
 
 def hint_for(code: str) -> str:

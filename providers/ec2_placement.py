@@ -14,6 +14,7 @@ from providers.errors import InvalidSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import SubnetTypeDef
 
 #: Canonical's AWS account: the owner of the official Ubuntu AMIs.
 CANONICAL_OWNER = "099720109477"
@@ -88,13 +89,9 @@ def _default_vpc(client: EC2Client) -> str:
     return vpcs[0]["VpcId"]
 
 
-def resolve(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) -> Placement:
-    """Pick the AMI and a subnet (with its VPC and zone) that can run ``plan``.
-
-    ``extra`` holds the user's ``zone``, ``vpc_id`` and ``subnet_id``; without a
-    subnet we use the VPC's default subnet in a zone where the plan is offered.
-    """
-    arch = architecture(client, plan)
+def _usable_subnets(client: EC2Client, plan: str, extra: Mapping[str, str]) -> list[SubnetTypeDef]:
+    """Subnets that can run ``plan``, the user's ``zone``/``vpc_id``/``subnet_id`` applied;
+    default subnets first (they give public IPs), then by zone name."""
     zones = offered_zones(client, plan)
     zone, subnet_id = extra.get("zone", ""), extra.get("subnet_id", "")
     if zone and zone not in zones:
@@ -112,7 +109,6 @@ def resolve(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) 
                 {"Name": "availability-zone", "Values": [zone] if zone else sorted(zones)},
             ]
         )["Subnets"]
-        # Default subnets give public IPs; among equals, the first zone by name.
         subnets.sort(key=lambda s: (not s.get("DefaultForAz"), s["AvailabilityZone"]))
     usable = [s for s in subnets if s["AvailabilityZone"] in zones]
     if not usable:
@@ -121,12 +117,46 @@ def resolve(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) 
             hint="Pass --subnet-id of a public subnet in one of: "
             + (", ".join(sorted(zones)) or "no zone of this region"),
         )
-    subnet = usable[0]
+    return usable
+
+
+def _placement(subnet: SubnetTypeDef, image_id: str, arch: str) -> Placement:
     return Placement(
-        image_id=find_image(client, image, arch),
+        image_id=image_id,
         architecture=arch,
         vpc_id=subnet["VpcId"],
         subnet_id=subnet["SubnetId"],
         zone=subnet["AvailabilityZone"],
         ipv6=bool(subnet.get("Ipv6CidrBlockAssociationSet")),
     )
+
+
+def resolve(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) -> Placement:
+    """Pick the AMI and a subnet (with its VPC and zone) that can run ``plan``.
+
+    ``extra`` holds the user's ``zone``, ``vpc_id`` and ``subnet_id``; without a
+    subnet we use the VPC's default subnet in a zone where the plan is offered.
+    """
+    arch = architecture(client, plan)
+    subnet = _usable_subnets(client, plan, extra)[0]
+    return _placement(subnet, find_image(client, image, arch), arch)
+
+
+def spread(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) -> list[Placement]:
+    """One placement per zone that can run ``plan`` (a subnet each, one VPC), at least two.
+
+    A load balancer needs subnets in two zones, and exit servers spread over them
+    survive the loss of one zone; so a group never takes ``zone`` or ``subnet_id``.
+    """
+    arch = architecture(client, plan)
+    by_zone: dict[str, SubnetTypeDef] = {}
+    for subnet in _usable_subnets(client, plan, extra):
+        by_zone.setdefault(subnet["AvailabilityZone"], subnet)
+    if len(by_zone) < 2:
+        raise InvalidSpec(
+            f"ec2: a load balancer needs subnets in two zones; instance type {plan} has "
+            f"{len(by_zone)} here",
+            hint="Pick another --plan or --region, or a --vpc-id with a subnet in two zones.",
+        )
+    image_id = find_image(client, image, arch)
+    return [_placement(subnet, image_id, arch) for subnet in by_zone.values()]

@@ -12,7 +12,7 @@ from typing import Any
 
 from providers.errors import InvalidSpec
 from providers.models import ServerSpec
-from providers.ports import inbound_rules
+from providers.ports import ANYWHERE, inbound_rules, merge_ranges
 
 #: AWS allows 60 inbound rules per group for IPv4 and 60 for IPv6.
 MAX_RULES = 60
@@ -47,16 +47,49 @@ def _version(cidr: str) -> int:
     return 6 if ":" in cidr else 4
 
 
+def _permission(first: int, last: int, sources: tuple[str, ...]) -> dict[str, Any]:
+    permission: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": first, "ToPort": last}
+    v4 = [{"CidrIp": c, "Description": "inletsctl tunnel"} for c in sources if ":" not in c]
+    v6 = [{"CidrIpv6": c, "Description": "inletsctl tunnel"} for c in sources if ":" in c]
+    if v4:
+        permission["IpRanges"] = v4
+    if v6:
+        permission["Ipv6Ranges"] = v6
+    return permission
+
+
 def ip_permissions(server: ServerSpec) -> list[dict[str, Any]]:
     """``IpPermissions`` for AuthorizeSecurityGroupIngress: one TCP entry per range."""
-    permissions = []
-    for (first, last), sources in open_rules(server):
-        permission: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": first, "ToPort": last}
-        v4 = [{"CidrIp": c, "Description": "inletsctl tunnel"} for c in sources if ":" not in c]
-        v6 = [{"CidrIpv6": c, "Description": "inletsctl tunnel"} for c in sources if ":" in c]
-        if v4:
-            permission["IpRanges"] = v4
-        if v6:
-            permission["Ipv6Ranges"] = v6
-        permissions.append(permission)
-    return permissions
+    return [_permission(first, last, sources) for (first, last), sources in open_rules(server)]
+
+
+def load_balancer_permissions(server: ServerSpec, ports: list[int]) -> list[dict[str, Any]]:
+    """The load balancer's group: its listener ports, to everyone or ``--allow-ips``."""
+    sources = server.allow_ips or ANYWHERE
+    return [
+        _permission(first, last, sources) for first, last in merge_ranges([(p, p) for p in ports])
+    ]
+
+
+def member_permissions(
+    server: ServerSpec, data_ports: list[int], load_balancer_group: str
+) -> list[dict[str, Any]]:
+    """A group member's group: the control port to all (every client connects to every
+    member), the data ports only to the load balancer's group, so nobody goes around it.
+
+    AWS documents that a rule naming the NLB's group admits its traffic even with client
+    IP preservation on (what instance targets have by default).
+    """
+    control = _permission(server.control_port, server.control_port, ANYWHERE)
+    data = [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": first,
+            "ToPort": last,
+            "UserIdGroupPairs": [
+                {"GroupId": load_balancer_group, "Description": "inletsctl load balancer"}
+            ],
+        }
+        for first, last in merge_ranges([(p, p) for p in data_ports])
+    ]
+    return [control, *data]

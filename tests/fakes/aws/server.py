@@ -41,6 +41,9 @@ FAILURES = {
     "RunInstances": ("InsufficientInstanceCapacity", "No capacity in this zone"),
     "TerminateInstances": ("RequestLimitExceeded", "Request limit exceeded."),
     "DeleteSecurityGroup": ("DependencyViolation", "resource has a dependent object"),
+    "DeleteTargetGroup": ("ResourceInUse", "The target group is currently in use by a listener"),
+    "CreateLoadBalancer": ("TooManyLoadBalancers", "The quota for load balancers is reached"),
+    "CreateListener": ("DuplicateListener", "A listener with the specified port already exists"),
 }
 
 
@@ -73,9 +76,9 @@ def reset(url: str) -> None:
         assert response.status == 200
 
 
-def plain_client(url: str, region: str = REGION) -> Any:
+def plain_client(url: str, region: str = REGION, service: str = "ec2") -> Any:
     """A client of our own (no hooks) to look at moto's state."""
-    return boto3.client("ec2", region_name=region, endpoint_url=url, **CREDENTIALS)
+    return boto3.client(service, region_name=region, endpoint_url=url, **CREDENTIALS)
 
 
 def client_error(operation: str, code: str, message: str) -> ClientError:
@@ -86,6 +89,28 @@ def client_error(operation: str, code: str, message: str) -> ClientError:
 STEPS = {
     name: rf"^POST / .*\bAction={name}\b"
     for name in ("CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances")
+}
+#: the steps of a load-balanced group's create (``--count N --load-balancer``), in order;
+#: the two security groups, and the first and second launches, are told apart by name
+GROUP_STEPS = {
+    "CreateSecurityGroup.lb": (
+        r"^POST / .*\bAction=CreateSecurityGroup\b.*GroupName=inletsctl-\w+-lb\b"
+    ),
+    "AuthorizeSecurityGroupIngress.lb": (
+        r"^POST / (?!.*\.Groups\.1\.GroupId)(?=.*\bAction=AuthorizeSecurityGroupIngress\b)"
+    ),
+    "CreateSecurityGroup.members": (
+        r"^POST / .*\bAction=CreateSecurityGroup\b.*GroupName=inletsctl-[0-9a-f]+(&|$)"
+    ),
+    "AuthorizeSecurityGroupIngress.members": (
+        r"^POST / (?=.*\bAction=AuthorizeSecurityGroupIngress\b)(?=.*\.Groups\.1\.GroupId)"
+    ),
+    "RunInstances.first": r"^POST / .*\bAction=RunInstances\b.*ClientToken=inletsctl-\w+-0\b",
+    "RunInstances.second": r"^POST / .*\bAction=RunInstances\b.*ClientToken=inletsctl-\w+-1\b",
+    **{
+        name: rf"^POST / .*\bAction={name}\b"
+        for name in ("CreateLoadBalancer", "CreateTargetGroup", "RegisterTargets", "CreateListener")
+    },
 }
 #: what EC2 answers when it fails inside (botocore's standard mode retries it)
 INTERNAL_ERROR = (
@@ -100,16 +125,17 @@ class MotoKit:
 
     failure_points = tuple(STEPS)
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, steps: dict[str, str] = STEPS) -> None:
         self.ec2 = plain_client(url)
-        self.plan = FaultPlan(STEPS)
+        self.elb = plain_client(url, service="elbv2")
+        self.plan = FaultPlan(steps)
         self.proxy = FaultProxy(
             url, self.plan, lambda: (500, {"Content-Type": "text/xml"}, INTERNAL_ERROR)
         )
         self.endpoint = self.proxy.url
 
     def resources(self) -> set[str]:
-        return live_resources(self.ec2)
+        return live_resources(self.ec2, self.elb)
 
     def arm(self, step: str, fault: Fault, victim: Callable[[], int] | None = None) -> None:
         self.plan.arm(step, fault, victim)
@@ -132,8 +158,14 @@ class MotoKit:
         return instance["InstanceId"], instance.get("PublicIpAddress", "")
 
 
-def live_resources(ec2: Any) -> set[str]:
-    """Every live instance, non-default security group, volume and interface at moto."""
+def live_resources(ec2: Any, elb: Any = None) -> set[str]:
+    """Every live instance, non-default security group, volume, interface, load balancer,
+    listener and target group at moto (ELBv2 asked at ``ec2``'s endpoint unless given)."""
+    if elb is None:
+        elb = boto3.client(
+            "elbv2", region_name=ec2.meta.region_name, endpoint_url=ec2.meta.endpoint_url,
+            **CREDENTIALS,
+        )  # fmt: skip
     instances = {
         i["InstanceId"]
         for r in ec2.describe_instances()["Reservations"]
@@ -147,7 +179,14 @@ def live_resources(ec2: Any) -> set[str]:
     }
     volumes = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     enis = {n["NetworkInterfaceId"] for n in ec2.describe_network_interfaces()["NetworkInterfaces"]}
-    return instances | groups | volumes | enis
+    balancers = [lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]]
+    listeners = {
+        li["ListenerArn"]
+        for arn in balancers
+        for li in elb.describe_listeners(LoadBalancerArn=arn)["Listeners"]
+    }
+    targets = {tg["TargetGroupArn"] for tg in elb.describe_target_groups()["TargetGroups"]}
+    return instances | groups | volumes | enis | set(balancers) | listeners | targets
 
 
 class MotoEC2:
@@ -158,14 +197,24 @@ class MotoEC2:
     ``params`` records what was asked, for what moto ignores (e.g. interface tags).
     """
 
-    def __init__(self, url: str, provider_client: Any) -> None:
+    def __init__(self, url: str, provider_client: Any, provider_elb: Any = None) -> None:
         self.url = url
         self.ec2 = plain_client(url)
+        self.elb = plain_client(url, service="elbv2")
         self.events = provider_client.meta.events
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.params: list[tuple[str, dict[str, Any]]] = []
-        self.events.register("before-parameter-build.ec2", self._record_params)
-        self.events.register("after-call.ec2", self._record)
+        #: operation name -> (the client's events, its service's event name)
+        self._services: dict[str, tuple[Any, str]] = {}
+        for client in (provider_client, provider_elb):
+            if client is not None:
+                service = client.meta.service_model.service_id.hyphenize()
+                for operation in client.meta.service_model.operation_names:
+                    self._services[operation] = (client.meta.events, service)
+                client.meta.events.register(
+                    f"before-parameter-build.{service}", self._record_params
+                )
+                client.meta.events.register(f"after-call.{service}", self._record)
 
     def _record_params(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         self.params.append((model.name, dict(params)))
@@ -181,7 +230,7 @@ class MotoEC2:
         return [name for name, _ in self.calls]
 
     def resources(self) -> set[str]:
-        return live_resources(self.ec2)
+        return live_resources(self.ec2, self.elb)
 
     def fail_at(self, step: str, times: int = 1, after: bool = False) -> None:
         """Make the next ``times`` calls of ``step`` fail.
@@ -197,7 +246,8 @@ class MotoEC2:
                 remaining[0] -= 1
                 raise client_error(step, code, message)
 
-        self.events.register(f"{'after' if after else 'before'}-call.ec2.{step}", fail)
+        events, service = self._services[step]
+        events.register(f"{'after' if after else 'before'}-call.{service}.{step}", fail)
 
 
 # -- pytest fixtures (moto, moto_url, aws_env): import the *_fixture functions -------------
