@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -151,6 +152,33 @@ def _check_dns(dns: str, zone: str, domains: list[str], wait: Wait) -> None:
         )
 
 
+class LoadBalancer(str, enum.Enum):
+    alb = "alb"
+    nlb = "nlb"
+
+
+def _group_options(
+    provider: str, count: int | None, load_balancer: LoadBalancer | None
+) -> tuple[tuple[str, str], ...]:
+    """``--count N --load-balancer alb|nlb``: aws only, and never a count without a balancer."""
+    if count is None and load_balancer is None:
+        return ()
+    if provider not in ("aws", "ec2"):
+        raise UsageError(
+            "--count and --load-balancer: only for --provider aws",
+            hint="Drop them, or pass --provider aws.",
+        )
+    if load_balancer is None:
+        raise UsageError(
+            "--count needs --load-balancer: the exit servers share its public address",
+            hint="Pass --load-balancer nlb (with --tcp) or alb (with --http).",
+        )
+    return (
+        ("count", str(count) if count is not None else ""),
+        ("load_balancer", load_balancer.value),
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(create)
 
@@ -234,6 +262,22 @@ def create(
     vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
     subnet_id: Annotated[str, typer.Option(help="Subnet to launch in (ec2).")] = "",
     aws_key_name: Annotated[str, typer.Option(help="EC2 key pair for SSH access.")] = "",
+    count: Annotated[
+        int | None,
+        typer.Option(
+            help="aws: this many exit servers (1-20, default 2) behind --load-balancer, "
+            "spread over two or more zones, one token and certificate for all.",
+            show_default=False,
+        ),
+    ] = None,
+    load_balancer: Annotated[
+        LoadBalancer | None,
+        typer.Option(
+            help="aws: an ALB (--http: port 80) or NLB (--tcp: each of --ports) in front of "
+            "the exit servers; their data ports admit only it.",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="ssh: the server to install on (name or IP).")
     ] = "",
@@ -297,6 +341,7 @@ def create(
     ssh_extra = _ssh_options(
         provider, host, ssh_user, ssh_port, ssh_key, known_hosts, accept_new_host_key
     )
+    group_extra = _group_options(provider, count, load_balancer)
     interval = parse_duration(poll)
     until = wait_level(wait, engine)
     _check_dns(dns, dns_zone, letsencrypt_domain, until)
@@ -323,7 +368,8 @@ def create(
         allow_ips=allowed,
         zone=zone,
         extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name))
-        + ssh_extra,
+        + ssh_extra
+        + group_extra,
     )
     regions = o.parse_regions(access.region)
     store = Store()
