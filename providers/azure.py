@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import logging
 import os
 import secrets
 import time
@@ -73,6 +74,7 @@ _SP_ANY = (*SP_ENV, "AZURE_CLIENT_CERTIFICATE_PATH")
 ENDPOINT_ENV = "ARM_ENDPOINT"
 AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
 DEFAULT_ENDPOINT = "https://management.azure.com"
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 ADMIN_USER = "inletsctl"
 #: names inside a host's own resource group
 NSG, VNET, SUBNET, PUBLIC_IP, NIC = (
@@ -119,6 +121,8 @@ class _Auth:
     source: str
     #: the Resource Manager endpoint an auth file names ("" = not named)
     endpoint: str = ""
+    #: where the sign-in goes, for an error that says it cannot be reached
+    authority: str = ""
 
 
 class _StaticToken:
@@ -134,14 +138,14 @@ class _StaticToken:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-def _credentials(config: ProviderConfig, environ: Mapping[str, str] | None = None) -> _Auth:
+def _credentials(config: ProviderConfig) -> _Auth:
     """The first of: ``--access-token(-file)``, ``AZURE_AUTH_LOCATION``, EnvironmentCredential's
     variables, ``INLETS_ACCESS_TOKEN``, then DefaultAzureCredential (``az login``, managed
     identity). A token text is an sdk-auth JSON (what Go inletsctl's ``--access-token-file``
     takes) or a bare ARM access token."""
-    env = os.environ if environ is None else environ
+    env = os.environ
     if config.access_token.strip():
-        return _from_text(config.access_token.strip(), "--access-token", env)
+        return _from_text(config.access_token.strip(), "--access-token(-file)", env)
     auth_file = env.get(AUTH_FILE_ENV, "").strip()
     if auth_file:
         try:
@@ -157,13 +161,14 @@ def _credentials(config: ProviderConfig, environ: Mapping[str, str] | None = Non
 
         source = "AZURE_CLIENT_SECRET" if env.get("AZURE_CLIENT_SECRET") else "AZURE_CLIENT_ID"
         credential = EnvironmentCredential(disable_instance_discovery=True)
-        return _Auth(credential, _subscription(env, ""), source)
+        return _Auth(credential, _subscription(env, ""), source, authority=_authority())
     if env.get(INLETS_TOKEN_ENV, "").strip():
         return _from_text(env[INLETS_TOKEN_ENV].strip(), INLETS_TOKEN_ENV, env)
     from azure.identity import DefaultAzureCredential
 
     subscription = _subscription(env, "")
-    return _Auth(DefaultAzureCredential(), subscription, "`az login` (DefaultAzureCredential)")
+    source = "`az login` (DefaultAzureCredential)"
+    return _Auth(DefaultAzureCredential(), subscription, source, authority=_authority())
 
 
 def _from_text(text: str, source: str, env: Mapping[str, str]) -> _Auth:
@@ -192,7 +197,14 @@ def _from_text(text: str, source: str, env: Mapping[str, str]) -> _Auth:
     )
     subscription = _subscription(env, str(doc.get("subscriptionId") or ""))
     endpoint = str(doc.get("resourceManagerEndpointUrl") or "")
-    return _Auth(credential, subscription, f"{source} (clientSecret)", endpoint)
+    return _Auth(
+        credential, subscription, f"{source} (clientSecret)", endpoint, authority or _authority()
+    )
+
+
+def _authority() -> str:
+    """The sign-in endpoint azure-identity uses unless told otherwise."""
+    return os.environ.get(AUTHORITY_ENV, "").strip() or DEFAULT_AUTHORITY
 
 
 def _subscription(env: Mapping[str, str], given: str) -> str:
@@ -225,18 +237,7 @@ def security_rules(spec: HostSpec) -> builtins.list[dict[str, Any]]:
     """
     rules: list[dict[str, Any]] = []
     for (first, last), sources in inbound_rules(spec.server):
-        families = (
-            [("*",)]
-            if sources == ANYWHERE
-            else [
-                f
-                for f in (
-                    tuple(s for s in sources if ":" not in s),
-                    tuple(s for s in sources if ":" in s),
-                )
-                if f
-            ]
-        )
+        families = [["*"]] if sources == ANYWHERE else _by_family(sources)
         for prefixes in families:
             rules.append(
                 _rule(
@@ -244,11 +245,18 @@ def security_rules(spec: HostSpec) -> builtins.list[dict[str, Any]]:
                     _FIRST_PRIORITY + _STEP * len(rules),
                     "Allow",
                     port_spec(first, last),
-                    list(prefixes),
+                    prefixes,
                 )
             )
     rules.append(_rule("inletsctl-deny-rest", _DENY_PRIORITY, "Deny", "*", ["*"]))
     return rules
+
+
+def _by_family(sources: tuple[str, ...]) -> builtins.list[builtins.list[str]]:
+    """The IPv4 prefixes, then the IPv6 ones: an NSG rule holds one family only."""
+    v4 = [s for s in sources if ":" not in s]
+    v6 = [s for s in sources if ":" in s]
+    return [family for family in (v4, v6) if family]
 
 
 def _rule(
@@ -303,8 +311,14 @@ class AzureProvider:
         from azure.mgmt.network import NetworkManagementClient
         from azure.mgmt.resource.resources import ResourceManagementClient
 
+        # azure-identity logs each refused sign-in at WARNING, a second and longer copy of
+        # the one-line error; `-v` (DEBUG) still shows it.
+        identity_log = logging.getLogger("azure.identity")
+        if identity_log.getEffectiveLevel() > logging.DEBUG:
+            identity_log.setLevel(logging.ERROR)
         auth = _credentials(config)
         self._source = auth.source
+        self._authority = auth.authority
         self._subscription = auth.subscription_id
         self._endpoint = (
             config.endpoint_url
@@ -612,20 +626,42 @@ class AzureProvider:
                 hint=f"Set {', '.join(SP_ENV)} and {SUBSCRIPTION_ENV}, pass --access-token-file "
                 "(an sdk-auth JSON), or run `az login`.",
             ) from exc
+        except ClientAuthenticationError as exc:
+            if exc.status_code == 401:  # Resource Manager refused the bearer token
+                raise ProviderAPIError(
+                    NAME,
+                    f"the API rejected the token from {self._source} (401 Unauthorized)",
+                    hint=f"Set {self._source} to a token that has not expired "
+                    "(`az account get-access-token`), or sign in as a service principal.",
+                    code="unauthorized",
+                ) from exc
+            unreachable = _unreachable(exc)
+            if unreachable is not None:
+                error = no_usable_answer(NAME, self._authority, unreachable, AUTHORITY_ENV)
+                error.hint = f"Check the network and proxy, or {AUTHORITY_ENV}; `-v` shows more."
+                raise error from exc
+            # Entra ID's answer (AADSTS7000215: Invalid client secret, an unknown tenant):
+            # azure-identity keeps its words but not the HTTP status.
+            words = _first_line(exc.message).removeprefix("Authentication failed: ")
+            raise ProviderAPIError(
+                NAME,
+                f"Entra ID refused the sign-in with {self._source}: {words}",
+                hint=f"Check {self._source} and the tenant and client ids beside it "
+                "(`az ad sp create-for-rbac` prints a new secret).",
+                code="unauthorized",
+            ) from exc
         except HttpResponseError as exc:
             code = exc.error.code if exc.error and exc.error.code else ""
             text = _first_line(
                 exc.error.message if exc.error and exc.error.message else exc.message
             )
-            if exc.status_code == 401 or (
-                isinstance(exc, ClientAuthenticationError) and exc.status_code is None
-            ):
+            if exc.status_code == 403:
                 raise ProviderAPIError(
                     NAME,
-                    f"the credentials from {self._source} were rejected (401 Unauthorized)",
-                    hint=f"Check {self._source}: a service principal's secret, or a token that "
-                    "has not expired; `-v` shows Azure's words.",
-                    code="unauthorized",
+                    f"{text} ({code or 403})",
+                    hint=f"The identity from {self._source} signed in but may not do this: give "
+                    "it the Contributor role on the subscription.",
+                    code=code,
                 ) from exc
             if exc.status_code == 404:
                 raise _Missing(NAME, f"{text} ({code or 404})", code=code or "NotFound") from exc
@@ -665,6 +701,23 @@ def _host_id(vm: VirtualMachine) -> str:
     lowered = [p.lower() for p in parts]
     group = parts[lowered.index("resourcegroups") + 1] if "resourcegroups" in lowered else ""
     return f"{group}/{vm.name or ''}"
+
+
+def _unreachable(exc: BaseException) -> BaseException | None:
+    """The connection failure under a failed sign-in, if that is what it was.
+
+    azure-identity raises ClientAuthenticationError for any failure to get a token, and
+    azure-core keeps the transport's own error in ``inner_exception``, not as a cause.
+    """
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    err: BaseException | None = exc
+    while err is not None:
+        if isinstance(err, (ServiceRequestError, ServiceResponseError)):
+            inner = err.inner_exception
+            return inner if isinstance(inner, BaseException) else err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _first_line(text: str) -> str:

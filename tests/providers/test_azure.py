@@ -298,9 +298,20 @@ def test_a_rejected_client_secret_is_one_line_naming_the_variable(az_fake, monke
     with pytest.raises(ProviderAPIError) as info:
         open_azure().list()
     assert "\n" not in str(info.value)
-    assert "AZURE_CLIENT_SECRET" in str(info.value) and "401" in str(info.value)
+    assert "AZURE_CLIENT_SECRET" in str(info.value) and "AADSTS7000215" in str(info.value)
+    assert "AZURE_CLIENT_SECRET" in info.value.hint
     assert "not-the-secret" not in f"{info.value}{info.value.hint}"
+    (token,) = az_fake.calls("POST", r".*/oauth2/v2\.0/token")
+    assert token.path == f"/{az_fake.tenant}/oauth2/v2.0/token", "AZURE_AUTHORITY_HOST was used"
     assert not az_fake.calls("GET", r"/subscriptions/.*"), "ARM was never asked"
+
+
+def test_an_unreachable_sign_in_endpoint_is_named_with_its_variable(az_fake, monkeypatch) -> None:
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:1")
+    with pytest.raises(ProviderAPIError) as info:
+        open_azure().list()
+    assert str(info.value) == "azure: cannot reach https://127.0.0.1:1: Connection refused"
+    assert "AZURE_AUTHORITY_HOST" in info.value.hint
 
 
 def test_an_expired_access_token_is_rejected_by_arm_naming_the_flag(az_fake, monkeypatch) -> None:

@@ -117,7 +117,8 @@ def test_a_rejected_client_secret_is_one_line_naming_the_variable(
     assert failed.returncode == 1, failed.stderr
     lines = failed.stderr.strip().splitlines()
     error = next(line for line in lines if line.startswith("Error: "))
-    assert "AZURE_CLIENT_SECRET" in error and "401" in error
+    assert "AZURE_CLIENT_SECRET" in error and "AADSTS7000215" in error
+    assert not [line for line in lines if "get_token_info failed" in line], "no SDK log lines"
     assert any(line.startswith("Hint: ") and "AZURE_CLIENT_SECRET" in line for line in lines)
     assert "Traceback" not in failed.stderr and "an-old-secret" not in failed.stderr
     assert fake.resources() == set()
