@@ -14,7 +14,7 @@ import importlib
 from providers.dns.base import DnsConfig, DnsProvider, Record, Zone
 from providers.errors import ProviderNotFound
 
-__all__ = ["NAMES", "DnsConfig", "DnsProvider", "Record", "Zone", "open_dns"]
+__all__ = ["NAMES", "SAME_ACCOUNT", "DnsConfig", "DnsProvider", "Record", "Zone", "open_dns"]
 
 #: ``--dns`` value -> "module:class"
 _PROVIDERS = {

@@ -180,8 +180,8 @@ class Route53Dns:
             if self._clock() >= deadline:
                 raise ProvisionTimeout(
                     f"{NAME}: change {change} still {status} after {timeout:g}s",
-                    hint="Route 53 usually syncs within a minute: raise --timeout, or run "
-                    "`inletsctl delete --id ID` and create again.",
+                    hint="Route 53 usually syncs within a minute: create again with a "
+                    "longer --timeout.",
                 )
             self._sleep(self._poll_interval)
 
