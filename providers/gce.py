@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -514,6 +515,12 @@ def _authenticate(config: ProviderConfig) -> tuple[Credentials, str, str]:
     """
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
+
+    # Where Application Default Credentials find nothing, google-auth logs a warning for
+    # each place it looked (the metadata server), above the one-line error; -v shows it.
+    lookup_log = logging.getLogger("google.auth._default")
+    if lookup_log.getEffectiveLevel() > logging.DEBUG:
+        lookup_log.setLevel(logging.ERROR)
 
     found: tuple[Any, str | None]
     try:
