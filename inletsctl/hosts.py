@@ -34,6 +34,7 @@ from inletsctl.errors import (
 )
 from inletsctl.readiness import Probe, Wait
 from inletsctl.store import GONE, READY, UNREADY, HostRecord, Store
+from inletsctl.summary import addresses
 from providers import kit
 from providers.base import Provider
 from providers.dns import DnsConfig, Record, Zone, open_dns
@@ -380,9 +381,7 @@ def _wait(
         tunnel, ready = "", False
         if host.status is HostStatus.ACTIVE and waiting.until is Wait.ready:
             left = deadline - waiting.clock()
-            reason = waiting.probe(
-                record.ip, record.control_port, record.fingerprint, _probe_timeout(left)
-            )
+            reason = _probe_every(waiting.probe, record, _probe_timeout(left))
             tunnel, ready = reason or "ready", reason is None
         progress(n, host, tunnel)
         if host.status is HostStatus.FAILED:
@@ -408,6 +407,16 @@ def _publish(
     with map_provider_errors():
         made = placement.publish(record.id, host.ip, host.ipv6, max(left, 0.0))
     return store.update(record.id, dns=dns_json(placement, made))
+
+
+def _probe_every(probe: Probe, record: HostRecord, timeout: float) -> str | None:
+    """A group is ready when every member is: its client connects to each of them."""
+    ips = addresses(record)
+    for ip in ips:
+        reason = probe(ip, record.control_port, record.fingerprint, timeout)
+        if reason is not None:
+            return f"{ip}: {reason}" if len(ips) > 1 else reason
+    return None
 
 
 def _probe_timeout(left: float) -> float:

@@ -83,7 +83,7 @@ def as_dict(summary: Summary) -> dict[str, Any]:
     doc = dataclasses.asdict(summary)
     if doc["token"] is None:
         del doc["token"]
-    for key in ("note", "skipped_regions", "dns"):
+    for key in ("note", "skipped_regions", "dns", "load_balancer", "members"):
         if doc[key] is None:
             del doc[key]
     return doc
@@ -94,6 +94,7 @@ def summary_lines(summary: Summary) -> list[str]:
         f"Host: {summary.id} ({summary.provider}), status: {summary.status}",
         *_region_lines(summary),
         f"IP: {summary.ip or '(none yet)'}",
+        *_group_lines(summary),
         f"TLS fingerprint: {summary.tls_fingerprint}",
     ]
     if summary.note:
@@ -108,7 +109,8 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"Public URL: {summary.public_url}")
     elif summary.mode == "tcp" and summary.ports:
         public = (p.partition(":")[0] for p in summary.ports.split(","))
-        host = netloc(summary.ip) or "<pending>"
+        balancer = (summary.load_balancer or {}).get("dns_name", "")
+        host = balancer or netloc(summary.ip) or "<pending>"
         lines.append(f"Public TCP ports: {', '.join(f'{host}:{p}' for p in public)}")
     elif summary.mode == "tcp":
         lines.append(f"Public TCP ports: any in {ServerSpec.allow_ports} the client asks for")
@@ -124,6 +126,16 @@ def _dns_line(dns: dict[str, Any]) -> str:
     """The addresses only: the claims beside them are bookkeeping (``-o json`` has them)."""
     points = [f"{r['name']} {r['type']} {r['value']}" for r in dns["records"] if r["type"] != "TXT"]
     return f"DNS ({dns['provider']}): {', '.join(points) or 'no records yet'}"
+
+
+def _group_lines(summary: Summary) -> list[str]:
+    """A load-balanced group: where the public is served, and each exit server."""
+    if summary.load_balancer is None:
+        return []
+    lb = summary.load_balancer
+    lines = [f"Load balancer: {lb['type']} {lb['dns_name'] or '(none yet)'}"]
+    lines += [f"  member {m['id']} {m['ip'] or '-'} {m['zone']}" for m in summary.members or []]
+    return lines
 
 
 def _region_lines(summary: Summary) -> list[str]:

@@ -10,7 +10,7 @@ import json
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,7 +67,8 @@ def client_argv(record: HostRecord, upstream: str = "", ports: str = "") -> list
     """
     inlets_pro = record.engine == "inlets-pro"
     argv = ["inlets-pro" if inlets_pro else "tunnel-core", record.mode, "client"]
-    argv += ["--url", url(record), "--token-env", TOKEN_ENV]
+    argv += [arg for u in urls(record) for arg in ("--url", u)]
+    argv += ["--token-env", TOKEN_ENV]
     if not inlets_pro:  # inlets-pro's server made its own certificate (--auto-tls)
         argv += ["--tls-fingerprint", record.fingerprint]
     argv += ["--upstream", upstream or record.upstream or DEFAULT_UPSTREAM[record.mode]]
@@ -90,6 +91,17 @@ def url(record: HostRecord) -> str:
     return f"wss://{netloc(record.ip) or '<pending>'}:{record.control_port}"
 
 
+def addresses(record: HostRecord) -> list[str]:
+    """Every exit server's IP: a load-balanced group's members, else the one host's."""
+    members = [ip for ip in record.additional.get("member_ips", "").split(",") if ip]
+    return members or [record.ip]
+
+
+def urls(record: HostRecord) -> list[str]:
+    """One control URL per exit server; the client keeps a session to each."""
+    return [url(replace(record, ip=ip)) for ip in addresses(record)]
+
+
 def public_url(record: HostRecord) -> str | None:
     """Where the world reaches an HTTP tunnel (Caddy's HTTPS name, else the data port).
 
@@ -99,6 +111,8 @@ def public_url(record: HostRecord) -> str | None:
         return None
     if record.domains:
         return f"https://{record.domains.split(',')[0]}"
+    if record.additional.get("dns_name"):  # a load balancer listening on 80
+        return f"http://{record.additional['dns_name']}"
     return f"http://{netloc(record.ip)}:{record.data_port}" if record.ip else None
 
 
@@ -136,6 +150,10 @@ class Summary:
     #: ``create --dns``: ``{"provider", "zones", "records": [{"name", "type", "value"}]}``,
     #: the claims (TXT) included; None when the host has no DNS records
     dns: dict[str, Any] | None = None
+    #: ``--load-balancer``: its type and public DNS name (where the TCP ports, or HTTP's
+    #: port 80, are served), and each exit server behind it; None for a single host
+    load_balancer: dict[str, str] | None = None
+    members: list[dict[str, str]] | None = None
 
 
 def summarise(
@@ -174,7 +192,24 @@ def summarise(
         if skipped_regions is None
         else [{"region": region, "reason": reason} for region, reason in skipped_regions],
         dns=_dns(record),
+        **_group(record),
     )
+
+
+def _group(record: HostRecord) -> dict[str, Any]:
+    """``load_balancer`` and ``members`` of a group; nothing for a single host."""
+    extra = record.additional
+    if not extra.get("load_balancer"):
+        return {}
+    ids, ips, zones = (extra.get(k, "").split(",") for k in ("members", "member_ips", "zones"))
+    return {
+        "load_balancer": {"type": extra["load_balancer"], "dns_name": extra.get("dns_name", "")},
+        "members": [
+            {"id": i, "ip": ip, "zone": zone}
+            for i, ip, zone in zip(ids, ips, zones, strict=False)  # one entry per member
+            if i
+        ],
+    }
 
 
 def _dns(record: HostRecord) -> dict[str, Any] | None:
