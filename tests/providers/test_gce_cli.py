@@ -164,3 +164,20 @@ def test_no_credentials_at_all_names_every_way_to_give_them(env, tmp_path) -> No
     for way in ("GOOGLE_APPLICATION_CREDENTIALS", "--access-token-file", "application-default"):
         assert way in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_full_zone_is_cleaned_up_and_the_next_zone_wins(env, fake) -> None:
+    fake.exhausted["us-central1-a"] = (
+        "ZONE_RESOURCE_POOL_EXHAUSTED",
+        "The zone 'projects/inletsctl-test/zones/us-central1-a' does not have enough "
+        "resources available to fulfill the request.",
+    )
+    made = inletsctl(
+        env, "create", "-p", "gce", "--tcp", "--ports", "8080", "--poll", "0s",
+        "--region", "us-central1-a,us-east1-b", *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["region"] == "us-east1-b"
+    assert "Warning: us-central1-a: " in made.stderr and "trying us-east1-b" in made.stderr
+    assert [z for z, _ in fake.instances] == ["us-east1-b"]
+    assert len(fake.resources()) == 3, "the winner's instance and rules, nothing of the first"
