@@ -110,28 +110,35 @@ def test_digitalocean_droplet_and_domain_records(
     assert host["public_url"] == "https://app.example.com"
 
 
-@pytest.mark.network
-def test_hetzner_server_with_hetzner_dns(tmp_path: Path) -> None:
+@pytest.fixture
+def hetzner(tmp_path: Path) -> Iterator[tuple[FakeHetzner, FakeHetznerDns, dict[str, str]]]:
+    """Hetzner Cloud and Hetzner DNS, two APIs with two tokens, and the env reaching both."""
     cloud, dns = FakeHetzner().start(), FakeHetznerDns().start()
-    cloud.running_reads = 0
+    cloud.running_reads = 0  # the CLI's SDK client waits 1 s between action polls
     dns.add_zone("example.com")
     users_records(dns)
+    env = {
+        **base_env(tmp_path),
+        "HCLOUD_TOKEN": cloud.token,
+        "HCLOUD_ENDPOINT": cloud.base_url,
+        "HETZNER_DNS_TOKEN": dns.token,
+        "HETZNER_DNS_ENDPOINT": dns.base_url,
+    }
     try:
-        env = {
-            **base_env(tmp_path),
-            "HCLOUD_TOKEN": cloud.token,
-            "HCLOUD_ENDPOINT": cloud.base_url,
-            "HETZNER_DNS_TOKEN": dns.token,
-            "HETZNER_DNS_ENDPOINT": dns.base_url,
-        }
-        _create_get_delete(
-            env, dns, ["-p", "hetzner", "--dns", "hetzner", "--dns-zone", "example.com"]
-        )
-        assert cloud.resources() == set()
-        assert all(r.headers.get("auth-api-token") == dns.token for r in dns.requests)
+        yield cloud, dns, env
     finally:
         cloud.stop()
         dns.stop()
+
+
+@pytest.mark.network
+def test_hetzner_server_with_hetzner_dns(
+    hetzner: tuple[FakeHetzner, FakeHetznerDns, dict[str, str]],
+) -> None:
+    cloud, dns, env = hetzner
+    _create_get_delete(env, dns, ["-p", "hetzner", "--dns", "hetzner", "--dns-zone", "example.com"])
+    assert cloud.resources() == set()
+    assert all(r.headers.get("auth-api-token") == dns.token for r in dns.requests)
 
 
 AWS = ["-p", "aws", "--dns", "route53"]
@@ -254,6 +261,15 @@ def test_killed_during_the_dns_step_then_one_delete_leaves_nothing(
 ) -> None:
     _killed_at(do_env, droplets, step, ["-p", "digitalocean", "--dns", "digitalocean"])
     assert droplets.resources() == set()
+
+
+@pytest.mark.network
+def test_killed_while_hetzner_dns_makes_the_address_then_one_delete_leaves_nothing(
+    hetzner: tuple[FakeHetzner, FakeHetznerDns, dict[str, str]],
+) -> None:
+    cloud, dns, env = hetzner
+    _killed_at(env, dns, "create_address", ["-p", "hetzner", "--dns", "hetzner"])
+    assert cloud.resources() == set()
 
 
 def test_killed_during_the_route53_change_then_one_delete_leaves_nothing(
