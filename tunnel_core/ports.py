@@ -64,6 +64,8 @@ def address_text(name: object) -> str:
     """``IP:PORT`` of a socket name (IPv6 in brackets, IPv4-mapped as IPv4); "" if none."""
     if not isinstance(name, tuple) or len(name) < 2:
         return ""
+    if ":" not in name[0]:  # IPv4 as the kernel wrote it: already plain (once per connection)
+        return f"{name[0]}:{name[1]}"
     ip = netaddr.plain_ip(str(name[0]))
     return netaddr.host_port(str(ip) if ip is not None else str(name[0]), int(name[1]))
 

@@ -118,6 +118,22 @@ def window_frame(stream_id: int, increment: int) -> bytes:
     return HEADER.pack(FrameType.WINDOW, stream_id, 4) + WINDOW_PAYLOAD.pack(increment)
 
 
+def open_frame(stream_id: int, metadata: dict[str, Any]) -> bytes:
+    """An OPEN frame of our own metadata, on the path of every new connection.
+
+    Serialised here from a dict, so it is a JSON object by construction: only its size
+    is checked, not parsed back as building a :class:`Frame` would.
+    """
+    payload = json_payload(metadata)
+    if len(payload) > MAX_JSON:
+        raise LocalProtocolError(f"OPEN metadata larger than {MAX_JSON} bytes")
+    return HEADER.pack(FrameType.OPEN, stream_id, len(payload)) + payload
+
+
+def eof_frame(stream_id: int) -> bytes:
+    return HEADER.pack(FrameType.EOF, stream_id, 0)
+
+
 class FrameDecoder:
     """Turns bytes into frames; a decode error is final.
 

@@ -34,7 +34,9 @@ from .frames import (
     FrameDecoder,
     FrameType,
     data_header,
+    eof_frame,
     json_payload,
+    open_frame,
     window_frame,
 )
 
@@ -370,7 +372,7 @@ class Mux:
         if stream_id >= 1 << 32:
             raise LocalProtocolError("stream ids exhausted; reconnect")
         self._next_id += 2
-        self._out.append(Frame(FrameType.OPEN, stream_id, json_payload(metadata)).serialize())
+        self._out.append(open_frame(stream_id, metadata))
         self._streams[stream_id] = _Stream(self.peer_window, self.initial_window)
         return stream_id
 
@@ -407,7 +409,7 @@ class Mux:
     def send_eof(self, stream_id: int) -> None:
         self._send(K.STREAM)
         self._transition(stream_id, C.SEND_EOF, local=True)
-        self._out.append(Frame(FrameType.EOF, stream_id).serialize())
+        self._out.append(eof_frame(stream_id))
 
     def reset(self, stream_id: int, reason: str = "") -> None:
         """Abort a stream both ways; resetting a closed stream is a no-op (races are normal)."""

@@ -146,3 +146,14 @@ def test_mask_is_an_involution_and_matches_the_rfc(data, key):
         assert apply_mask(data, key) == expected
     finally:
         ws._c_apply_mask = c_mask
+
+
+def test_the_fast_open_and_eof_frames_are_the_frames_a_frame_object_makes():
+    from tunnel_core.errors import LocalProtocolError
+    from tunnel_core.protocol.frames import MAX_JSON, eof_frame, json_payload, open_frame
+
+    meta = {"port": 8000, "remote": "[::1]:40000", "local": "127.0.0.1:8000"}
+    assert open_frame(5, meta) == Frame(FrameType.OPEN, 5, json_payload(meta)).serialize()
+    assert eof_frame(5) == Frame(FrameType.EOF, 5).serialize()
+    with pytest.raises(LocalProtocolError, match="larger than"):
+        open_frame(5, {"x": "y" * MAX_JSON})
