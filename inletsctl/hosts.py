@@ -395,7 +395,7 @@ def _wait(
             raise _timed_out(record, host, tunnel, waiting.timeout)
         waiting.sleep(min(waiting.backoff(n), left))
         n += 1
-        if host.status is not HostStatus.ACTIVE:
+        if host.status is not HostStatus.ACTIVE or (placement is not None and not record.ip):
             with map_provider_errors():
                 host = provider.status(host.id)
             record = store.update(record.id, **_observed(record, host))
