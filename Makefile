@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # What the tests drive for real: `cloud-init schema` checks every rendered document,
 # nginx-light speaks PROXY protocol, dnsmasq-base is the UDP mode's DNS resolver,
 # openssh-server is the ssh provider's host, iproute2 makes its network namespace,
-# iperf3 closes connections with data in flight (the test that found a session drop).
-DEBIAN_PACKAGES := cloud-init nginx-light dnsmasq-base openssh-server iproute2 iperf3
+# iperf3 closes connections with data in flight (the test that found a session drop),
+# haproxy health-checks exit servers as a cloud load balancer would (--load-balancer).
+DEBIAN_PACKAGES := cloud-init nginx-light dnsmasq-base openssh-server iproute2 iperf3 haproxy
 export PYTHONASYNCIODEBUG := 1
 
 .PHONY: install system-deps demo fmt lint types test test-vm cov bench dist vm-image docs clean
