@@ -303,3 +303,15 @@ def test_importing_the_dns_modules_imports_no_sdk() -> None:
         "sys.exit(bool({'boto3', 'botocore', 'requests'} & set(sys.modules)))"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_the_vm_clouds_credential_flags_reach_only_the_same_accounts_dns() -> None:
+    from inletsctl.providers_config import Access, dns_config
+
+    access = Access(access_token="key-id", secret_key="secret", profile="work")
+    assert dns_config(access, "aws", "route53") == DnsConfig(
+        token="key-id", secret_key="secret", profile="work"
+    )
+    assert dns_config(access, "digitalocean", "digitalocean").token == "key-id"
+    for provider, dns in (("hetzner", "hetzner"), ("linode", "digitalocean"), ("aws", "hetzner")):
+        assert dns_config(access, provider, dns) == DnsConfig(), (provider, dns)
