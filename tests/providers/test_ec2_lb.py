@@ -362,3 +362,42 @@ def test_what_cannot_work_is_refused_with_nothing_made(
     assert hint in caught.value.hint
     assert not [op for op in cloud.operations() if op.startswith(("Create", "Run"))]
     assert cloud.resources() == set()
+
+
+# -- readiness --------------------------------------------------------------------------------
+
+
+def test_wait_ready_probes_every_member_before_calling_the_group_ready(
+    ec2: EC2Provider, cloud: MotoEC2, tmp_path: Any
+) -> None:
+    """The client connects to each member, so one member answering is not enough."""
+    from inletsctl import hosts
+    from inletsctl.store import READY, Store
+
+    probed: list[str] = []
+    slow: set[str] = set()
+
+    def probe(ip: str, port: int, fingerprint: str, timeout: float) -> str | None:
+        probed.append(ip)
+        return "connection refused" if ip in slow else None
+
+    spec = group_spec(ec2, ports=(8080,))
+    req = hosts.CreateRequest(provider="aws", mode=TunnelMode.TCP, ports=((8080, 8080),))
+    store = Store(tmp_path)
+    polls: list[str] = []
+
+    def progress(n: int, host: Any, tunnel: str) -> None:
+        polls.append(tunnel)
+        if n == 1 and host.additional.get("member_ips"):
+            slow.add(host.additional["member_ips"].split(",")[1])  # the second is late
+        elif n > 1:
+            slow.clear()
+
+    waiting = hosts.Waiting(
+        timeout=60, backoff=hosts.constant(0), probe=probe, sleep=lambda s: None
+    )
+    record = hosts.create(store, ec2, req, spec, waiting, progress)
+    ips = record.additional["member_ips"].split(",")
+    assert record.status == READY
+    assert set(probed) == set(ips) and len(ips) == 2
+    assert any(ips[1] in t and "refused" in t for t in polls), polls
