@@ -401,3 +401,11 @@ def test_wait_ready_probes_every_member_before_calling_the_group_ready(
     assert record.status == READY
     assert set(probed) == set(ips) and len(ips) == 2
     assert any(ips[1] in t and "refused" in t for t in polls), polls
+
+
+def test_logs_of_a_group_show_every_members_console(ec2: EC2Provider, cloud: MotoEC2) -> None:
+    host = wait_active(ec2, kit.create_host(ec2, group_spec(ec2, ports=(8080,))))
+    text = ec2.console_output(host.id)
+    for member in host.additional["members"].split(","):
+        assert f"== {member} ==" in text
+    assert text.count("Linux version") == 2  # moto's sample boot log, once per member
