@@ -555,8 +555,8 @@ def _authenticate(config: ProviderConfig) -> tuple[Credentials, str, str]:
 
 
 def _from_text(text: str) -> tuple[Any, str | None]:
-    """What ``--access-token-file`` holds: a key file's JSON (a service account's, or
-    gcloud's ``application-default login`` file), or an access token."""
+    """What ``--access-token-file`` holds: a service-account key file's JSON, or an
+    access token."""
     from google.oauth2 import credentials, service_account
 
     if not text.startswith("{"):
@@ -566,10 +566,7 @@ def _from_text(text: str) -> tuple[Any, str | None]:
     if kind == "service_account":
         key = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
         return key, info.get("project_id")
-    if kind == "authorized_user":
-        user = credentials.Credentials.from_authorized_user_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
-        return user, info.get("quota_project_id")
-    raise ValueError(f"a key file of type {kind!r}; service_account or authorized_user work")
+    raise ValueError(f"a key file of type {kind!r}: only a service account's works here")
 
 
 def _credentials_hint(source: str) -> str:
