@@ -686,7 +686,8 @@ class AzureProvider:
                 code=code,
             ) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
+            cause = _unreachable(exc) or exc
+            raise no_usable_answer(NAME, self._endpoint, cause, ENDPOINT_ENV) from exc
         except AzureError as exc:
             raise ProviderAPIError(NAME, _first_line(exc.message)) from exc
 

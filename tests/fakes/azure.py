@@ -173,7 +173,7 @@ class FakeAzure(JsonApiFake):
             group = f"users-rg-{n}"
             base = f"/subscriptions/{self.subscription}/resourceGroups/{group}/providers"
             where = {"location": "eastus", "tags": {"env": "prod"}}
-            self._put_group(_request("PUT", "", where), _match(sub=self.subscription, group=group))
+            self._make_group(group, where)
             vnet = f"{base}/Microsoft.Network/virtualNetworks/vnet"
             pip = f"{base}/Microsoft.Network/publicIPAddresses/ip"
             nic = f"{base}/Microsoft.Network/networkInterfaces/nic"
@@ -296,8 +296,9 @@ class FakeAzure(JsonApiFake):
     def _put_group(self, request: Request, match: re.Match[str]) -> Response:
         if (missing := self._subscription(match)) is not None:
             return missing
-        body: JSON = request.body or {}
-        name = match["group"]
+        return self._make_group(match["group"], request.body or {})
+
+    def _make_group(self, name: str, body: JSON) -> Response:
         existing = self.groups.get(name.lower())
         group = {
             "id": f"/subscriptions/{self.subscription}/resourceGroups/{name}",
@@ -686,10 +687,4 @@ def _parse(arm_id: str) -> re.Match[str]:
         r"(?i)" + _GROUP + r"/providers/(?P<type>[^/]+/[^/]+)/(?P<name>[^/]+)", arm_id
     )
     assert match is not None, arm_id
-    return match
-
-
-def _match(**groups: str) -> re.Match[str]:
-    match = re.fullmatch(r"/(?P<sub>[^/]+)/(?P<group>[^/]+)", f"/{groups['sub']}/{groups['group']}")
-    assert match is not None
     return match

@@ -385,3 +385,22 @@ def test_a_lost_answer_to_the_vm_put_is_retried_and_still_leaves_nothing(az, az_
 def test_importing_the_module_does_not_import_the_sdk() -> None:
     code = "import sys, providers.azure; sys.exit('azure' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_endpoint_url_wins_over_arm_endpoint_which_an_error_names(az_fake, monkeypatch) -> None:
+    monkeypatch.setenv("ARM_ENDPOINT", "https://127.0.0.1:1")
+    assert open_azure(ProviderConfig(endpoint_url=az_fake.base_url)).list() == []
+    with pytest.raises(ProviderAPIError) as info:
+        open_azure().list()
+    assert str(info.value).startswith("azure: cannot reach https://127.0.0.1:1")
+    assert "ARM_ENDPOINT" in info.value.hint
+
+
+def test_the_largest_user_data_the_limit_allows_is_what_the_api_takes(az, az_fake) -> None:
+    """The limit is after base64; the API's is 65535 bytes before it."""
+    raw = "#cloud-config\n" + "#" * (65535 - len("#cloud-config\n") - 1) + "\n"
+    assert len(raw) == 65535
+    assert len(base64.b64encode(raw.encode())) == AzureProvider.facts.user_data_limit
+    spec = make(az, user_data=raw)
+    az.create(spec)
+    assert az_fake.user_data[spec.name] == raw
