@@ -8,9 +8,14 @@ tag, so a lost response never leaves an orphan; ``ClientToken`` makes a retried
 launch start no second VM. An instance without our tag is never touched unless
 ``delete`` is forced, and then only that instance.
 
+A group (``--count N --load-balancer alb|nlb``) is one host too: N instances over
+two or more zones, two security groups and an ELBv2 load balancer with its target
+groups and listeners, every one tagged the same way; its ``Host.id`` is the load
+balancer's ARN. ELBv2 is asked only about resources that carry the group tag.
+
 boto3 is imported inside ``__init__`` only; the helpers it uses live in
-``ec2_errors`` (exception translation), ``ec2_placement`` (AMI, subnet, zone) and
-``ec2_rules`` (security group ports).
+``ec2_errors`` (exception translation), ``ec2_placement`` (AMI, subnet, zone),
+``ec2_rules`` (security group ports) and ``ec2_lb`` (the load balancer's parts).
 """
 
 from __future__ import annotations
@@ -439,9 +444,8 @@ class EC2Provider:
             raise InvalidSpec("ec2: delete needs an instance id or an IP address")
         if host_id and host_id.startswith("arn:"):
             group = self._group_status(host_id)  # ours, or HostNotFound
-            self._remove(self._client(group.region), *self._tagged(
-                self._client(group.region), group.additional["host_id"]
-            ))  # fmt: skip
+            client = self._client(group.region)
+            self._remove(client, *self._tagged(client, group.additional["host_id"]))
             return
         region = self._regions.get(host_id or "", self.region)
         client = self._client(region)
@@ -629,7 +633,7 @@ class EC2Provider:
                 "dns_name": lb.get("DNSName", "") if lb else "",
                 "provider_status": state or "no load balancer",
                 "members": ",".join(m.id for m in live),
-                "member_ips": ",".join(m.ip for m in live if m.ip),
+                "member_ips": ",".join(m.ip for m in live),  # "" while one has none
                 "zones": ",".join(m.additional["zone"] for m in live),
                 "security_group_id": ",".join(
                     sorted({g for m in live for g in m.additional["security_group_id"].split(",")})
