@@ -75,6 +75,25 @@ _KVM_GET_API_VERSION = 0xAE00
 PLANS = {"small": ("1", "1024"), "medium": ("2", "2048")}  # plan -> (cpus, MiB)
 
 
+def parse_forwards(text: str) -> dict[int, int]:
+    """``extra["forwards"]``: ``HOST:GUEST,...`` TCP ports forwarded as given.
+
+    Beside the free host ports the spec's own ports get, for a port that must keep its
+    number on both sides: the ``ssh`` provider dials the control port it installed
+    (8123) on the address it logged in to.
+    """
+    pairs: dict[int, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, guest = item.partition(":")
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in (host, guest)):
+            raise InvalidSpec(
+                f"qemu: not a HOST:GUEST pair of ports: {item!r}",
+                hint="Give forwards as HOST:GUEST[,HOST:GUEST...], e.g. 2222:22,8123:8123.",
+            )
+        pairs[int(host)] = int(guest)
+    return pairs
+
+
 def image_dir(config: ProviderConfig) -> Path:
     """``extra['image_dir']``, else ``$INLETSCTL_VM_DIR/current``, else the user cache's."""
     if configured := config.extra.get("image_dir"):
@@ -131,6 +150,7 @@ class QemuProvider:
         self.image = image_dir(config)
         self.qemu = config.extra.get("qemu_binary", "qemu-system-x86_64")
         self.accel = accel(config.extra.get("accel") or os.environ.get(ACCEL_ENV, "tcg"))
+        self.forwards = parse_forwards(config.extra.get("forwards", ""))
         self.start_timeout = START_TIMEOUT_S
         #: qemu processes started by this object, reaped by ``delete`` (no zombies).
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -215,7 +235,7 @@ class QemuProvider:
         server = spec.server
         control = free_port()
         guest_ports = [server.data_port] if server.mode is TunnelMode.HTTP else list(server.ports)
-        forwards = {free_port(): p for p in guest_ports}
+        forwards = {free_port(): p for p in guest_ports} | self.forwards
         write_private(hdir / "user-data", spec.user_data)
         meta_data = f"instance-id: {spec.host_id}\nlocal-hostname: {spec.name}\n"
         write_private(hdir / "meta-data", meta_data)

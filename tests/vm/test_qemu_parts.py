@@ -13,7 +13,7 @@ import pytest
 
 from providers.errors import InvalidSpec
 from providers.models import HostSpec, ProviderConfig
-from providers.qemu import BOOT_FAILED, QemuProvider, accel, boot_stage
+from providers.qemu import BOOT_FAILED, QemuProvider, accel, boot_stage, parse_forwards
 from tests.certs import server_spec
 
 RELAY_TIMEOUT_S = 30
@@ -33,6 +33,15 @@ def test_unknown_accelerator_is_refused_with_the_fix() -> None:
         accel("hvf")
     assert "INLETSCTL_QEMU_ACCEL" in exc.value.hint
     assert accel("tcg") == "tcg"
+
+
+def test_forwards_are_host_guest_pairs_of_ports() -> None:
+    assert parse_forwards("") == {}
+    assert parse_forwards("2222:22, 8123:8123") == {2222: 22, 8123: 8123}
+    for bad in ("22", "ssh:22", "0:22", "2222:70000", "2222:22:1"):
+        with pytest.raises(InvalidSpec) as exc:
+            parse_forwards(bad)
+        assert "HOST:GUEST" in exc.value.hint, bad
 
 
 def test_missing_image_is_refused_before_anything_is_made(tmp_path: Path) -> None:
