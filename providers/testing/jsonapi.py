@@ -41,6 +41,8 @@ class Response:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: a body that is no JSON (a blob), sent as is with the Content-Type in ``headers``
+    raw: bytes | None = None
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
@@ -185,10 +187,14 @@ def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     return
                 response = fake.error(*fake.fault_answer)
-            payload = b"" if response.body is None else json.dumps(response.body).encode()
             headers = {**fake.common_headers(), **response.headers}
-            if payload:
+            if response.raw is not None:
+                payload = response.raw
+            elif response.body is not None:
+                payload = json.dumps(response.body).encode()
                 headers["Content-Type"] = "application/json; charset=utf-8"
+            else:
+                payload = b""
             send_answer(self, response.status, headers, payload)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
