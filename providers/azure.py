@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from providers.cloudapi import no_usable_answer, require_known
+from providers.cloudapi import network_cause, no_usable_answer, require_known
 from providers.credentials import INLETS_TOKEN_ENV
 from providers.errors import (
     CapacityError,
@@ -484,6 +484,31 @@ class AzureProvider:
             vms = [vm for vm in every if is_ours(vm.tags or {})]
         return [self._to_host(vm) for vm in vms]
 
+    def console_output(self, host_id: str) -> str:
+        """The serial console's log (boot diagnostics, which ``create`` turns on), where
+        cloud-init writes, for ``inletsctl logs``; "" while nothing is logged yet."""
+        import requests
+
+        vm = self._get(host_id)
+        if not is_ours(vm.tags or {}):
+            raise HostNotFound(f"{NAME}: no VM tagged {TAG_KEY}={TAG_VALUE} with id {host_id}")
+        group, name = _host_id(vm).split("/")
+        with self._errors():
+            uris = self._compute.virtual_machines.retrieve_boot_diagnostics_data(
+                group, name, sas_uri_expiration_time_in_minutes=5
+            )
+            if not uris.serial_console_log_blob_uri:
+                return ""
+            # A SAS URL: it carries its own signature, and our token must not go there.
+            answer = requests.get(uris.serial_console_log_blob_uri, timeout=60)
+        if answer.status_code == 404:
+            return ""
+        if not answer.ok:
+            raise ProviderAPIError(
+                NAME, f"the boot diagnostics log answered {answer.status_code} {answer.reason}"
+            )
+        return str(answer.text)
+
     def known_regions(self) -> builtins.list[str]:
         """Every location with VM sizes, so ``create --region a,b`` refuses a typo up front."""
         return sorted({loc for _, locations, _ in self._sizes() for loc in locations})
@@ -541,6 +566,8 @@ class AzureProvider:
                 "adminPassword": f"{secrets.token_urlsafe(24)}-Aa1",
                 "customData": custom_data,
             },
+            # the serial console's log in an Azure-managed storage account, for `logs`
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
             "networkProfile": {
                 "networkInterfaces": [
                     {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}
@@ -608,7 +635,9 @@ class AzureProvider:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Translate azure-core's and azure-identity's exceptions to ours."""
+        """Translate azure-core's and azure-identity's exceptions (and requests', for the
+        boot diagnostics log) to ours."""
+        import requests
         from azure.core.exceptions import (
             AzureError,
             ClientAuthenticationError,
@@ -685,6 +714,9 @@ class AzureProvider:
                 else None,
                 code=code,
             ) from exc
+        except requests.RequestException as exc:  # the boot diagnostics log, from storage
+            why = network_cause(exc) or type(exc).__name__
+            raise ProviderAPIError(NAME, f"cannot read the boot diagnostics log: {why}") from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
             cause = _unreachable(exc) or exc
             raise no_usable_answer(NAME, self._endpoint, cause, ENDPOINT_ENV) from exc

@@ -123,6 +123,9 @@ class FakeAzure(JsonApiFake):
         self.route("PUT", r"(?i)" + resource, self._put)
         self.route("GET", r"(?i)" + resource, self._get)
         self.route("DELETE", r"(?i)" + resource, self._delete_vm)
+        boot = resource + r"/retrieveBootDiagnosticsData"
+        self.route("POST", r"(?i)" + boot, self._boot_diagnostics)
+        self.route("GET", r"/bootdiagnostics/(?P<vm>[^/]+)/serialconsole\.log", self._serial_log)
         self.route("GET", r"(?i)" + _GROUP + r"/providers/(?P<type>[^/]+/[^/]+)", self._list_in)
         self.route("GET", r"(?i)" + _ARM + r"/providers/(?P<type>[^/]+/[^/]+)", self._list_all)
         operation = r"/providers/[^/]+/locations/[^/]+/operations/(?P<op>[^/]+)"
@@ -426,6 +429,37 @@ class FakeAzure(JsonApiFake):
             f"/locations/{item['location']}/operations/{op}?api-version=2026-04-01"
         )
         return Response(202, headers={"Azure-AsyncOperation": status_url})
+
+    def _boot_diagnostics(self, request: Request, match: re.Match[str]) -> Response:
+        """SAS URLs of the VM's boot diagnostics blobs, as ``retrieveBootDiagnosticsData``
+        answers them; served here too, without a bearer token, as storage does."""
+        found = self._get(request, match)
+        if found.status != 200:
+            return found
+        vm = found.body["properties"]
+        if not vm.get("diagnosticsProfile", {}).get("bootDiagnostics", {}).get("enabled"):
+            return self.error(409, "OperationNotAllowed", "Boot diagnostics are not enabled.")
+        blob = f"{self.base_url}/bootdiagnostics/{vm['vmId']}"
+        sas = "sv=2021-08-06&se=2026-12-01T10%3A05%3A00Z&sr=b&sp=r&sig=c2lnbmF0dXJl"
+        return Response(
+            200,
+            {
+                "consoleScreenshotBlobUri": f"{blob}/screenshot.bmp?{sas}",
+                "serialConsoleLogBlobUri": f"{blob}/serialconsole.log?{sas}",
+            },
+        )
+
+    def _serial_log(self, request: Request, match: re.Match[str]) -> Response:
+        """The serial console: what cloud-init says it ran (the blob's bytes, as text)."""
+        vm = next(
+            (r for r in self.items.values() if r["properties"].get("vmId") == match["vm"]), None
+        )
+        if vm is None or "sig" not in request.query:
+            return self.error(404, "BlobNotFound", "The specified blob does not exist.")
+        line = f"cloud-init[812]: Cloud-init v. 22.4.2 running 'modules:final' on {vm['name']}\n"
+        return Response(
+            200, headers={"Content-Type": "application/octet-stream"}, raw=line.encode()
+        )
 
     def _list_in(self, request: Request, match: re.Match[str]) -> Response:
         kind = _canonical_type(match["type"])

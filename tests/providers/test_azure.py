@@ -404,3 +404,16 @@ def test_the_largest_user_data_the_limit_allows_is_what_the_api_takes(az, az_fak
     spec = make(az, user_data=raw)
     az.create(spec)
     assert az_fake.user_data[spec.name] == raw
+
+
+def test_logs_read_the_serial_console_through_its_sas_url_without_our_token(az, az_fake) -> None:
+    host = az.create(make(az))
+    (vm,) = _of(az_fake, "Compute/virtualMachines")
+    assert vm["properties"]["diagnosticsProfile"] == {"bootDiagnostics": {"enabled": True}}
+    text = az.console_output(host.id)
+    assert text.startswith("cloud-init[812]: Cloud-init v. 22.4.2 running 'modules:final'")
+    (blob,) = az_fake.calls("GET", r"/bootdiagnostics/.*")
+    assert "authorization" not in blob.headers, "the ARM token never goes to storage"
+    foreign, _ = az_fake.foreign_vm()
+    with pytest.raises(HostNotFound):
+        az.console_output(foreign)
