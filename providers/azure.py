@@ -430,10 +430,7 @@ class AzureProvider:
         )
 
     def status(self, host_id: str) -> Host:
-        vm = self._get(host_id)
-        if not is_ours(vm.tags or {}):
-            raise HostNotFound(f"{NAME}: no VM tagged {TAG_KEY}={TAG_VALUE} with id {host_id}")
-        return self._to_host(vm)
+        return self._to_host(self._our_vm(host_id))
 
     def delete(
         self, host_id: str | None = None, ip: str | None = None, force: bool = False
@@ -489,10 +486,7 @@ class AzureProvider:
         cloud-init writes, for ``inletsctl logs``; "" while nothing is logged yet."""
         import requests
 
-        vm = self._get(host_id)
-        if not is_ours(vm.tags or {}):
-            raise HostNotFound(f"{NAME}: no VM tagged {TAG_KEY}={TAG_VALUE} with id {host_id}")
-        group, name = _host_id(vm).split("/")
+        group, name = _host_id(self._our_vm(host_id)).split("/")
         with self._errors():
             uris = self._compute.virtual_machines.retrieve_boot_diagnostics_data(
                 group, name, sas_uri_expiration_time_in_minutes=5
@@ -585,6 +579,12 @@ class AzureProvider:
         except _Missing as exc:
             raise HostNotFound(f"{NAME}: no VM {name} in resource group {group}") from exc
 
+    def _our_vm(self, host_id: str) -> VirtualMachine:
+        vm = self._get(host_id)
+        if not is_ours(vm.tags or {}):
+            raise HostNotFound(f"{NAME}: no VM tagged {TAG_KEY}={TAG_VALUE} with id {host_id}")
+        return vm
+
     def _find_by_ip(self, ip: str) -> VirtualMachine:
         for host in self.list():
             if ip and ip == host.ip:
@@ -593,12 +593,8 @@ class AzureProvider:
 
     def _public_ip(self, vm: VirtualMachine) -> str:
         """The address of the public IP on the VM's NIC, found among its group's public IPs."""
-        profile = vm.network_profile
-        nics = (
-            {(ref.id or "").lower() for ref in (profile.network_interfaces or []) if profile}
-            if profile
-            else set()
-        )
+        refs = vm.network_profile.network_interfaces if vm.network_profile else None
+        nics = {(ref.id or "").lower() for ref in refs or []}
         group = _host_id(vm).split("/")[0]
         with self._errors():
             addresses = builtins.list(self._network.public_ip_addresses.list(group))
