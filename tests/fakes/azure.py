@@ -17,7 +17,9 @@ answers 202 with ``Location`` (202 while running, then 200). With
 ``async_operations = False`` every call completes synchronously (200/201 with
 ``provisioningState: Succeeded``, DELETE 200), which ARM also documents, for a CLI
 whose polling interval is seconds. References are checked (a NIC names an existing
-NSG, subnet and public IP; a VM an existing NIC), as ARM does.
+NSG, subnet and public IP; a VM an existing NIC), as ARM does. ``retrieveBootDiagnosticsData``
+answers SAS URLs of a VM's serial log (boot diagnostics on), which the fake then serves
+as storage would, to a request that carries the signature and no bearer token.
 """
 
 from __future__ import annotations
