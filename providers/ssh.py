@@ -398,9 +398,12 @@ class SSHProvider:
         if server.engine is not Engine.TUNNEL_CORE:
             raise InvalidSpec(f"{NAME}: only the tunnel-core engine is installed over SSH")
         if server.letsencrypt_domains:
-            raise InvalidSpec(
-                f"{NAME}: --letsencrypt-domain is not supported over SSH yet",
-                hint="Use --http and a proxy of your own on the host, or a cloud provider.",
+            raise InvalidSpec(  # it would mean apt on, and a Caddyfile in, a server not ours
+                f"{NAME}: --letsencrypt-domain needs Caddy in front of the tunnel, and the "
+                "ssh provider installs nothing with apt",
+                hint="Create with --http and put a TLS proxy of your own (Caddy, nginx) in "
+                "front of the data port on the host, or use a cloud provider, whose "
+                "user-data installs Caddy.",
             )
         host_id = _check_id(spec.host_id)
         target = Target({**self.options, **spec.extra})

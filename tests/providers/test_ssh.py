@@ -36,7 +36,7 @@ from providers import kit
 from providers.base import Provider
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
 from providers.local import pid_alive
-from providers.models import HostSpec, HostStatus, ProviderConfig
+from providers.models import HostSpec, HostStatus, ProviderConfig, TunnelMode
 from providers.ssh import REMOTE_ROOT, STEPS, SSHProvider
 from providers.testing.conformance import ProviderConformance
 from providers.testing.faults import Fault
@@ -367,6 +367,13 @@ def test_options_are_checked_before_any_connection(tmp_path: Path) -> None:
         bad = SSHProvider(ProviderConfig(state_dir=str(tmp_path), extra=extra))
         with pytest.raises(InvalidSpec, match=message):
             bad.create(spec)
+    server = dataclasses.replace(
+        spec.server, mode=TunnelMode.HTTP, letsencrypt_domains=("tunnel.example.com",)
+    )
+    https = SSHProvider(ProviderConfig(state_dir=str(tmp_path), extra={"ssh_host": "h"}))
+    with pytest.raises(InvalidSpec, match="needs Caddy") as refused:
+        https.create(dataclasses.replace(spec, server=server))
+    assert "--http" in refused.value.hint and "cloud provider" in refused.value.hint
 
 
 def test_cli_create_get_delete(ssh_host: str, tmp_path: Path) -> None:
