@@ -6,11 +6,15 @@ call when it is over a provider's limit.
 """
 
 from cloud_init._render import (
+    ACME_CA_ROOT_PATH,
+    ACME_DIRECTORIES,
     CLOUD_INIT_PATHS,
     INLETS_PRO_URL,
     INLETS_PRO_VERSION,
-    LETSENCRYPT_STAGING,
     UnitPaths,
+    acme_directory,
+    check_acme_directory,
+    check_ca_root,
     check_size,
     check_token,
     encoded_size,
@@ -23,12 +27,16 @@ from cloud_init._render import (
 from cloud_init.errors import UnsafeValue
 
 __all__ = [
+    "ACME_CA_ROOT_PATH",
+    "ACME_DIRECTORIES",
     "CLOUD_INIT_PATHS",
     "INLETS_PRO_URL",
     "INLETS_PRO_VERSION",
-    "LETSENCRYPT_STAGING",
     "UnitPaths",
     "UnsafeValue",
+    "acme_directory",
+    "check_acme_directory",
+    "check_ca_root",
     "check_size",
     "check_token",
     "encoded_size",

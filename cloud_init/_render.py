@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import jinja2
 
@@ -28,14 +29,23 @@ from providers.ports import ANYWHERE, inbound_rules, port_spec
 INLETS_PRO_VERSION = "0.9.34"
 INLETS_PRO_RELEASES = "https://github.com/inlets/inlets-pro/releases/download"
 INLETS_PRO_URL = f"{INLETS_PRO_RELEASES}/{INLETS_PRO_VERSION}/inlets-pro"
-#: ACME directories Caddy asks for certificates (``acme_ca``); production is its default.
-LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+#: Let's Encrypt's ACME directories, one per ``--letsencrypt-issuer``. Production is
+#: named too, although it is Caddy's default, so that Caddy asks Let's Encrypt only
+#: (its default falls back to ZeroSSL, which the flag does not say).
+ACME_DIRECTORIES = {
+    Issuer.PROD: "https://acme-v02.api.letsencrypt.org/directory",
+    Issuer.STAGING: "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+#: Where the user-data puts ``--acme-ca-root`` for Caddy's ``acme_ca_root``.
+ACME_CA_ROOT_PATH = "/etc/caddy/acme-ca-root.pem"
 
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+$"
 )
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _UNIT_ARG = re.compile(r"^[A-Za-z0-9.,:_/-]+$")
+#: One Caddyfile token: no space, quote, brace (placeholders), backslash or ``#``.
+_CADDY_URL = re.compile(r"^[A-Za-z0-9._~:/?@!&*+,;=%\[\]-]+$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: inlets-pro's release tags: ``0.9.34``, ``0.10.0-rc1`` (no leading ``v``)
@@ -78,6 +88,49 @@ def _email(value: str) -> str:
     return value
 
 
+def check_acme_directory(url: str) -> str:
+    """An https URL that lands in the Caddyfile as one token: ACME is HTTPS only (RFC 8555)."""
+    bad = UnsafeValue(
+        f"--acme-directory {url!r}: not the https:// URL of an ACME directory",
+        hint="Pass the directory's full URL, e.g. --acme-directory "
+        "https://acme.example.com/directory (ACME servers answer over HTTPS only).",
+    )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked for it)
+    except ValueError as exc:
+        raise bad from exc
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.fragment:
+        raise bad
+    if not _CADDY_URL.match(url):
+        raise bad
+    return url
+
+
+def check_ca_root(pem: str) -> str:
+    """The root certificate(s) of ``--acme-ca-root``, parsed and written out again as PEM.
+
+    Parsing refuses a key, a truncated file or one of something else before any VM
+    exists; writing them out again leaves no stray text in the file the VM gets.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise UnsafeValue(
+            "--acme-ca-root: no PEM certificate in the file",
+            hint="Pass the CA's root certificate as PEM (-----BEGIN CERTIFICATE-----).",
+        ) from exc
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
+
+
+def acme_directory(server: ServerSpec) -> str:
+    """The directory Caddy orders from: ``--acme-directory``, else the issuer's."""
+    return server.acme_directory or ACME_DIRECTORIES[server.letsencrypt_issuer]
+
+
 def inlets_pro_url(version: str = "") -> str:
     """The upstream binary of ``version`` (default: the one this release was tested with)."""
     version = version or INLETS_PRO_VERSION
@@ -115,6 +168,7 @@ def _environment() -> jinja2.Environment:
         unit_arg=_unit_arg,
         domain=_domain,
         email=_email,
+        acme_url=check_acme_directory,
         env_token=check_token,
     )
     return env
@@ -217,7 +271,8 @@ def render(server: ServerSpec, host_firewall: bool = False) -> str:
     context = {
         "s": server,
         "inlets_pro_url": inlets_pro_url(server.inlets_pro_version),
-        "acme_ca": LETSENCRYPT_STAGING if server.letsencrypt_issuer is Issuer.STAGING else "",
+        "acme_ca": acme_directory(server),
+        "acme_ca_root_path": ACME_CA_ROOT_PATH,
         "paths": CLOUD_INIT_PATHS,
     }
     files = {

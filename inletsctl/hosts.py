@@ -100,6 +100,10 @@ class CreateRequest:
     email: str = ""
     #: None = not asked for (production); staging only makes sense with domains
     issuer: Issuer | None = None
+    #: ``--acme-directory``: another ACME CA instead of Let's Encrypt; "" = the issuer's
+    acme_directory: str = ""
+    #: ``--acme-ca-root``'s PEM text: what Caddy trusts for that directory's HTTPS
+    acme_ca_root: str = ""
     token: str = field(default="", repr=False)
     engine: Engine = Engine.TUNNEL_CORE
     #: ``--engine inlets-pro``'s release; "" = the one cloud_init pins
@@ -136,6 +140,7 @@ def build_spec(
     ``warn`` hears of what works but is probably not what the user wants.
     """
     _check_engine_options(req)
+    acme_ca_root = _acme_ca_root(req)
     facts = provider.facts
     region = req.region or facts.default_region
     plan = req.plan or facts.default_plan
@@ -187,6 +192,8 @@ def build_spec(
         letsencrypt_domains=req.domains,
         letsencrypt_email=req.email,
         letsencrypt_issuer=req.issuer or Issuer.PROD,
+        acme_directory=req.acme_directory,
+        acme_ca_root=acme_ca_root,
         inlets_pro_version=req.inlets_version,
         release_url=artifact.url if artifact else "",
         artifact_sha256=artifact.sha256 if artifact else "",
@@ -240,6 +247,30 @@ def _check_engine_options(req: CreateRequest) -> None:
             "--letsencrypt-issuer needs --letsencrypt-domain",
             hint="Pass --letsencrypt-domain DOMAIN --letsencrypt-email EMAIL as well.",
         )
+
+
+def _acme_ca_root(req: CreateRequest) -> str:
+    """Another ACME CA: only for HTTPS, one directory at a time; its root, as PEM again."""
+    if not (req.acme_directory or req.acme_ca_root):
+        return ""
+    if not req.domains:
+        raise UsageError(
+            "--acme-directory and --acme-ca-root need --letsencrypt-domain",
+            hint="Pass --letsencrypt-domain DOMAIN --letsencrypt-email EMAIL as well.",
+        )
+    if not req.acme_directory:
+        raise UsageError(
+            "--acme-ca-root is the root of --acme-directory's HTTPS, and none was given",
+            hint="Pass --acme-directory URL too; Let's Encrypt's own roots need no flag.",
+        )
+    if req.issuer is not None:
+        raise UsageError(
+            "--letsencrypt-issuer and --acme-directory both choose the ACME directory",
+            hint="Pass one of them.",
+        )
+    with map_provider_errors():
+        cloud_init.check_acme_directory(req.acme_directory)
+        return cloud_init.check_ca_root(req.acme_ca_root) if req.acme_ca_root else ""
 
 
 def record_for(

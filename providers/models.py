@@ -69,6 +69,10 @@ class ServerSpec:
     letsencrypt_domains: tuple[str, ...] = ()
     letsencrypt_email: str = ""
     letsencrypt_issuer: Issuer = Issuer.PROD
+    #: ``--acme-directory``: another CA's ACME directory URL, instead of the issuer's
+    acme_directory: str = ""
+    #: ``--acme-ca-root``: PEM root(s) Caddy trusts for that directory's HTTPS; "" = system
+    acme_ca_root: str = ""
     inlets_pro_version: str = ""  # --engine inlets-pro: the release to install; "" = pinned
     release_url: str = ""  # exact URL of tunnel-core.pyz for this version
     artifact_sha256: str = ""  # its SHA-256, pinned in the user-data

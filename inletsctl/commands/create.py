@@ -152,6 +152,20 @@ def _check_dns(dns: str, zone: str, domains: list[str], wait: Wait) -> None:
         )
 
 
+def _read_ca_root(path: Path | None) -> str:
+    """``--acme-ca-root``'s text; whether it is a certificate is checked with the rest."""
+    if path is None:
+        return ""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text (PEM) file"
+        raise UsageError(
+            f"--acme-ca-root {path}: cannot read it ({reason})",
+            hint="Pass the PEM file of the CA's root certificate.",
+        ) from exc
+
+
 class LoadBalancer(str, enum.Enum):
     alb = "alb"
     nlb = "nlb"
@@ -219,6 +233,23 @@ def create(
         typer.Option(
             help="Let's Encrypt directory: prod, or staging (untrusted certificates, "
             "generous rate limits: for trying things out). Default: prod.",
+            show_default=False,
+        ),
+    ] = None,
+    acme_directory: Annotated[
+        str,
+        typer.Option(
+            metavar="URL",
+            help="ACME directory of another CA instead of Let's Encrypt (a private CA, or a "
+            "test server such as Pebble), e.g. https://acme.example.com/directory.",
+        ),
+    ] = "",
+    acme_ca_root: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="PEM root certificate that Caddy on the server trusts for "
+            "--acme-directory's HTTPS (a private CA's root).",
             show_default=False,
         ),
     ] = None,
@@ -360,6 +391,8 @@ def create(
         domains=tuple(letsencrypt_domain),
         email=letsencrypt_email,
         issuer=letsencrypt_issuer,
+        acme_directory=acme_directory,
+        acme_ca_root=_read_ca_root(acme_ca_root),
         token=inlets_token,
         engine=engine,
         inlets_version=inlets_version,

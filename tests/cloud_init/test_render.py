@@ -22,6 +22,7 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 KNOWN_TOP_LEVEL = {"package_update", "packages", "write_files", "runcmd"}
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIGHfake\n-----END PRIVATE KEY-----\n"
+ACME_ROOT = "-----BEGIN CERTIFICATE-----\nMIIBacmeroot\n-----END CERTIFICATE-----\n"
 
 BASE = ServerSpec(
     mode=TunnelMode.TCP,
@@ -50,6 +51,11 @@ VARIANTS = {
 OPTION_VARIANTS = {
     "tcp-allow-ips": dataclasses.replace(BASE, allow_ips=("203.0.113.0/24", "2001:db8::/32")),
     "http-allow-ips": dataclasses.replace(VARIANTS["http"], allow_ips=("198.51.100.7/32",)),
+    "https-acme-directory": dataclasses.replace(
+        VARIANTS["https"],
+        acme_directory="https://10.0.2.100:14000/dir",
+        acme_ca_root=ACME_ROOT,
+    ),
 }
 GOLDEN_VARIANTS = {**VARIANTS, **OPTION_VARIANTS}
 VARIANTS_CHECKED_BY_SCHEMA = {
@@ -145,7 +151,55 @@ def test_letsencrypt_staging_points_caddy_at_the_staging_directory() -> None:
         "    acme_ca https://acme-staging-v02.api.letsencrypt.org/directory\n}\n"
     )
     prod = str(_files(yaml.safe_load(render(VARIANTS["https"])))["/etc/caddy/Caddyfile"]["content"])
-    assert "acme_ca" not in prod, "production is Caddy's own default"
+    assert "    acme_ca https://acme-v02.api.letsencrypt.org/directory\n}\n" in prod, (
+        "production is named, so Caddy falls back to no other CA"
+    )
+    assert "acme_ca_root" not in prod, "Let's Encrypt's roots are the system's"
+
+
+def test_acme_directory_and_its_root_reach_caddy() -> None:
+    doc = yaml.safe_load(render(OPTION_VARIANTS["https-acme-directory"]))
+    files = _files(doc)
+    caddy = str(files["/etc/caddy/Caddyfile"]["content"])
+    assert caddy.startswith(
+        "{\n    email ops@example.com\n    acme_ca https://10.0.2.100:14000/dir\n"
+        f"    acme_ca_root {cloud_init.ACME_CA_ROOT_PATH}\n}}\n"
+    )
+    root = files[cloud_init.ACME_CA_ROOT_PATH]
+    assert root["content"] == ACME_ROOT
+    assert root["permissions"] == "0644" and root["defer"] is True, "written after the package"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://acme.example.com/dir",
+        "ftp://acme.example.com/dir",
+        "https:///dir",
+        "https://acme.example.com:99999/dir",
+        "https://user:pw@acme.example.com/dir",
+        "https://acme.example.com/dir#frag",
+        "https://acme.example.com/dir {\n}\nevil.example.com {",
+        "https://{env.HOME}/dir",
+        'https://acme.example.com/"dir"',
+        "https://acme.example.com/a dir",
+        "https://acme.example.com/dir\nruncmd: [[reboot]]",
+    ],
+)
+def test_acme_directory_that_is_not_one_caddyfile_https_token_is_refused(url: str) -> None:
+    with pytest.raises(UnsafeValue) as info:
+        render(dataclasses.replace(OPTION_VARIANTS["https-acme-directory"], acme_directory=url))
+    assert "--acme-directory" in str(info.value) and "https://" in info.value.hint
+
+
+def test_ca_root_is_parsed_and_written_out_again() -> None:
+    cert, key, _ = self_signed()
+    assert cloud_init.check_ca_root(f"my CA\n{cert}\ntrailing words\n") == cert
+    assert cloud_init.check_ca_root(cert + cert) == cert + cert
+    for junk in (key, "", "not a certificate\n"):
+        with pytest.raises(UnsafeValue) as info:
+            cloud_init.check_ca_root(junk)
+        assert "BEGIN CERTIFICATE" in info.value.hint
 
 
 def test_inlets_pro_version_picks_the_release_downloaded() -> None:
@@ -208,7 +262,7 @@ def test_release_url_is_a_quoted_argument(url: str) -> None:
     assert cmd[0:2] == ["sh", "-c"] and '"$1"' in cmd[2] and cmd[4] == url
 
 
-@pytest.mark.parametrize("variant", sorted(OPTION_VARIANTS))
+@pytest.mark.parametrize("variant", sorted(v for v, s in OPTION_VARIANTS.items() if s.allow_ips))
 def test_allow_ips_reach_the_unit(variant: str) -> None:
     spec = OPTION_VARIANTS[variant]
     unit = _files(yaml.safe_load(render(spec)))["/etc/systemd/system/tunnel-core.service"]
