@@ -12,6 +12,7 @@ from providers.models import ServerSpec, TunnelMode
 __all__ = [
     "ANYWHERE",
     "allow_list",
+    "http_ports",
     "inbound_ports",
     "inbound_ranges",
     "inbound_rules",
@@ -45,10 +46,14 @@ def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def http_ports(server: ServerSpec) -> list[int]:
+    """HTTP mode's public ports: the data port, or 80 and 443 where Caddy answers."""
+    return [80, 443] if server.letsencrypt_domains else [server.data_port]
+
+
 def _data_ranges(server: ServerSpec) -> list[tuple[int, int]]:
     if server.mode is TunnelMode.HTTP:
-        data = [80, 443] if server.letsencrypt_domains else [server.data_port]
-        return [(port, port) for port in data]
+        return [(port, port) for port in http_ports(server)]
     if server.ports:
         return [(port, port) for port in server.ports]
     return allow_list(server.allow_ports)

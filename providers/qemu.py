@@ -7,10 +7,12 @@ user-data works: the rendered ``#cloud-config`` goes onto a NoCloud seed disk
 
 Networking is qemu's user mode with ``restrict=on``: the guest reaches nothing but
 what is forwarded explicitly. ``hostfwd`` maps free ports on the host's 127.0.0.1 to
-the control port and the data ports in the guest; ``guestfwd`` makes
-``http://10.0.2.100:PORT`` in the guest reach ``127.0.0.1:PORT`` on the host, so a
-release server on the host's loopback (``INLETSCTL_RELEASE_URL=http://10.0.2.100:PORT/...``)
-serves the engine to the VM without the VM reaching the internet.
+the control port and the data ports in the guest (80 and 443 for HTTPS, as a cloud
+firewall opens them); ``guestfwd`` makes ``10.0.2.100:PORT`` in the guest reach
+``127.0.0.1:PORT`` on the host, so a release server on the host's loopback
+(``INLETSCTL_RELEASE_URL=http://10.0.2.100:PORT/...``) serves the engine to the VM, and
+an ACME server there (``--acme-directory https://10.0.2.100:PORT/...``) issues Caddy's
+certificates, without the VM reaching the internet.
 
 Each host is a directory ``<state_dir>/qemu/<host_id>/`` with the overlay, the seed,
 the serial console log and ``host.json`` (PID, ports). qemu's command line names that
@@ -46,7 +48,16 @@ from providers.local import (
     stop_processes,
     write_private,
 )
-from providers.models import Host, HostSpec, HostStatus, ProviderConfig, ProviderFacts, TunnelMode
+from providers.models import (
+    Host,
+    HostSpec,
+    HostStatus,
+    ProviderConfig,
+    ProviderFacts,
+    ServerSpec,
+    TunnelMode,
+)
+from providers.ports import http_ports
 
 LOOPBACK = "127.0.0.1"
 META = "host.json"
@@ -58,6 +69,10 @@ GUESTFWD_ADDR = "10.0.2.100"
 IMAGE_DIR_ENV = "INLETSCTL_VM_DIR"
 #: ``kvm`` to use KVM when /dev/kvm answers; the default is ``tcg`` (see :func:`accel`).
 ACCEL_ENV = "INLETSCTL_QEMU_ACCEL"
+#: ``extra["forwards"]`` for a CLI user: ``HOST:GUEST,...`` (see :func:`parse_forwards`).
+FORWARDS_ENV = "INLETSCTL_QEMU_FORWARDS"
+#: The port of a URL that names none, by scheme.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Seconds ``create`` waits for qemu to write its pidfile (it has started the VM).
 START_TIMEOUT_S = 30.0
 #: Serial console lines that show how far the boot got, in boot order.
@@ -80,7 +95,8 @@ def parse_forwards(text: str) -> dict[int, int]:
 
     Beside the free host ports the spec's own ports get, for a port that must keep its
     number on both sides: the ``ssh`` provider dials the control port it installed
-    (8123) on the address it logged in to.
+    (8123) on the address it logged in to; or one that must be known before the VM
+    exists: an ACME server checks the guest's 80 and 443 at ports of its own config.
     """
     pairs: dict[int, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -150,7 +166,9 @@ class QemuProvider:
         self.image = image_dir(config)
         self.qemu = config.extra.get("qemu_binary", "qemu-system-x86_64")
         self.accel = accel(config.extra.get("accel") or os.environ.get(ACCEL_ENV, "tcg"))
-        self.forwards = parse_forwards(config.extra.get("forwards", ""))
+        self.forwards = parse_forwards(
+            config.extra.get("forwards") or os.environ.get(FORWARDS_ENV, "")
+        )
         self.start_timeout = START_TIMEOUT_S
         #: qemu processes started by this object, reaped by ``delete`` (no zombies).
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -234,7 +252,7 @@ class QemuProvider:
     def _boot(self, spec: HostSpec, hdir: Path) -> Host:
         server = spec.server
         control = free_port()
-        guest_ports = [server.data_port] if server.mode is TunnelMode.HTTP else list(server.ports)
+        guest_ports = http_ports(server) if server.mode is TunnelMode.HTTP else list(server.ports)
         forwards = {free_port(): p for p in guest_ports} | self.forwards
         write_private(hdir / "user-data", spec.user_data)
         meta_data = f"instance-id: {spec.host_id}\nlocal-hostname: {spec.name}\n"
@@ -268,8 +286,7 @@ class QemuProvider:
         fwd = {control: server.control_port, **forwards}
         nic = "user,model=virtio-net-pci,restrict=on"
         nic += "".join(f",hostfwd=tcp:{LOOPBACK}:{h}-:{g}" for h, g in fwd.items())
-        if relay := self._release_relay(server.release_url):
-            nic += relay
+        nic += self._relays(server)
         cpus, mem = PLANS.get(spec.plan, PLANS[self.facts.default_plan])
         image = self.image.resolve()
         argv = [
@@ -308,14 +325,18 @@ class QemuProvider:
         self._wait_started(hdir, proc)
         return self.status(spec.host_id)
 
-    def _release_relay(self, release_url: str) -> str:
-        """A ``guestfwd`` for a release URL on :data:`GUESTFWD_ADDR`, relaying to the host."""
-        parts = urlsplit(release_url)
-        if parts.hostname != GUESTFWD_ADDR:
-            return ""
-        port = parts.port or 80
-        cmd = f"{sys.executable} -m providers.qemu relay {LOOPBACK} {port}"
-        return f",guestfwd=tcp:{GUESTFWD_ADDR}:{port}-cmd:{cmd}"
+    def _relays(self, server: ServerSpec) -> str:
+        """A ``guestfwd`` per port of :data:`GUESTFWD_ADDR` that the guest fetches from (the
+        release, the ACME directory), relaying to the same port on the host's loopback."""
+        urls = [urlsplit(u) for u in (server.release_url, server.acme_directory)]
+        ports = {
+            u.port or DEFAULT_PORTS.get(u.scheme, 80) for u in urls if u.hostname == GUESTFWD_ADDR
+        }
+        return "".join(
+            f",guestfwd=tcp:{GUESTFWD_ADDR}:{port}-cmd:"
+            f"{sys.executable} -m providers.qemu relay {LOOPBACK} {port}"
+            for port in sorted(ports)
+        )
 
     def _wait_started(self, hdir: Path, proc: subprocess.Popen[bytes]) -> None:
         """qemu writes its pidfile once the VM runs; a bad option makes it exit first."""

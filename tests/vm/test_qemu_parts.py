@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,15 @@ import pytest
 
 from providers.errors import InvalidSpec
 from providers.models import HostSpec, ProviderConfig
-from providers.qemu import BOOT_FAILED, QemuProvider, accel, boot_stage, parse_forwards
+from providers.qemu import (
+    BOOT_FAILED,
+    FORWARDS_ENV,
+    GUESTFWD_ADDR,
+    QemuProvider,
+    accel,
+    boot_stage,
+    parse_forwards,
+)
 from tests.certs import server_spec
 
 RELAY_TIMEOUT_S = 30
@@ -93,3 +102,22 @@ def test_relay_carries_one_guest_connection_to_the_host_port() -> None:
         thread.join(timeout=RELAY_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"HTTP/1.0 200 OK\r\n\r\nGET /X HTTP/1.0\r\n\r\n"
+
+
+def test_the_guest_reaches_the_release_and_the_acme_directory_on_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One relay per port of 10.0.2.100 the guest fetches from; other hosts get none."""
+    monkeypatch.setenv(FORWARDS_ENV, "18080:80")
+    provider = QemuProvider(ProviderConfig(state_dir=str(tmp_path)))
+    assert provider.forwards == {18080: 80}, "the CLI's way to set extra['forwards']"
+    server = dataclasses.replace(
+        server_spec(),
+        release_url=f"http://{GUESTFWD_ADDR}:8080/releases/tunnel-core.pyz",
+        acme_directory=f"https://{GUESTFWD_ADDR}/dir",
+    )
+    relays = provider._relays(server)
+    assert relays.count("guestfwd=") == 2
+    assert f"guestfwd=tcp:{GUESTFWD_ADDR}:443-cmd:" in relays and relays.endswith(" 8080")
+    elsewhere = dataclasses.replace(server, acme_directory="https://acme.example.com/dir")
+    assert provider._relays(elsewhere).count("guestfwd=") == 1
