@@ -228,9 +228,10 @@ class EC2Provider:
         """N instances over two or more zones behind one load balancer.
 
         The security groups come first (the load balancer's, then the members', whose
-        data ports admit only the first), then the instances, then the load balancer
-        and per public port a target group and a listener. All share the one user-data,
-        so one token and one certificate serve every member.
+        data ports admit only the first), then the instances, the load balancer, and,
+        once the instances run (AWS registers no pending instance), per public port a
+        target group and a listener. All share the one user-data, so one token and one
+        certificate serve every member.
         """
         routes = ec2_lb.routes(spec.server, group.kind)
         if spec.zone or spec.extra.get("zone") or spec.extra.get("subnet_id"):
@@ -270,20 +271,32 @@ class EC2Provider:
             )  # fmt: skip
             for n in range(group.count)
         ]
-        lb = ec2_lb.create(
+        lb = ec2_lb.create_load_balancer(
             elb,
             host_id=spec.host_id,
             kind=group.kind,
-            vpc_id=places[0].vpc_id,
             subnets=[p.subnet_id for p in places],
             security_group=lb_group,
+            tags=tags,
+        )
+        # AWS registers an instance target only once it runs; the balancer provisions
+        # meanwhile.
+        ids = [i["InstanceId"] for i in instances]
+        running = self._wait_for(
+            client, ids, "running", "Try again, or another --plan or --region."
+        )
+        ec2_lb.forward(
+            elb,
+            lb,
+            host_id=spec.host_id,
+            vpc_id=places[0].vpc_id,
             routes=routes,
-            targets=[i["InstanceId"] for i in instances],
+            targets=ids,
             target_type="instance",
             health_port=spec.server.control_port,
             tags=tags,
         )
-        return self._group_host(lb, instances, region, spec.host_id)
+        return self._group_host(lb, running, region, spec.host_id)
 
     @staticmethod
     def _tags(spec: HostSpec) -> builtins.list[TagTypeDef]:
@@ -513,21 +526,36 @@ class EC2Provider:
         if ids:
             with aws_errors("terminate the instance"):
                 client.terminate_instances(InstanceIds=ids)
-            self._wait_terminated(client, ids)
+            self._wait_for(
+                client, ids, "terminated",
+                "Run the same `inletsctl delete` again to finish removing it.",
+            )  # fmt: skip
         return [f"instance {i}" for i in ids]
 
-    def _wait_terminated(self, client: EC2Client, ids: builtins.list[str]) -> None:
+    def _wait_for(
+        self, client: EC2Client, ids: builtins.list[str], state: str, hint: str
+    ) -> builtins.list[InstanceTypeDef]:
+        """Poll until every instance in ``ids`` is in ``state`` (bounded); the last answer.
+
+        Just after a launch AWS may not know the new ids yet: that is waited out too.
+        """
         for poll in range(1, self._max_polls + 1):
-            with aws_errors("check the instance is terminated"):
-                found = self._instances(client, [], ids, terminated=True)
+            try:
+                with aws_errors(f"check the instance is {state}"):
+                    found = self._instances(client, [], ids, terminated=True)
+            except HostNotFound:
+                found = []
             states = {i["State"]["Name"] for i in found}
-            if states <= {"terminated"}:
-                return
+            if states <= {state} and (found or state == "terminated"):
+                return found
+            ended = states & {"shutting-down", "terminated", "stopping", "stopped"}
+            if state == "running" and ended:
+                raise ProviderAPIError(
+                    PROVIDER, f"an instance is {', '.join(sorted(ended))} while starting", hint
+                )
             self._sleep(self._backoff(poll))
         raise ProviderAPIError(
-            PROVIDER,
-            f"instance {', '.join(ids)} not terminated after {self._max_polls} polls",
-            hint="Run the same `inletsctl delete` again to finish removing it.",
+            PROVIDER, f"instance {', '.join(ids)} not {state} after {self._max_polls} polls", hint
         )
 
     def _retry(

@@ -146,33 +146,43 @@ def target_group_name(host_id: str, port: int) -> str:
     return f"inletsctl-{host_id}-{port}"[:32]
 
 
-def create(
+def create_load_balancer(
     elb: ELBClient,
     *,
     host_id: str,
     kind: str,
-    vpc_id: str,
     subnets: Sequence[str],
     security_group: str,
-    routes: Sequence[Route],
-    targets: Sequence[str],
-    target_type: str,
-    health_port: int,
     tags: Sequence[Mapping[str, Any]],
 ) -> LoadBalancerTypeDef:
-    """The load balancer, then per route a target group (health: HTTPS ``/healthz`` on
-    ``health_port``), its targets, and the listener that forwards to it."""
-    tag_list: Any = list(tags)
+    """The internet-facing load balancer (IPv4) in one subnet per zone."""
     with aws_errors("create the load balancer"):
-        lb = elb.create_load_balancer(
+        return elb.create_load_balancer(
             Name=load_balancer_name(host_id),
             Type=KINDS[kind],  # type: ignore[arg-type]
             Scheme="internet-facing",
             IpAddressType="ipv4",
             Subnets=list(subnets),
             SecurityGroups=[security_group],
-            Tags=tag_list,
+            Tags=list(tags),  # type: ignore[arg-type]
         )["LoadBalancers"][0]
+
+
+def forward(
+    elb: ELBClient,
+    lb: LoadBalancerTypeDef,
+    *,
+    host_id: str,
+    vpc_id: str,
+    routes: Sequence[Route],
+    targets: Sequence[str],
+    target_type: str,
+    health_port: int,
+    tags: Sequence[Mapping[str, Any]],
+) -> None:
+    """Per route a target group (health: HTTPS ``/healthz`` on ``health_port``), its
+    targets, and the listener that forwards to it; ``targets`` must be running."""
+    tag_list: Any = list(tags)
     for route in routes:
         with aws_errors(f"create the target group of port {route.port}"):
             group = elb.create_target_group(
@@ -201,7 +211,6 @@ def create(
                 DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
                 Tags=tag_list,
             )
-    return lb
 
 
 # -- finding by tag -------------------------------------------------------------------------
