@@ -215,6 +215,42 @@ def test_every_member_boots_the_same_user_data_so_one_token_and_pin_serve_all(
     assert datas == {spec.user_data}
 
 
+def test_targets_are_registered_only_once_every_member_runs(
+    ec2: EC2Provider, cloud: MotoEC2, sleeps: list[float]
+) -> None:
+    """AWS refuses a pending instance as a target (InvalidTarget); moto would take it."""
+    seen: list[int] = []
+
+    def pending_twice(parsed: dict[str, Any], **_: Any) -> None:
+        seen.append(len(seen))
+        if len(seen) <= 2:
+            for reservation in parsed["Reservations"]:
+                for instance in reservation["Instances"]:
+                    instance["State"] = {"Code": 0, "Name": "pending"}
+
+    cloud.events.register("after-call.ec2.DescribeInstances", pending_twice)
+    kit.create_host(ec2, group_spec(ec2, ports=(8080,)))
+    ops = cloud.operations()
+    running_seen = max(n for n, op in enumerate(ops) if op == "DescribeInstances")
+    assert ops.index("RegisterTargets") > running_seen > ops.index("CreateLoadBalancer")
+    assert sleeps == [0.0, 0.0], "two polls while pending, bounded by the backoff"
+
+
+def test_a_member_that_stops_while_starting_undoes_the_group(
+    ec2: EC2Provider, cloud: MotoEC2
+) -> None:
+    def stopped_once(parsed: dict[str, Any], **_: Any) -> None:
+        cloud.events.unregister("after-call.ec2.DescribeInstances", stopped_once)
+        for reservation in parsed["Reservations"]:
+            reservation["Instances"][0]["State"] = {"Code": 80, "Name": "stopped"}
+
+    cloud.events.register("after-call.ec2.DescribeInstances", stopped_once)
+    with pytest.raises(ProviderAPIError, match="stopped while starting"):
+        kit.create_host(ec2, group_spec(ec2, ports=(8080,)))
+    assert "RegisterTargets" not in cloud.operations()
+    assert cloud.resources() == set()
+
+
 def test_everything_is_tagged_in_the_call_that_creates_it(ec2: EC2Provider, cloud: MotoEC2) -> None:
     spec = group_spec(ec2, ports=(8080,))
     kit.create_host(ec2, spec)
@@ -284,6 +320,7 @@ def test_target_group_still_in_use_is_retried(
 ) -> None:
     spec = group_spec(ec2, ports=(8080,))
     kit.create_host(ec2, spec)
+    sleeps.clear()
     cloud.fail_at("DeleteTargetGroup", times=2)
     kit.delete_host(ec2, spec.host_id)
     assert sleeps == [0.0, 0.0]
