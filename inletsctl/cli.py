@@ -30,6 +30,7 @@ COMMANDS = (
     "version",
     "download",
     "kfwd",
+    "operator",
 )
 
 app = typer.Typer(
