@@ -133,8 +133,9 @@ class Operator:
             )
             logger.info(f"exit server {record.id} ({record.provider}) serves {record.ip}")
 
-    def remove(self, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        """The Service is going: its exit server first, then the client and the Tunnel."""
+    def remove(self, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+        """The Service is going (or is no LoadBalancer now): its exit server first, then
+        the client and the Tunnel, and the IP it no longer has."""
         service = _plain(body)
         meta = service["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -148,6 +149,7 @@ class Operator:
             for plural, api in (("deployments", "apps/v1"), ("secrets", "v1")):
                 self.api.delete(r.namespaced(namespace, plural, r.client_name(service), api))
             self.api.delete(r.tunnel_path(namespace, name))
+        patch.status["loadBalancer"] = {"ingress": None}
 
     # -- steps ------------------------------------------------------------------------
 
@@ -283,6 +285,10 @@ def _is_load_balancer(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("type") == "LoadBalancer"
 
 
+def _not_load_balancer(spec: kopf.Spec, **_: Any) -> bool:
+    return not _is_load_balancer(spec)
+
+
 def build(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings]:
     """The handlers bound to ``config``, in a registry of their own, and kopf's settings.
 
@@ -301,6 +307,9 @@ def build(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.OperatorS
         decorator("v1", "services", registry=registry, id=hid, **selected)(op.reconcile)
     kopf.on.update("v1", "services", registry=registry, id="update", **selected)(op.reconcile)
     kopf.on.delete("v1", "services", registry=registry, id="delete", **selected)(op.remove)
+    # a Service that stops being a LoadBalancer keeps nothing: its server goes as on delete
+    retired: dict[str, Any] = {**selected, "when": _not_load_balancer, "field": "spec.type"}
+    kopf.on.update("v1", "services", registry=registry, id="retire", **retired)(op.remove)
 
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = r.FINALIZER

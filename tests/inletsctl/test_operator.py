@@ -121,10 +121,11 @@ def ready_tunnel(kube: KubeServer, name: str = "web", other_than: str = "") -> d
     return until(kube, r.tunnel_path(NS, name), ready, f"Tunnel {name} Ready")
 
 
-def ingress_of(kube: KubeServer, name: str = "web") -> list[dict[str, str]]:
-    def has_ingress(svc: Any) -> bool:
-        return bool(((svc or {}).get("status") or {}).get("loadBalancer", {}).get("ingress"))
+def has_ingress(svc: Any) -> bool:
+    return bool(((svc or {}).get("status") or {}).get("loadBalancer", {}).get("ingress"))
 
+
+def ingress_of(kube: KubeServer, name: str = "web") -> list[dict[str, str]]:
     svc = until(kube, f"{SERVICES}/{name}", has_ingress, f"{name}'s status.loadBalancer")
     return list(svc["status"]["loadBalancer"]["ingress"])
 
@@ -190,6 +191,18 @@ def test_a_ports_change_moves_the_service_to_a_new_exit_server(kube, state_dir) 
         assert (state_dir / "local" / second["status"]["hostId"] / "host.json").is_file()
         kube.request("DELETE", f"{SERVICES}/web")
         gone(kube)
+
+
+def test_a_service_that_stops_being_a_load_balancer_loses_its_server(kube, state_dir) -> None:
+    with operator(config(state_dir, provider="local")):
+        kube.request("POST", SERVICES, service())
+        host_id = ready_tunnel(kube)["status"]["hostId"]
+        kube.request("PATCH", f"{SERVICES}/web", {"spec": {"type": "ClusterIP"}})
+        until(kube, r.tunnel_path(NS, "web"), lambda t: t is None, "the Tunnel removed")
+        assert not (state_dir / "local" / host_id).exists()
+        assert kube.get(r.namespaced(NS, "deployments", "web-tunnel-client", "apps/v1")) is None
+        svc = until(kube, f"{SERVICES}/web", lambda svc: not has_ingress(svc), "IP withdrawn")
+        assert svc["spec"]["type"] == "ClusterIP"
 
 
 def test_annotations_choose_the_cloud_and_delete_leaves_nothing(kube, state_dir, do_fake) -> None:
