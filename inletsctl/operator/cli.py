@@ -6,14 +6,17 @@ Neither imports kopf until it runs: ``inletsctl --help`` stays as fast as withou
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from inletsctl.commands import _options as o
 from inletsctl.commands.create import parse_duration
+from inletsctl.errors import UsageError
 from inletsctl.operator import resources as r
-from inletsctl.providers_config import Access
+from inletsctl.providers_config import Access, provider_class
 from inletsctl.readiness import Wait
 from inletsctl.store import state_dir
 
@@ -25,6 +28,8 @@ app = typer.Typer(
 
 #: Where the Deployment's kopf answers liveness probes (the manifests probe it).
 LIVENESS = "http://0.0.0.0:8080/healthz"
+#: Where a pod finds its service account's token (kopf's in-cluster login reads it).
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 #: The Secret (in the operator's namespace) whose keys become the operator's environment.
 CLOUD_SECRET = "inletsctl-cloud"
 
@@ -88,6 +93,10 @@ def run(
 
     from inletsctl.operator import handlers
 
+    _require_cluster_access()
+    if provider:
+        provider_class(provider)  # an unknown name fails now, not at the first Service
+
     config = handlers.OperatorConfig(
         state_dir=state_dir(),
         provider=provider,
@@ -112,6 +121,19 @@ def run(
         namespaces=namespace,
         liveness_endpoint=liveness or None,
     )
+
+
+def _require_cluster_access() -> None:
+    """kopf would retry a login that can never work; say what is missing instead."""
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+    if not (
+        SERVICE_ACCOUNT_TOKEN.is_file()
+        or any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p)
+    ):
+        raise UsageError(
+            "no Kubernetes credentials: no service account token and no kubeconfig",
+            hint="Run it in a pod with the manifests' ServiceAccount, or set KUBECONFIG.",
+        )
 
 
 @app.command()

@@ -139,7 +139,7 @@ class Operator:
         service = _plain(body)
         meta = service["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
-        with _retried():
+        with _retried(give_up_on_usage=False):
             current = self.api.get(r.tunnel_path(namespace, name))
             if current is not None:
                 status = current.get("status") or {}
@@ -268,13 +268,20 @@ def _line(exc: InletsctlError) -> str:
 
 
 @contextmanager
-def _retried() -> Iterator[None]:
-    """Cloud and API failures become kopf's retry after RETRY_DELAY_S, with our message;
-    a usage error (a bad annotation, an unknown region) is not retried."""
+def _retried(give_up_on_usage: bool = True) -> Iterator[None]:
+    """Cloud and API failures become kopf's retry after RETRY_DELAY_S, with our message.
+
+    A usage error (a bad annotation, an unknown region) is not retried when making a
+    server; when removing one it is (say, credentials missing until the Secret is
+    fixed): a delete handler that gave up would let kopf drop the finalizer, and the
+    exit server would outlive its Service.
+    """
     try:
         yield
     except UsageError as exc:
-        raise kopf.PermanentError(_line(exc)) from exc
+        if give_up_on_usage:
+            raise kopf.PermanentError(_line(exc)) from exc
+        raise kopf.TemporaryError(_line(exc), delay=RETRY_DELAY_S) from exc
     except InletsctlError as exc:
         raise kopf.TemporaryError(_line(exc), delay=RETRY_DELAY_S) from exc
     except KubeError as exc:

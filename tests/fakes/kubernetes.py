@@ -32,6 +32,8 @@ import kmock
 from kmock import action
 
 TIMEOUT_S = 10.0
+#: The User-Agent of the tests' own calls, to tell them from the operator's.
+TEST_AGENT = "kubectl-in-tests"
 
 
 @attrs.define(kw_only=True)
@@ -149,7 +151,10 @@ class KubeServer:
         ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": ctype}
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": ctype, "User-Agent": TEST_AGENT},
         )
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
             return json.loads(resp.read() or b"null")

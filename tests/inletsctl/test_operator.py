@@ -28,7 +28,7 @@ from providers.local import LOOPBACK, healthz
 from providers.testing.faults import Fault
 from tests.conftest import wait_for
 from tests.fakes.digitalocean import FakeDigitalOcean
-from tests.fakes.kubernetes import KubeServer
+from tests.fakes.kubernetes import TEST_AGENT, KubeServer
 
 pytestmark = pytest.mark.network
 
@@ -176,6 +176,13 @@ def check_client(kube: KubeServer, state_dir: Path, tunnel: dict[str, Any]) -> N
     token_file = state_dir / "local" / status["hostId"] / "token"
     assert secret["stringData"]["token"] == token_file.read_text()
     assert secret["metadata"]["ownerReferences"][0]["uid"] == svc["metadata"]["uid"]
+    # the operator's own calls carry the identity of the kubeconfig, as kopf's do
+    ours = [
+        q
+        for q in list(kube.api)
+        if q.resource and q.resource.plural == r.TUNNELS and q.headers["User-Agent"] != TEST_AGENT
+    ]
+    assert ours and {q.headers.get("Authorization") for q in ours} == {"Bearer emulator-token"}
 
 
 def test_a_ports_change_moves_the_service_to_a_new_exit_server(kube, state_dir) -> None:

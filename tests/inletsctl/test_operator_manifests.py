@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from inletsctl.operator import resources as r
-from inletsctl.operator.cli import LIVENESS
+from inletsctl.operator.cli import LIVENESS, SERVICE_ACCOUNT_TOKEN
 from inletsctl.store import HostRecord
 from tests.inletsctl.conftest import run_cli
 
@@ -131,6 +131,16 @@ def test_an_http_host_annotation_selects_http_mode(service) -> None:
     want = r.desired(service, "hetzner", "fsn1", "cx11")
     assert (want.mode, want.plan, want.region) == ("http", "cx22", "fsn1")
     assert want.client_upstream == "app.example.com=http://10.43.0.7:443"
+
+
+@pytest.mark.skipif(SERVICE_ACCOUNT_TOKEN.exists(), reason="runs in a pod")
+def test_run_without_cluster_credentials_says_what_is_missing(tmp_path) -> None:
+    env = {"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)}
+    result = run_cli("operator", "run", "--provider", "local", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "no Kubernetes credentials" in result.stderr
+    assert "KUBECONFIG" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_inletsctl_help_does_not_import_kopf() -> None:
