@@ -85,6 +85,9 @@ def run(
     liveness: Annotated[
         str, typer.Option(help=f"Serve kopf's liveness probe here, e.g. {LIVENESS}.")
     ] = "",
+    retry_delay: Annotated[
+        str, typer.Option(help="Wait this long before retrying after a cloud or API failure.")
+    ] = "30s",
     *,
     access: Access,
 ) -> None:
@@ -109,6 +112,7 @@ def run(
         access=access,
         release_url=release_url,
         client_image=client_image,
+        retry_delay=parse_duration(retry_delay, "--retry-delay"),
     )
     registry, settings = handlers.build(config)
     logging.getLogger().handlers.clear()  # kopf's own log lines, not each twice

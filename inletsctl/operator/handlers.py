@@ -55,6 +55,8 @@ class OperatorConfig:
     access: Access = field(default_factory=Access)
     release_url: str = ""
     client_image: str = r.CLIENT_IMAGE
+    #: seconds before a handler whose cloud or API call failed runs again
+    retry_delay: float = RETRY_DELAY_S
 
 
 class Operator:
@@ -104,7 +106,7 @@ class Operator:
             want = r.desired(service, self.config.provider, self.config.region, self.config.plan)
         except UsageError as exc:
             raise kopf.PermanentError(_line(exc)) from exc
-        with _retried():
+        with _retried(self.config.retry_delay):
             current = self.api.get(r.tunnel_path(namespace, name))
             status = (current or {}).get("status") or {}
             secret = self.api.get(r.namespaced(namespace, "secrets", r.client_name(service)))
@@ -139,7 +141,7 @@ class Operator:
         service = _plain(body)
         meta = service["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
-        with _retried(give_up_on_usage=False):
+        with _retried(self.config.retry_delay, give_up_on_usage=False):
             current = self.api.get(r.tunnel_path(namespace, name))
             if current is not None:
                 status = current.get("status") or {}
@@ -268,8 +270,8 @@ def _line(exc: InletsctlError) -> str:
 
 
 @contextmanager
-def _retried(give_up_on_usage: bool = True) -> Iterator[None]:
-    """Cloud and API failures become kopf's retry after RETRY_DELAY_S, with our message.
+def _retried(delay: float, give_up_on_usage: bool = True) -> Iterator[None]:
+    """Cloud and API failures become kopf's retry after ``delay`` s, with our message.
 
     A usage error (a bad annotation, an unknown region) is not retried when making a
     server; when removing one it is (say, credentials missing until the Secret is
@@ -281,11 +283,11 @@ def _retried(give_up_on_usage: bool = True) -> Iterator[None]:
     except UsageError as exc:
         if give_up_on_usage:
             raise kopf.PermanentError(_line(exc)) from exc
-        raise kopf.TemporaryError(_line(exc), delay=RETRY_DELAY_S) from exc
+        raise kopf.TemporaryError(_line(exc), delay=delay) from exc
     except InletsctlError as exc:
-        raise kopf.TemporaryError(_line(exc), delay=RETRY_DELAY_S) from exc
+        raise kopf.TemporaryError(_line(exc), delay=delay) from exc
     except KubeError as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_S) from exc
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=delay) from exc
 
 
 def _is_load_balancer(spec: kopf.Spec, **_: Any) -> bool:

@@ -2,9 +2,10 @@
 
 kmock's ``KubernetesEmulator`` keeps objects in memory and serves discovery, list,
 watch, create, patch and delete over HTTP on 127.0.0.1. A real API server also gives
-every object a ``metadata.resourceVersion`` (new on each write), a ``uid`` and a
-``creationTimestamp``, and a Service its ``spec.clusterIP``; it answers a failed JSON
-patch ``test`` with 422, and a watch from a list's version does not replay the list.
+every object a ``metadata.resourceVersion`` (new on each write), a ``uid``, a
+``creationTimestamp`` and a name from its ``generateName``, and a Service its
+``spec.clusterIP``; it answers a failed JSON patch ``test`` with 422, and a watch from
+a list's version does not replay the list.
 kopf relies on all of these, so :class:`StampingEmulator` adds them, as kmock's docs
 ask of a test that needs more than plain JSON storage. :class:`KubeServer` runs it on
 its own event loop in a thread, so the synchronous tests and ``KopfRunner`` (another
@@ -54,6 +55,8 @@ class StampingEmulator(kmock.KubernetesEmulator):
         if request.action == action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             meta.update(resourceVersion=version, uid=str(uuid.uuid4()))
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             meta.setdefault("creationTimestamp", "2026-12-01T10:00:00Z")
             if request.resource is not None and request.resource.plural == "services":
                 data.setdefault("spec", {}).setdefault(

@@ -236,6 +236,59 @@ def test_annotations_choose_the_cloud_and_delete_leaves_nothing(kube, state_dir,
         assert kube.get(path) is None, path
 
 
+@pytest.mark.parametrize("fault", [Fault.LOST, Fault.DROPPED, Fault.ERROR])
+def test_a_failed_create_is_undone_and_retried_into_one_server(
+    kube, state_dir, do_fake, fault
+) -> None:
+    """The droplet made (or not), then a 5xx or a dropped connection: the kit removes
+    it by tag, kopf retries, and the Service ends with exactly one droplet."""
+    do_fake.arm("create_droplet", fault)
+    with operator(do_config(state_dir, do_fake, retry_delay=0.1)):
+        kube.request("POST", SERVICES, service())
+        tunnel = ready_tunnel(kube)
+        ingress_of(kube)
+        assert do_fake.struck("create_droplet")
+        [droplet] = do_fake.droplets.values()
+        assert f"inletsctl-host-{tunnel['status']['hostId']}" in droplet["tags"]
+        assert len(do_fake.firewalls) == 1
+        kube.request("DELETE", f"{SERVICES}/web")
+        gone(kube)
+    assert do_fake.resources() == set()
+
+
+def test_an_http_host_annotation_makes_an_http_tunnel(kube, state_dir) -> None:
+    notes = {r.HTTP_HOST: "app.example.com"}
+    with operator(config(state_dir, provider="local")):
+        kube.request("POST", SERVICES, service(ports=(8080, 9090), **notes))
+        status = ready_tunnel(kube)["status"]
+        assert ingress_of(kube) == [{"ip": LOOPBACK}]
+        args = client_args(kube)
+        svc = kube.get(f"{SERVICES}/web")
+        assert args[5:7] == ["http", "client"]
+        assert flag(args, "--upstream") == f"app.example.com=http://{svc['spec']['clusterIP']}:8080"
+        assert "--ports" not in args
+        meta = (state_dir / "local" / status["hostId"] / "host.json").read_text()
+        assert '"mode": "http"' in meta
+        kube.request("DELETE", f"{SERVICES}/web")
+        gone(kube)
+
+
+def test_a_service_it_cannot_serve_is_refused_once_and_gets_nothing(kube, state_dir) -> None:
+    udp_only = service()
+    udp_only["spec"]["ports"] = [{"name": "dns", "port": 53, "protocol": "UDP"}]
+
+    def handled(svc: Any) -> bool:
+        notes = (svc or {}).get("metadata", {}).get("annotations") or {}
+        return f"{r.GROUP}/last-handled-configuration" in notes
+
+    with operator(config(state_dir, provider="local")) as runner:
+        kube.request("POST", SERVICES, udp_only)
+        until(kube, f"{SERVICES}/web", handled, "kopf done with the Service (not retrying)")
+    assert "failed permanently: Service default/web has no TCP port" in runner.output
+    assert kube.get(r.tunnel_path(NS, "web")) is None
+    assert not (state_dir / "local").exists()
+
+
 def test_annotated_only_leaves_other_services_alone(kube, state_dir, do_fake) -> None:
     with operator(do_config(state_dir, do_fake, annotated_only=True)):
         kube.request("POST", SERVICES, service("plain"))
