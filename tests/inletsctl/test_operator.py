@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kmock
 import pytest
 from kopf.testing import KopfRunner
@@ -152,6 +153,12 @@ def test_service_gets_a_local_exit_server_client_and_ip(kube, state_dir) -> None
         # the exit server is a real tunnel-core server, answering with the recorded pin
         assert healthz(LOOPBACK, status["controlPort"], status["fingerprint"])["status"] == "ok"
         check_client(kube, state_dir, tunnel)
+        # every field the operator wrote is in the CRD it ships (a real API server would
+        # prune one that is not, and a restarted operator would miss it)
+        schema = r.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for part in schema["properties"].values():
+            part["additionalProperties"] = False
+        jsonschema.validate({k: tunnel[k] for k in ("spec", "status")}, schema)
         kube.request("DELETE", f"{SERVICES}/web")
         gone(kube)
 
