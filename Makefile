@@ -53,6 +53,9 @@ test: install system-deps lint types
 cov: install system-deps
 	$(OFFLINE) $(BIN)/pytest -q --cov --cov-report=term-missing
 
+# pebble: the ACME server (and its mock DNS, pebble-challtestsrv) that Caddy in the VM
+# gets its certificates from in the HTTPS test; installed for test-vm only.
+test-vm: DEBIAN_PACKAGES += pebble
 test-vm: install system-deps vm-image
 	$(BIN)/pytest -q -m vm -o addopts='' tests/vm
 

@@ -16,7 +16,9 @@ set -euo pipefail
 SUITE=${DEBIAN_SUITE:-bookworm}
 VM_DIR=${INLETSCTL_VM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/inletsctl/vm}
 IMAGE_SIZE=2G
-PACKAGES=python3-cffi-backend,systemd,systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3,curl,ca-certificates,iproute2,netbase,sudo
+# caddy: the HTTPS user-data installs it from the distro, which the offline guest cannot
+# reach; it is preinstalled (and disabled) so that step finds it, as apt would.
+PACKAGES=python3-cffi-backend,systemd,systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3,curl,ca-certificates,iproute2,netbase,sudo,caddy
 HOST_PACKAGES="debootstrap qemu-system-x86 qemu-utils e2fsprogs dosfstools mtools"
 
 log() { printf 'vm-image: %s\n' "$*" >&2; }
@@ -121,6 +123,8 @@ network:
 # No locales package here: generating one fails and marks the whole boot as an error.
 locale: false
 EOF
+# Caddy starts only when the user-data asks for it, as where apt installs it at boot.
+rm -f "$ROOT"/etc/systemd/system/multi-user.target.wants/caddy.service
 # Nothing on the VM should wake up and reach for the network on its own.
 rm -f "$ROOT"/etc/systemd/system/timers.target.wants/apt-daily*.timer
 # Boot markers on the serial console let the provider report progress and tell a

@@ -65,7 +65,11 @@ def guest_url(server: ReleaseServer) -> str:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vm_image: Path) -> Iterator[Path]:
     d = tmp_path / "state"
     monkeypatch.setenv(STATE_DIR_ENV, str(d))
-    monkeypatch.setenv("INLETSCTL_VM_DIR", str(vm_image.parent))
+    # The image this session built, even if another build moves the cache's `current`.
+    pinned = tmp_path / "vm"
+    pinned.mkdir()
+    (pinned / "current").symlink_to(vm_image)
+    monkeypatch.setenv("INLETSCTL_VM_DIR", str(pinned))
     yield d
     provider = qemu_provider(d, vm_image)
     for host in provider.list():  # whatever a failed test left running, stopped by PID
