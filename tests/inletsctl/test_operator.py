@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,14 +25,16 @@ import kmock
 import pytest
 from kopf.testing import KopfRunner
 
+from inletsctl import release
 from inletsctl.operator import handlers, resources as r
 from inletsctl.providers_config import Access
 from inletsctl.readiness import Wait
 from providers.local import LOOPBACK, healthz
 from providers.testing.faults import Fault
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.kubernetes import TEST_AGENT, KubeServer
+from tests.fakes.release_server import release_server
 
 pytestmark = pytest.mark.network
 
@@ -190,6 +195,81 @@ def check_client(kube: KubeServer, state_dir: Path, tunnel: dict[str, Any]) -> N
         if q.resource and q.resource.plural == r.TUNNELS and q.headers["User-Agent"] != TEST_AGENT
     ]
     assert ours and {q.headers.get("Authorization") for q in ours} == {"Bearer emulator-token"}
+
+
+@contextmanager
+def echo_server(host: str, port: int) -> Iterator[None]:
+    """The Service's pods, as the client reaches them at the cluster address."""
+    srv = socketserver.ThreadingTCPServer((host, port), EchoHandler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+def through(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` to the exit server's public port; what comes back."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as conn:
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        return got
+
+
+def test_the_client_deployment_command_carries_traffic(kube, state_dir, tmp_path) -> None:
+    """The Deployment's own command, run here: it fetches the engine from a release server,
+    checks the pinned SHA-256, connects with the Secret's token, and the Service's port on
+    the exit server reaches the cluster address (127.0.0.2 stands in for it)."""
+    pyz = release.local_pyz()
+    port = free_port()
+    svc = service(ports=(port,))
+    svc["spec"]["clusterIP"] = "127.0.0.2"
+    with release_server() as releases, echo_server("127.0.0.2", port):
+        releases.publish(release.tag(), {pyz.name: pyz.read_bytes()})
+        with operator(config(state_dir, provider="local", release_url=releases.url)):
+            kube.request("POST", SERVICES, svc)
+            ready_tunnel(kube)
+            dep = kube.get(r.namespaced(NS, "deployments", "web-tunnel-client", "apps/v1"))
+            [container] = dep["spec"]["template"]["spec"]["containers"]
+            secret = kube.get(r.namespaced(NS, "secrets", "web-tunnel-client"))
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            env[r.TOKEN_ENV] = secret["stringData"][r.TOKEN_KEY]
+            engine = tmp_path / "engine" / pyz.name  # the pod's emptyDir
+            command = [a.replace(r.PYZ_PATH, str(engine)) for a in container["command"]]
+            path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+            with open(tmp_path / "client.log", "wb") as log:
+                client = subprocess.Popen(
+                    command, env={**env, "PATH": path}, stdout=log, stderr=subprocess.STDOUT
+                )
+            try:
+                wait_for(lambda: _answers(port), DEADLINE_S, "the tunnel to carry a connection")
+                assert through(port, b"hello through the tunnel") == b"hello through the tunnel"
+            finally:
+                client.terminate()
+                client.wait(timeout=DEADLINE_S)
+            assert releases.hits(pyz.name)  # it fetched the engine from the release URL
+            kube.request("DELETE", f"{SERVICES}/web")
+            gone(kube)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return through(port, b"ping") == b"ping"
+    except OSError:
+        return False
 
 
 def test_a_ports_change_moves_the_service_to_a_new_exit_server(kube, state_dir) -> None:
