@@ -3,7 +3,10 @@
 Exit servers come from the ``local`` provider (a real tunnel-core server on loopback)
 or the DigitalOcean fake (public-looking IPs that nothing dials: ``--wait running``).
 What each test asserts is read back from the emulator and from the provider, never
-from the operator's own state.
+from the operator's own state. The kill tests run ``inletsctl operator run`` as a
+process of its own: a ``KopfRunner`` is a thread, and kopf waits for its handler
+threads when stopped (by design it never abandons one), so only a process can die
+between two writes the way a killed pod does.
 """
 
 from __future__ import annotations
