@@ -153,6 +153,15 @@ class Operator:
             self.api.delete(r.tunnel_path(namespace, name))
         patch.status["loadBalancer"] = {"ingress": None}
 
+    def forget(self, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        """A Tunnel is going (with its Service, or by hand): the host it names goes first,
+        so deleting the record never leaves a server that nothing remembers."""
+        status = dict(body.get("status") or {})
+        with _retried(self.config.retry_delay, give_up_on_usage=False):
+            self._remove_host(status)
+        if status.get("hostId"):
+            logger.info(f"exit server {status['hostId']} of a deleted Tunnel removed")
+
     # -- steps ------------------------------------------------------------------------
 
     def _create(
@@ -316,6 +325,7 @@ def build(config: OperatorConfig) -> tuple[kopf.OperatorRegistry, kopf.OperatorS
         decorator("v1", "services", registry=registry, id=hid, **selected)(op.reconcile)
     kopf.on.update("v1", "services", registry=registry, id="update", **selected)(op.reconcile)
     kopf.on.delete("v1", "services", registry=registry, id="delete", **selected)(op.remove)
+    kopf.on.delete(r.GROUP, r.VERSION, r.TUNNELS, registry=registry, id="forget")(op.forget)
     # a Service that stops being a LoadBalancer keeps nothing: its server goes as on delete
     retired: dict[str, Any] = {**selected, "when": _not_load_balancer, "field": "spec.type"}
     kopf.on.update("v1", "services", registry=registry, id="retire", **retired)(op.remove)

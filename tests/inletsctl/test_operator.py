@@ -302,6 +302,18 @@ def test_a_service_that_stops_being_a_load_balancer_loses_its_server(kube, state
         assert svc["spec"]["type"] == "ClusterIP"
 
 
+def test_a_tunnel_deleted_by_hand_takes_its_server_along(kube, state_dir) -> None:
+    with operator(config(state_dir, provider="local")):
+        kube.request("POST", SERVICES, service())
+        host_id = ready_tunnel(kube)["status"]["hostId"]
+        assert r.FINALIZER in kube.get(r.tunnel_path(NS, "web"))["metadata"]["finalizers"]
+        kube.request("DELETE", r.tunnel_path(NS, "web"))
+        until(kube, r.tunnel_path(NS, "web"), lambda t: t is None, "the Tunnel gone")
+        assert not (state_dir / "local" / host_id).exists()
+        kube.request("DELETE", f"{SERVICES}/web")
+        gone(kube)
+
+
 def test_annotations_choose_the_cloud_and_delete_leaves_nothing(kube, state_dir, do_fake) -> None:
     notes = {r.PROVIDER: "digitalocean", r.REGION: "fra1", r.PLAN: "s-1vcpu-1gb"}
     with operator(do_config(state_dir, do_fake, region="lon1")):
@@ -316,6 +328,7 @@ def test_annotations_choose_the_cloud_and_delete_leaves_nothing(kube, state_dir,
 
         kube.request("DELETE", f"{SERVICES}/web")
         gone(kube)
+        until(kube, r.tunnel_path(NS, "web"), lambda t: t is None, "the Tunnel gone")
 
     assert do_fake.resources() == set()
     for path in (
