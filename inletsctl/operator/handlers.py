@@ -10,7 +10,8 @@ makes a server again: one server per Service, never two. The Deployment, its Sec
 and ``status.loadBalancer`` follow once the server runs. Any change to what the
 Service asks for (ports, provider, region, plan, HTTP host) replaces the server the
 same way; deleting the Service runs the delete handler first (kopf's finalizer),
-which removes the server, then the client and the Tunnel.
+which removes the server, then the client and the Tunnel. The Tunnel has the same
+finalizer, so a Tunnel deleted by hand removes the server it names as well.
 """
 
 from __future__ import annotations
