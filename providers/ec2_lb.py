@@ -38,7 +38,8 @@ DEFAULT_COUNT = 2
 MAX_LISTENERS = 50
 #: The engine's health answer on its TLS control port (``tunnel_core.server``): 200 with
 #: JSON while the server runs, whether or not a client is connected.
-HEALTH_PATH = "/healthz"
+#: 503 while no tunnel client is connected, so a member without one leaves the rotation
+HEALTH_PATH = "/readyz"
 #: Two failed checks 10 s apart take a member out; AWS's defaults take up to 5 minutes.
 HEALTH_CHECK: Mapping[str, int] = {
     "HealthCheckIntervalSeconds": 10,
@@ -180,7 +181,7 @@ def forward(
     health_port: int,
     tags: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Per route a target group (health: HTTPS ``/healthz`` on ``health_port``), its
+    """Per route a target group (health: HTTPS ``/readyz`` on ``health_port``), its
     targets, and the listener that forwards to it; ``targets`` must be running."""
     tag_list: Any = list(tags)
     for route in routes:

@@ -274,6 +274,9 @@ class _Handshake(asyncio.Protocol):
             self._answer(405, {"error": "method not allowed"})
         elif path == "/healthz":
             self._answer(200, self.server.health())
+        elif path == "/readyz":  # for load balancers: a server without a client serves nothing
+            health = self.server.health()
+            self._answer(200 if health["clients"] else 503, health)
         elif path in self.server.config.routes:
             self._answer(200, self.server.config.routes[path]())
         elif path in self.server.config.authorized_routes:

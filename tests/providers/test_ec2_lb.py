@@ -150,7 +150,7 @@ def test_nlb_group_spreads_members_over_zones_and_forwards_each_port(
             "instance",
         )
         health = (group["HealthCheckProtocol"], group["HealthCheckPort"], group["HealthCheckPath"])
-        assert health == ("HTTPS", str(spec.server.control_port), "/healthz")
+        assert health == ("HTTPS", str(spec.server.control_port), "/readyz")
         assert group["Matcher"] == {"HttpCode": "200"}
         targets = cloud.elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
         registered = {t["Target"]["Id"] for t in targets["TargetHealthDescriptions"]}
@@ -168,7 +168,7 @@ def test_alb_group_in_http_mode_listens_on_80_for_the_data_port(
     assert (listener["Port"], listener["Protocol"]) == (80, "HTTP")
     (group,) = cloud.elb.describe_target_groups()["TargetGroups"]
     assert (group["Protocol"], group["Port"]) == ("HTTP", spec.server.data_port)
-    assert (group["HealthCheckProtocol"], group["HealthCheckPath"]) == ("HTTPS", "/healthz")
+    assert (group["HealthCheckProtocol"], group["HealthCheckPath"]) == ("HTTPS", "/readyz")
     assert len(members(cloud, spec.host_id)) == 3
 
 

@@ -5,7 +5,7 @@ servers (``tunnel-core tcp server``) on 127.0.0.1 and 127.0.0.2 with the same
 control and data ports, token and certificate (one user-data boots every member),
 one real client with a ``--url`` for each, and a real load balancer from Debian
 (haproxy) in front of the data ports, health-checking each server the way our
-target groups ask AWS to: HTTPS ``GET /healthz`` on the control port, any
+target groups ask AWS to: HTTPS ``GET /readyz`` on the control port, any
 certificate (AWS's checks do not verify it either). Requests spread over both;
 once haproxy has marked a killed server down, every request still succeeds.
 """
@@ -186,5 +186,37 @@ def test_requests_spread_over_both_and_survive_one_server_dying(
             assert roundtrip("127.0.0.1", front, payload) == payload
         after = {name: int(row["stot"]) for name, row in balancer.stats().items()}
         assert after["exit1"] - served["exit1"] == 200, "all of them through the survivor"
+    finally:
+        balancer.stop()
+
+
+def test_a_server_without_a_client_is_kept_out_of_the_rotation(
+    engine: Engine, tmp_path: Path, haproxy_bin: str, upstream: Upstream
+) -> None:
+    """/readyz is 503 while no client is connected: the balancer never sends a public
+    request to a member that has nowhere to forward it (its client session dropped)."""
+    token = os.urandom(16).hex()
+    control, data, front = free_port(), free_port(), free_port()
+    _, pin = exit_servers(engine, token, control, data)
+    engine.start(
+        "tcp", "client", "--url", f"wss://{HOSTS[0]}:{control}", "--token-env", "T",
+        "--tls-fingerprint", pin, "--upstream", "127.0.0.1", "--ports",
+        f"{data}:{upstream.port}", env={"T": token},
+    )  # fmt: skip
+    wait_for(lambda: (healthz(control, HOSTS[0]) or {}).get("clients") == 1, what="the client")
+    balancer = HAProxy(tmp_path, front, data, control)
+    try:
+        wait_for(
+            lambda: (
+                balancer.status().get("exit0") == "UP"
+                and balancer.status().get("exit1", "").startswith("DOWN")
+            ),
+            what="exit0 UP and the client-less exit1 DOWN",
+        )
+        for n in range(50):
+            payload = b"only via exit0 %d" % n
+            assert roundtrip("127.0.0.1", front, payload) == payload
+        served = {name: int(row["stot"]) for name, row in balancer.stats().items()}
+        assert served == {"exit0": 50, "exit1": 0}
     finally:
         balancer.stop()
