@@ -8,7 +8,8 @@ the same hardened unit (:func:`cloud_init.render_unit`, with this host's paths):
   ``token.env``, ``tls.crt`` and ``tls.key`` (0600, written under ``umask 077`` so never
   briefly readable); ``tunnel-core.service`` (the rendered unit) and ``host.json``.
 * With systemd as PID 1 (``/run/systemd/system`` exists): the unit is installed as
-  ``/etc/systemd/system/tunnel-core-<host_id>.service`` and started.
+  ``/etc/systemd/system/tunnel-core-<host_id>.service`` and started; ``get``'s note
+  names the unit.
 * Without it: ``run.py`` starts the unit's ``ExecStart`` line detached (its environment
   file read as systemd reads it, ``%d`` the secrets directory), with ``server.pid`` and
   ``server.log`` in the host's directory; ``get`` says ``supervisor: detached``.
@@ -528,6 +529,7 @@ class SSHProvider:
         }
         if meta.get("supervisor") == "systemd":
             additional["unit"] = unit_name(host_id)
+            additional["note"] = f"the server runs under systemd: {unit_name(host_id)}"
         else:
             additional["pid"] = str(doc.get("pidfile") or "")
             additional["pidfile"] = f"{remote_dir(host_id)}/server.pid"
