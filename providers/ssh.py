@@ -17,9 +17,10 @@ the same hardened unit (:func:`cloud_init.render_unit`, with this host's paths):
 Our host id is the tag: everything installed lives under paths named by it, and the
 server's command line names its directory, so ``purge(host_id)`` finds and removes
 exactly those (the unit, the processes whose command line names the directory, the
-directory) and nothing else. The SSH target (host, port, user, key file, known_hosts)
-is kept locally in ``<state_dir>/ssh/<host_id>.json`` (no secrets: a key's path, never
-the key), so ``status``, ``delete --id`` and ``list`` reach the host again.
+directory, and ``/opt/inletsctl`` once no host is left in it) and nothing else. The SSH
+target (host, port, user, key file, known_hosts) is kept locally in
+``<state_dir>/ssh/<host_id>.json`` (no secrets: a key's path, never the key), so
+``status``, ``delete --id`` and ``list`` reach the host again.
 
 Host keys are checked the OpenSSH way: ``known_hosts`` (``~/.ssh/known_hosts`` unless
 ``known_hosts`` is given); an unknown key is refused (paramiko's ``RejectPolicy``)
@@ -172,6 +173,11 @@ removed += ["process %d" % p for p in pids]
 if os.path.lexists(d):
     shutil.rmtree(d)
     removed.append("directory " + d)
+try:  # the parent went in with the first host; it goes out with the last one
+    os.rmdir(os.path.dirname(d))
+    removed.append("directory " + os.path.dirname(d))
+except OSError:
+    pass
 print(json.dumps(removed))
 """
 

@@ -266,6 +266,7 @@ class TestSSHConformance(ProviderConformance):
 
 def test_detached_server_files_and_get(ssh: SSHProvider) -> None:
     spec = make_spec(ssh)
+    others = set(Path(REMOTE_ROOT).glob("*"))
     host = kit.create_host(ssh, spec)
     assert host.status is HostStatus.ACTIVE and host.ip == GUEST
     assert host.additional["supervisor"] == "detached"
@@ -290,6 +291,8 @@ def test_detached_server_files_and_get(ssh: SSHProvider) -> None:
     assert "listening" in ssh.console_output(spec.host_id).lower()
     ssh.delete(host_id=host.id)
     assert not d.exists() and not pid_alive(pid)  # (a zombie until this machine's init reaps it)
+    if not others:
+        assert not Path(REMOTE_ROOT).exists(), "the parent goes with its last host"
     with pytest.raises(HostNotFound):
         ssh.status(host.id)
 
