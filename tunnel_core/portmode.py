@@ -10,17 +10,15 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from . import netaddr, options
 from .client import ClientConfig, run_clients
-from .ports import PortPlane, parse_port_ranges
+from .ports import PortPlane, PortUpstreams, parse_port_ranges
 from .runner import run
 from .server import ServerConfig, TunnelServer
-from .session import Stream
 from .systemd import add_generate_arg, server_unit
 
-__all__ = ["Upstreams", "add_client_args", "add_server_args", "client_main", "server_main"]
+__all__ = ["add_client_args", "add_server_args", "client_main", "server_main"]
 
 log = logging.getLogger("tunnel_core")
 
@@ -29,13 +27,6 @@ PlaneFactory = Callable[
     [str, list[tuple[int, int]], "tuple[netaddr.Network, ...] | None", argparse.Namespace],
     PortPlane,
 ]
-
-
-class Upstreams(Protocol):
-    """The client's data plane: what it asks for, and what it does with each stream."""
-
-    def hello(self) -> dict[str, Any]: ...
-    def on_stream(self, stream: Stream) -> None: ...
 
 
 def add_server_args(server: argparse.ArgumentParser) -> None:
@@ -105,7 +96,7 @@ def server_main(args: argparse.Namespace, make_plane: PlaneFactory) -> int:
     return run(main)
 
 
-def client_main(args: argparse.Namespace, make_upstreams: Callable[[], Upstreams]) -> int:
+def client_main(args: argparse.Namespace, make_upstreams: Callable[[], PortUpstreams]) -> int:
     async def main(stop: asyncio.Event) -> int:
         upstreams = make_upstreams()
         configs = options.client_configs(args, upstreams.hello())

@@ -10,6 +10,7 @@ bookkeeping; a mode says only how to listen on one port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -17,7 +18,14 @@ from . import netaddr
 from .errors import ConfigError, Refused
 from .session import Session, Stream
 
-__all__ = ["Listener", "PortPlane", "address_text", "parse_port_map", "parse_port_ranges"]
+__all__ = [
+    "Listener",
+    "PortPlane",
+    "PortUpstreams",
+    "address_text",
+    "parse_port_map",
+    "parse_port_ranges",
+]
 
 log = logging.getLogger("tunnel_core")
 
@@ -152,3 +160,37 @@ class PortPlane:
 
 def _ports(ports: list[int]) -> str:
     return ", ".join(map(str, ports))
+
+
+class PortUpstreams:
+    """The client's data plane of a port-forwarding mode, but for how it connects.
+
+    A stream's ``port`` (the public port) picks the upstream port (``--ports
+    8000,2222:22``); each stream is connected in a task of its own, so one slow or
+    refusing upstream holds up nothing else.
+    """
+
+    #: the mode's name, set by each subclass
+    mode: str
+
+    def __init__(self, host: str, ports: dict[int, int]) -> None:
+        self.host = host
+        self.ports = ports
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(self, stream: Stream, port: int) -> None:
+        """Join ``stream`` to ``host:port``; reset it if that cannot be done."""
+        raise NotImplementedError
+
+    def hello(self) -> dict[str, Any]:
+        return {"mode": self.mode, "ports": sorted(self.ports)}
+
+    def on_stream(self, stream: Stream) -> None:
+        port = stream.metadata.get("port")
+        upstream = self.ports.get(port) if isinstance(port, int) else None
+        if upstream is None:
+            stream.reset(f"this client does not serve port {port}")
+            return
+        task = asyncio.get_running_loop().create_task(self.connect(stream, upstream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

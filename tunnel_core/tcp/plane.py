@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, cast
+from typing import cast
 
 from tunnel_core import netaddr
 from tunnel_core.errors import ConfigError, TunnelError
-from tunnel_core.ports import Listener, PortPlane, address_text
+from tunnel_core.ports import Listener, PortPlane, PortUpstreams, address_text
 from tunnel_core.session import Session, Stream
 from tunnel_core.splice import SpliceProtocol
 
@@ -84,38 +84,25 @@ class _ProxiedUpstream(SpliceProtocol):
         super().connection_made(transport)
 
 
-class TcpUpstreams:
+class TcpUpstreams(PortUpstreams):
     """The client side: dial ``host:upstream_port`` for every stream the server opens.
 
     ``proxy_protocol`` (``"v1"``/``"v2"``) prefixes each upstream connection with a
     PROXY header naming the public client and the server's public address.
     """
 
+    mode = "tcp"
+
     def __init__(self, host: str, ports: dict[int, int], proxy_protocol: str | None = None) -> None:
         if proxy_protocol is not None and proxy_protocol not in VERSIONS:
             raise ConfigError(f"--proxy-protocol must be v1 or v2, not {proxy_protocol!r}")
-        self.host = host
-        self.ports = ports
+        super().__init__(host, ports)
         self.proxy_protocol = proxy_protocol
-        self._tasks: set[asyncio.Task[None]] = set()
         ip = netaddr.plain_ip(host)
         #: the address family of an IP literal host (dialled without a resolver round)
         self._family = (
             None if ip is None else (socket.AF_INET6 if ip.version == 6 else socket.AF_INET)
         )
-
-    def hello(self) -> dict[str, Any]:
-        return {"mode": "tcp", "ports": sorted(self.ports)}
-
-    def on_stream(self, stream: Stream) -> None:
-        port = stream.metadata.get("port")
-        upstream = self.ports.get(port) if isinstance(port, int) else None
-        if upstream is None:
-            stream.reset(f"this client does not serve port {port}")
-            return
-        task = asyncio.get_running_loop().create_task(self._dial(stream, upstream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _protocol(self, stream: Stream) -> SpliceProtocol:
         if self.proxy_protocol is None:
@@ -126,7 +113,7 @@ class TcpUpstreams:
         dst = netaddr.split_host_port(local) if isinstance(local, str) else None
         return _ProxiedUpstream(stream, proxy_header(self.proxy_protocol, src, dst))
 
-    async def _dial(self, stream: Stream, port: int) -> None:
+    async def connect(self, stream: Stream, port: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             if self._family is None:  # a host name: resolved on every dial, as it may move

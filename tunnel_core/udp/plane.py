@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from tunnel_core import netaddr
 from tunnel_core.errors import TunnelError
-from tunnel_core.ports import Listener, PortPlane, address_text
+from tunnel_core.ports import Listener, PortPlane, PortUpstreams, address_text
 from tunnel_core.protocol.datagrams import MAX_DATAGRAM, DatagramReader, encode
 from tunnel_core.session import Session, Stream
 
@@ -232,28 +232,12 @@ class _UpstreamSocket(asyncio.DatagramProtocol):
         log.debug("upstream %s: %s", self.upstream, exc)
 
 
-class UdpUpstreams:
+class UdpUpstreams(PortUpstreams):
     """The client side: a socket to ``host:upstream_port`` for every flow the server opens."""
 
-    def __init__(self, host: str, ports: dict[int, int]) -> None:
-        self.host = host
-        self.ports = ports
-        self._tasks: set[asyncio.Task[None]] = set()
+    mode = "udp"
 
-    def hello(self) -> dict[str, Any]:
-        return {"mode": "udp", "ports": sorted(self.ports)}
-
-    def on_stream(self, stream: Stream) -> None:
-        port = stream.metadata.get("port")
-        upstream = self.ports.get(port) if isinstance(port, int) else None
-        if upstream is None:
-            stream.reset(f"this client does not serve port {port}")
-            return
-        task = asyncio.get_running_loop().create_task(self._connect(stream, upstream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _connect(self, stream: Stream, port: int) -> None:
+    async def connect(self, stream: Stream, port: int) -> None:
         loop = asyncio.get_running_loop()
         name = netaddr.host_port(self.host, port)
         try:
