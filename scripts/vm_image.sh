@@ -18,7 +18,7 @@ VM_DIR=${INLETSCTL_VM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/inletsctl/vm}
 IMAGE_SIZE=2G
 # caddy: the HTTPS user-data installs it from the distro, which the offline guest cannot
 # reach; it is preinstalled (and disabled) so that step finds it, as apt would.
-PACKAGES=python3-cffi-backend,systemd,systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3,curl,ca-certificates,iproute2,netbase,sudo,caddy
+PACKAGES=python3-cffi-backend,systemd,systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3,curl,ca-certificates,iproute2,netbase,sudo,caddy,openssh-server
 HOST_PACKAGES="debootstrap qemu-system-x86 qemu-utils e2fsprogs dosfstools mtools"
 
 log() { printf 'vm-image: %s\n' "$*" >&2; }
@@ -125,6 +125,13 @@ locale: false
 EOF
 # Caddy starts only when the user-data asks for it, as where apt installs it at boot.
 rm -f "$ROOT"/etc/systemd/system/multi-user.target.wants/caddy.service
+# sshd is the `ssh` provider's way in (reached only through a hostfwd that asks for it).
+# No host key is baked in, or every VM would share it: cloud-init makes each VM its own
+# (ed25519 only: quick even under TCG), or installs the user-data's `ssh_keys`.
+rm -f "$ROOT"/etc/ssh/ssh_host_*
+cat >"$ROOT/etc/cloud/cloud.cfg.d/91-inletsctl-vm-ssh.cfg" <<'EOF'
+ssh_genkeytypes: [ed25519]
+EOF
 # Nothing on the VM should wake up and reach for the network on its own.
 rm -f "$ROOT"/etc/systemd/system/timers.target.wants/apt-daily*.timer
 # Boot markers on the serial console let the provider report progress and tell a
