@@ -163,18 +163,34 @@ def client_name(service: Mapping[str, Any]) -> str:
 
 def client_secret(service: Mapping[str, Any], token: str) -> JSON:
     """The tunnel token, only ever in a Secret (never in the Deployment or the Tunnel)."""
+    return token_secret(_meta(service, client_name(service)), token)
+
+
+def token_secret(metadata: JSON, token: str) -> JSON:
+    """A Secret holding ``token`` under :data:`TOKEN_KEY`, named by ``metadata``."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _meta(service, client_name(service)),
+        "metadata": metadata,
         "type": "Opaque",
         "stringData": {TOKEN_KEY: token},
     }
 
 
-def _fetch_script() -> str:
+def fetch_script() -> str:
     """The same download-and-verify step the cloud-init runs on an exit server."""
     return (importlib.resources.files("cloud_init") / "templates" / "fetch.py.j2").read_text()
+
+
+def client_command(argv: Sequence[str], pyz_url: str, pyz_sha256: str) -> list[str]:
+    """A container's command: fetch tunnel-core.pyz to :data:`PYZ_PATH`, check its pinned
+    SHA-256 (the script in ``$FETCH_PY``), then run the client ``argv`` (its first word,
+    the program name, is replaced by the pyz)."""
+    run = (
+        'python3 -I -c "$FETCH_PY" "$0" "$1" ' + PYZ_PATH + " && shift && "
+        "exec python3 -I -S " + PYZ_PATH + ' "$@"'
+    )
+    return ["sh", "-c", run, pyz_url, pyz_sha256, *argv[1:]]
 
 
 def client_deployment(
@@ -192,19 +208,33 @@ def client_deployment(
     """
     argv = client_argv(record, upstream=want.client_upstream, ports=",".join(map(str, want.ports)))
     labels = {TUNNEL_LABEL: service["metadata"]["name"]}
-    run = (
-        'python3 -I -c "$FETCH_PY" "$0" "$1" ' + PYZ_PATH + " && shift && "
-        "exec python3 -I -S " + PYZ_PATH + ' "$@"'
-    )
+    meta = _meta(service, client_name(service))
+    return deployment(meta, labels, record.id, argv, pyz_url, pyz_sha256, image)
+
+
+def deployment(
+    metadata: JSON,
+    labels: Mapping[str, str],
+    host_id: str,
+    argv: Sequence[str],
+    pyz_url: str,
+    pyz_sha256: str,
+    image: str = CLIENT_IMAGE,
+) -> JSON:
+    """A client Deployment running ``argv`` with the token of the Secret of the same name.
+
+    ``inletsctl connect --generate kubernetes`` builds it for any host, the operator
+    for a Service's; both hand it a :func:`token_secret` named by the same ``metadata``.
+    """
     container = {
         "name": "tunnel-client",
         "image": image,
-        "command": ["sh", "-c", run, pyz_url, pyz_sha256, *argv[1:]],
+        "command": client_command(argv, pyz_url, pyz_sha256),
         "env": [
-            {"name": "FETCH_PY", "value": _fetch_script()},
+            {"name": "FETCH_PY", "value": fetch_script()},
             {
                 "name": TOKEN_ENV,
-                "valueFrom": {"secretKeyRef": {"name": client_name(service), "key": TOKEN_KEY}},
+                "valueFrom": {"secretKeyRef": {"name": metadata["name"], "key": TOKEN_KEY}},
             },
         ],
         "volumeMounts": [{"name": "engine", "mountPath": PYZ_PATH.rsplit("/", 1)[0]}],
@@ -220,12 +250,12 @@ def client_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(service, client_name(service)),
+        "metadata": metadata,
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": dict(labels)},
             "template": {
-                "metadata": {"labels": labels, "annotations": {f"{GROUP}/host-id": record.id}},
+                "metadata": {"labels": dict(labels), "annotations": {f"{GROUP}/host-id": host_id}},
                 "spec": {
                     "containers": [container],
                     "volumes": [{"name": "engine", "emptyDir": {}}],
