@@ -57,7 +57,7 @@ cov: install system-deps
 # gets its certificates from in the HTTPS test; installed for test-vm only.
 test-vm: DEBIAN_PACKAGES += pebble
 test-vm: install system-deps vm-image
-	$(BIN)/pytest -q -m vm -o addopts='' tests/vm
+	$(BIN)/pytest -q -m vm -o addopts='' -p no:kmock tests/vm
 
 bench: install
 	bash bench/run.sh
