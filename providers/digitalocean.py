@@ -26,7 +26,13 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
+from providers.cloudapi import (
+    no_usable_answer,
+    not_api_json,
+    require_known,
+    token_rejected,
+    token_source,
+)
 from providers.credentials import resolve_token
 from providers.errors import CapacityError, HostNotFound, ProviderAPIError
 from providers.kit import host_ids, host_tag, is_ours, name_tag_map, name_tags, require_ours
@@ -304,14 +310,8 @@ class DigitalOceanProvider:
                     ) from exc
                 raise ProviderAPIError(NAME, str(exc), code=str(status or "")) from exc
             except sdk.baseapi.JSONReadError as exc:  # an error page from a proxy, not the API
-                how = f" HTTP {self._last.status}" if self._last.status else ""
-                raise ProviderAPIError(
-                    NAME,
-                    f"{self._endpoint} answered{how} with something that is not the API's JSON",
-                    hint=f"Check {ENDPOINT_ENV} / --endpoint-url and any proxy; "
-                    "`-v` shows the full error.",
-                    code=str(self._last.status or ""),
-                ) from exc
+                fix = f"{ENDPOINT_ENV} / --endpoint-url"
+                raise not_api_json(NAME, self._endpoint, self._last.status, fix) from exc
             except (sdk.Error, OSError) as exc:
                 raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
 

@@ -36,7 +36,13 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
+from providers.cloudapi import (
+    no_usable_answer,
+    not_api_json,
+    require_known,
+    token_rejected,
+    token_source,
+)
 from providers.credentials import resolve_token
 from providers.errors import CapacityError, HostNotFound, ProviderAPIError, ProviderError
 from providers.kit import host_ids, host_tag, is_ours, name_tag_map, name_tags, require_ours
@@ -306,14 +312,8 @@ class LinodeProvider:
             if exc.status == 401:
                 raise token_rejected(NAME, self._token_source) from exc
             if not isinstance(exc.json, dict) or "errors" not in exc.json:
-                raise ProviderAPIError(
-                    NAME,
-                    f"{self._endpoint} answered HTTP {exc.status} with something that is not "
-                    "the API's JSON",
-                    hint=f"Check {ENDPOINT_ENV} / --endpoint-url and any proxy; "
-                    "`-v` shows the full error.",
-                    code=str(exc.status),
-                ) from exc
+                fix = f"{ENDPOINT_ENV} / --endpoint-url"
+                raise not_api_json(NAME, self._endpoint, exc.status, fix) from exc
             reasons = "; ".join(_reasons(exc.json)) or f"HTTP {exc.status}"
             if exc.status == 404:
                 raise _Missing(NAME, reasons, code="404") from exc

@@ -30,9 +30,17 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
+from providers.cloudapi import (
+    Refused,
+    no_usable_answer,
+    not_api_json,
+    require_known,
+    send_json,
+    token_rejected,
+    token_source,
+)
 from providers.credentials import resolve_token
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError
 from providers.kit import is_ours, require_ours
@@ -49,9 +57,6 @@ from providers.models import (
 )
 from providers.ports import inbound_rules, port_spec
 
-if TYPE_CHECKING:
-    import requests
-
 __all__ = ["VultrProvider"]
 
 NAME = "vultr"
@@ -63,8 +68,6 @@ OURS = f"{TAG_KEY}={TAG_VALUE}"
 MAX_RULES = 50
 #: the largest page the API serves: the fewest round trips
 PER_PAGE = 500
-#: (connect, read) seconds for one request
-TIMEOUT = (10.0, 60.0)
 #: 429s waited out before the call fails
 MAX_RETRIES = 5
 
@@ -77,15 +80,6 @@ Regions = list[str]
 def _backoff(retry: int) -> float:
     """Seconds before retry ``retry`` (0-based) of a 429: 0.5, 1, 2, 4, 8."""
     return min(0.5 * 2.0**retry, 8.0)
-
-
-class _Refused(Exception):
-    """A non-2xx answer, raised inside the error boundary and translated there."""
-
-    def __init__(self, status: int, body: object) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
 
 
 class _Missing(ProviderAPIError):
@@ -294,19 +288,15 @@ class VultrProvider:
     ) -> JSON:  # fmt: skip
         """One request; a 429 is waited out and sent again, up to ``max_retries`` times."""
         with self._errors():
-            retry = 0
-            while True:
-                response = self._session.request(
-                    method, self._endpoint + path, params=params, json=body, timeout=TIMEOUT
-                )
-                if response.status_code != 429 or retry >= self._max_retries:
-                    break
-                time.sleep(self._retry_interval(retry))
-                retry += 1
-            if response.status_code >= 400:
-                raise _Refused(response.status_code, _json_or_none(response))
-            answer: JSON = response.json() if response.content else {}
-            return answer
+            return send_json(
+                self._session,
+                method,
+                self._endpoint + path,
+                params=params,
+                body=body,
+                max_retries=self._max_retries,
+                wait=lambda retry: time.sleep(self._retry_interval(retry)),
+            )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -315,7 +305,7 @@ class VultrProvider:
 
         try:
             yield
-        except _Refused as exc:
+        except Refused as exc:
             raise self._translate(exc.status, exc.body) from exc
         except requests.RequestException as exc:  # includes a 2xx body that is not JSON
             raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
@@ -325,14 +315,7 @@ class VultrProvider:
         if status == 401:
             return token_rejected(NAME, self._token_source)
         if not isinstance(message, str) or not message:
-            return ProviderAPIError(
-                NAME,
-                f"{self._endpoint} answered HTTP {status} with something that is not the API's "
-                "JSON",
-                hint=f"Check {ENDPOINT_ENV} / --endpoint-url and any proxy; "
-                "`-v` shows the full error.",
-                code=str(status),
-            )
+            return not_api_json(NAME, self._endpoint, status, f"{ENDPOINT_ENV} / --endpoint-url")
         if status == 404:
             return _Missing(NAME, message, code="404")
         if status == 429:
@@ -342,13 +325,6 @@ class VultrProvider:
         else:
             hint = None
         return ProviderAPIError(NAME, f"{message} (HTTP {status})", hint=hint, code=str(status))
-
-
-def _json_or_none(response: requests.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 def _rules(server: ServerSpec) -> list[JSON]:

@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from providers.cloudapi import no_usable_answer, token_rejected
+from providers.cloudapi import Refused, no_usable_answer, not_api_json, send_json, token_rejected
 from providers.errors import CredentialsMissing, ProviderAPIError
 
 JSON = dict[str, Any]
-#: (connect, read) seconds for one request
-TIMEOUT = (10.0, 60.0)
 MAX_RETRIES = 5
 
 
@@ -50,13 +48,6 @@ def _backoff(retry: int) -> float:
 
 class Missing(ProviderAPIError):
     """The API's 404: a record or zone that is not (or no longer) there."""
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, body: object) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
 
 
 class JsonApi:
@@ -99,23 +90,15 @@ class JsonApi:
     ) -> JSON:
         """One request; a 429 was refused, not done, so even a POST is sent again."""
         with self._errors():
-            retry = 0
-            while True:
-                response = self._session.request(
-                    method, self.endpoint + path, params=params, json=body, timeout=TIMEOUT
-                )
-                if response.status_code != 429 or retry >= MAX_RETRIES:
-                    break
-                self._sleep(self._retry_interval(retry))
-                retry += 1
-            if response.status_code >= 400:
-                try:
-                    answer: object = response.json()
-                except ValueError:
-                    answer = None
-                raise _Refused(response.status_code, answer)
-            result: JSON = response.json() if response.content else {}
-            return result
+            return send_json(
+                self._session,
+                method,
+                self.endpoint + path,
+                params=params,
+                body=body,
+                max_retries=MAX_RETRIES,
+                wait=lambda retry: self._sleep(self._retry_interval(retry)),
+            )
 
     def pages(
         self,
@@ -143,7 +126,7 @@ class JsonApi:
 
         try:
             yield
-        except _Refused as exc:
+        except Refused as exc:
             raise self._translate(exc.status, exc.body) from exc
         except requests.RequestException as exc:  # includes a 2xx body that is not JSON
             raise no_usable_answer(self.provider, self.endpoint, exc, self._endpoint_env) from exc
@@ -153,12 +136,7 @@ class JsonApi:
             return token_rejected(self.provider, self._token_source)
         message = self._message_of(body)
         if not message:
-            return ProviderAPIError(
-                self.provider,
-                f"{self.endpoint} answered HTTP {status} with something that is not the API's JSON",
-                hint=f"Check {self._endpoint_env} and any proxy; `-v` shows the full error.",
-                code=str(status),
-            )
+            return not_api_json(self.provider, self.endpoint, status, self._endpoint_env)
         if status == 404:
             return Missing(self.provider, message, code="404")
         if status == 403:
