@@ -40,8 +40,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -52,7 +53,7 @@ from providers.models import Host, HostSpec, HostStatus, ServerSpec, TunnelMode
 from providers.testing.faults import IN_PROCESS, Fault
 from tunnel_core.tls import self_signed
 
-__all__ = ["FakeCloud", "ProviderConformance", "make_server_spec", "wait_active"]
+__all__ = ["FakeCloud", "ProviderConformance", "make_server_spec", "spec_for", "wait_active"]
 
 #: polls allowed before a fake host must be active; fakes should need one or two.
 MAX_POLLS = 20
@@ -95,6 +96,23 @@ def make_server_spec(
         tls_fingerprint=fingerprint,
         ports=ports,
     )
+
+
+def spec_for(provider: Provider, **changes: Any) -> HostSpec:
+    """A spec on the provider's defaults with a fresh host id, and ``changes`` applied
+    (``region="x"``): what a provider's own tests create beside the suite's cases."""
+    facts = provider.facts
+    host_id = uuid.uuid4().hex[:12]
+    spec = HostSpec(
+        host_id=host_id,
+        name=f"inlets-conformance-{host_id[:6]}",
+        region=facts.default_region,
+        plan=facts.default_plan,
+        image=facts.default_image,
+        user_data="#cloud-config\nruncmd: [[echo, hello]]\n",
+        server=make_server_spec(),
+    )
+    return replace(spec, **changes)
 
 
 def wait_active(
@@ -142,17 +160,7 @@ class ProviderConformance:
             metafunc.parametrize("step", self.failure_points)
 
     def make_spec(self, provider: Provider) -> HostSpec:
-        facts = provider.facts
-        host_id = uuid.uuid4().hex[:12]
-        return HostSpec(
-            host_id=host_id,
-            name=f"inlets-conformance-{host_id[:6]}",
-            region=facts.default_region,
-            plan=facts.default_plan,
-            image=facts.default_image,
-            user_data="#cloud-config\nruncmd: [[echo, hello]]\n",
-            server=make_server_spec(),
-        )
+        return spec_for(provider)
 
     # -- the happy path ---------------------------------------------------------------
 

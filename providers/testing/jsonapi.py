@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from providers.testing.faults import Fault, FaultPlan, send_answer
@@ -46,6 +46,7 @@ class Response:
 
 
 Handler = Callable[[Request, "re.Match[str]"], Response]
+FakeT = TypeVar("FakeT", bound="JsonApiFake")
 
 
 class JsonApiFake:
@@ -153,6 +154,19 @@ class JsonApiFake:
                 if match and method == request.method:
                     return handler(request, match)
             return self.error(404, "not_found", "The resource you requested could not be found.")
+
+
+def serving(fake: FakeT) -> Iterator[FakeT]:
+    """Start ``fake``, hand it over, and stop it however the test ends.
+
+    The body of a pytest fixture (``yield from serving(FakeMyCloud())``), so that no
+    test leaves a server thread behind when it fails.
+    """
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 def _handler_for(fake: JsonApiFake) -> type[BaseHTTPRequestHandler]:

@@ -34,6 +34,7 @@ from inletsctl.providers_config import Access
 from inletsctl.readiness import Wait
 from providers.local import LOOPBACK, healthz
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.conftest import free_port, wait_for
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.kubernetes import TEST_AGENT, KubeServer
@@ -67,11 +68,7 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeServer
 
 @pytest.fixture
 def do_fake() -> Iterator[FakeDigitalOcean]:
-    fake = FakeDigitalOcean().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeDigitalOcean())
 
 
 def config(state_dir: Path, **kw: Any) -> handlers.OperatorConfig:

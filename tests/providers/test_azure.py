@@ -22,8 +22,9 @@ from providers.errors import (
     ProviderAPIError,
 )
 from providers.models import HostSpec, ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.azure import FakeAzure
 
 _AZURE_ENV = (
@@ -42,15 +43,12 @@ _AZURE_ENV = (
 @pytest.fixture
 def az_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAzure]:
     """The fake, and a service principal's shell aimed at it (its CA trusted)."""
-    fake = FakeAzure().start()
+    fake = FakeAzure()
     for name in _AZURE_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in fake.env().items():
         monkeypatch.setenv(name, value)
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(fake)
 
 
 def open_azure(config: ProviderConfig | None = None) -> AzureProvider:
@@ -80,11 +78,6 @@ class TestAzureConformance(ProviderConformance):
         return az_fake
 
 
-def make(provider: AzureProvider, **changes: object) -> HostSpec:
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def _group(fake: FakeAzure, spec: HostSpec) -> str:
     return f"inletsctl-{spec.host_id}"
 
@@ -96,7 +89,7 @@ def _of(fake: FakeAzure, kind: str) -> list[dict]:
 def test_every_resource_is_tagged_ours_in_its_own_group_from_the_call_that_makes_it(
     az, az_fake
 ) -> None:
-    spec = make(az)
+    spec = spec_for(az)
     host = az.create(spec)
     tags = {"inletsctl": "exit-server", "inletsctl-host": spec.host_id}
     puts = [r for r in az_fake.requests if r.method == "PUT"]
@@ -112,7 +105,7 @@ def test_every_resource_is_tagged_ours_in_its_own_group_from_the_call_that_makes
 
 
 def test_vm_gets_defaults_custom_data_and_the_nic_behind_the_nsg(az, az_fake) -> None:
-    spec = make(az)
+    spec = spec_for(az)
     host = az.create(spec)
     (vm,) = _of(az_fake, "Compute/virtualMachines")
     assert (vm["location"], vm["properties"]["hardwareProfile"]["vmSize"]) == (
@@ -143,7 +136,7 @@ def test_vm_gets_defaults_custom_data_and_the_nic_behind_the_nsg(az, az_fake) ->
 
 def test_long_running_operations_are_polled_the_documented_way(az, az_fake) -> None:
     az_fake.running_reads = 2
-    spec = make(az)
+    spec = spec_for(az)
     az.create(spec)
     polls = az_fake.calls(
         "GET", r"/subscriptions/[^/]+/providers/[^/]+/locations/[^/]+/operations/.*"
@@ -168,7 +161,7 @@ def test_long_running_operations_are_polled_the_documented_way(az, az_fake) -> N
     ],
 )
 def test_nsg_allows_our_ports_only_in_priority_order(az, az_fake, server_changes, ports) -> None:
-    spec = make(az)
+    spec = spec_for(az)
     az.create(replace(spec, server=replace(spec.server, **server_changes)))
     (nsg,) = _of(az_fake, "Network/networkSecurityGroups")
     rules = sorted(nsg["properties"]["securityRules"], key=lambda r: r["properties"]["priority"])
@@ -182,7 +175,7 @@ def test_nsg_allows_our_ports_only_in_priority_order(az, az_fake, server_changes
 
 
 def test_allow_ips_restrict_the_data_ports_one_rule_per_address_family(az, az_fake) -> None:
-    spec = make(az)
+    spec = spec_for(az)
     allowed = ("203.0.113.0/24", "198.51.100.7/32", "2001:db8::/32")
     az.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     (nsg,) = _of(az_fake, "Network/networkSecurityGroups")
@@ -199,7 +192,7 @@ def test_allow_ips_restrict_the_data_ports_one_rule_per_address_family(az, az_fa
 
 
 def test_purge_deletes_the_group_the_vm_before_its_network(az, az_fake) -> None:
-    spec = make(az)
+    spec = spec_for(az)
     az.create(spec)
     az.delete(host_id=f"{_group(az_fake, spec)}/{spec.name}")
     kinds = [arm_id.split("/")[-2] for arm_id in az_fake.deleted]
@@ -221,7 +214,7 @@ def test_a_foreign_vm_forced_is_deleted_alone_not_its_group(az, az_fake) -> None
 def test_a_restricted_size_is_a_capacity_error_before_anything_exists(az, az_fake) -> None:
     az_fake.restricted.add(("Standard_B1ls", "eastus"))
     with pytest.raises(CapacityError) as info:
-        az.create(make(az))
+        az.create(spec_for(az))
     assert info.value.code == "SkuNotAvailable" and "--region" in info.value.hint
     assert az_fake.calls("PUT", ".*") == []
 
@@ -240,7 +233,7 @@ def test_allocation_and_quota_failures_are_capacity_errors_and_leave_nothing(
 ) -> None:
     az_fake.allocation_failures["eastus"] = (code, message)
     with pytest.raises(CapacityError) as info:
-        kit.create_host(az, make(az))
+        kit.create_host(az, spec_for(az))
     assert info.value.code == code
     assert az_fake.resources() == set()
 
@@ -248,7 +241,7 @@ def test_allocation_and_quota_failures_are_capacity_errors_and_leave_nothing(
 def test_operation_not_allowed_without_quota_is_no_capacity_error(az, az_fake) -> None:
     az_fake.allocation_failures["eastus"] = ("OperationNotAllowed", "The VM is being deleted.")
     with pytest.raises(ProviderAPIError) as info:
-        kit.create_host(az, make(az))
+        kit.create_host(az, spec_for(az))
     assert not isinstance(info.value, CapacityError)
 
 
@@ -258,34 +251,34 @@ def test_operation_not_allowed_without_quota_is_no_capacity_error(az, az_fake) -
 )
 def test_unknown_location_or_size_suggests_the_closest(az, az_fake, changes, suggestion) -> None:
     with pytest.raises(InvalidSpec) as info:
-        az.create(make(az, **changes))
+        az.create(spec_for(az, **changes))
     assert f"Did you mean {suggestion}" in info.value.hint
     assert az_fake.calls("PUT", ".*") == []
 
 
 def test_an_image_that_is_no_urn_is_refused_before_any_call(az, az_fake) -> None:
     with pytest.raises(InvalidSpec, match="publisher:offer:sku:version"):
-        az.create(make(az, image="debian-12"))
+        az.create(spec_for(az, image="debian-12"))
     assert az_fake.requests == [] or all(r.method == "GET" for r in az_fake.requests)
 
 
 def test_an_unknown_image_is_the_apis_error_and_leaves_nothing(az, az_fake) -> None:
     with pytest.raises(ProviderAPIError, match="PlatformImageNotFound"):
-        kit.create_host(az, make(az, image="Debian:debian-99:99:latest"))
+        kit.create_host(az, spec_for(az, image="Debian:debian-99:99:latest"))
     assert az_fake.resources() == set()
 
 
 def test_list_follows_next_link_and_sees_ours_only(az, az_fake) -> None:
     az_fake.max_per_page = 2
     az_fake.foreign_vm()
-    made = {az.create(make(az)).id for _ in range(3)}
+    made = {az.create(spec_for(az)).id for _ in range(3)}
     hosts = az.list()
     assert {h.id for h in hosts} == made
     assert all(h.status.value == "active" for h in hosts), "statusOnly brings the power state"
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(az) -> None:
-    host = wait_active(az, az.create(make(az)))
+    host = wait_active(az, az.create(spec_for(az)))
     az.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         az.status(host.id)
@@ -374,7 +367,7 @@ def test_an_outage_is_one_line_naming_the_endpoint_variable(az_fake) -> None:
 def test_a_lost_answer_to_the_vm_put_is_retried_and_still_leaves_nothing(az, az_fake) -> None:
     """azure-core retries a PUT answered 500; PUT is idempotent, so the retry updates the VM."""
     az_fake.arm("create_vm", Fault.LOST)
-    spec = make(az)
+    spec = spec_for(az)
     kit.create_host(az, spec)
     assert len(az_fake.calls("PUT", r".*/virtualMachines/.*")) == 2
     assert len(_of(az_fake, "Compute/virtualMachines")) == 1
@@ -401,13 +394,13 @@ def test_the_largest_user_data_the_limit_allows_is_what_the_api_takes(az, az_fak
     raw = "#cloud-config\n" + "#" * (65535 - len("#cloud-config\n") - 1) + "\n"
     assert len(raw) == 65535
     assert len(base64.b64encode(raw.encode())) == AzureProvider.facts.user_data_limit
-    spec = make(az, user_data=raw)
+    spec = spec_for(az, user_data=raw)
     az.create(spec)
     assert az_fake.user_data[spec.name] == raw
 
 
 def test_logs_read_the_serial_console_through_its_sas_url_without_our_token(az, az_fake) -> None:
-    host = az.create(make(az))
+    host = az.create(spec_for(az))
     (vm,) = _of(az_fake, "Compute/virtualMachines")
     assert vm["properties"]["diagnosticsProfile"] == {"bootDiagnostics": {"enabled": True}}
     text = az.console_output(host.id)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import serving
 from tests.fakes.azure import FakeAzure
 from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
 
@@ -24,12 +25,9 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def fake() -> Iterator[FakeAzure]:
-    api = FakeAzure().start()
+    api = FakeAzure()
     api.async_operations = False  # the CLI polls seconds apart, as it would on Azure
-    try:
-        yield api
-    finally:
-        api.stop()
+    yield from serving(api)
 
 
 @pytest.fixture

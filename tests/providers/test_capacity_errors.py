@@ -21,6 +21,7 @@ from providers.errors import CapacityError, InvalidSpec, ProviderAPIError
 from providers.hetzner import HetznerProvider
 from providers.models import ProviderConfig
 from providers.testing.conformance import ProviderConformance
+from providers.testing.jsonapi import serving
 from tests.fakes.aws.server import client_error
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import LOCATIONS, FakeHetzner
@@ -54,11 +55,7 @@ def test_ec2_codes(code: str, message: str, capacity: bool) -> None:
 
 @pytest.fixture
 def do_fake() -> Iterator[FakeDigitalOcean]:
-    fake = FakeDigitalOcean().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeDigitalOcean())
 
 
 @pytest.fixture
@@ -113,12 +110,9 @@ def test_digitalocean_a_closed_region_is_full_and_a_typo_is_unknown(
 
 @pytest.fixture
 def hz_fake() -> Iterator[FakeHetzner]:
-    fake = FakeHetzner().start()
+    fake = FakeHetzner()
     fake.running_reads = 0
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(fake)
 
 
 @pytest.fixture

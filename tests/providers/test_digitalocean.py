@@ -14,16 +14,13 @@ from providers.digitalocean import DigitalOceanProvider
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, UndoFailed
 from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.jsonapi import serving
 from tests.fakes.digitalocean import FakeDigitalOcean
 
 
 @pytest.fixture
 def do_fake() -> Iterator[FakeDigitalOcean]:
-    fake = FakeDigitalOcean().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeDigitalOcean())
 
 
 @pytest.fixture

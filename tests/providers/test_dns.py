@@ -31,6 +31,7 @@ from providers.errors import CredentialsMissing, InvalidSpec, ProviderAPIError, 
 from providers.models import HostStatus, ProviderConfig, TunnelMode
 from providers.testing.conformance import ProviderConformance
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.aws.route53 import MotoRoute53
 from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register fixtures)
     CREDENTIALS,
@@ -64,20 +65,12 @@ def _add_users_records(fake: Any) -> None:
 @pytest.fixture
 def droplets() -> Iterator[FakeDigitalOceanDns]:
     """The DigitalOcean fake: droplets for every case, and its Domains for one of them."""
-    fake = FakeDigitalOceanDns().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeDigitalOceanDns())
 
 
 @pytest.fixture
 def hetzner_dns() -> Iterator[FakeHetznerDns]:
-    fake = FakeHetznerDns().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeHetznerDns())
 
 
 @pytest.fixture

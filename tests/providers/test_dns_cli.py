@@ -20,6 +20,7 @@ import pytest
 
 from inletsctl.store import Store
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.aws.route53 import MotoRoute53
 from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register fixtures)
     CREDENTIALS,
@@ -59,13 +60,10 @@ def users_records(fake: Any) -> None:
 
 @pytest.fixture
 def droplets() -> Iterator[FakeDigitalOceanDns]:
-    fake = FakeDigitalOceanDns().start()
+    fake = FakeDigitalOceanDns()
     fake.add_domain("example.com")
     users_records(fake)
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(fake)
 
 
 @pytest.fixture

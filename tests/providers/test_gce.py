@@ -28,8 +28,9 @@ from providers.errors import (
     UndoFailed,
 )
 from providers.gce import GceProvider, endpoint_url, host_label
-from providers.models import HostSpec, ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.models import ProviderConfig, TunnelMode
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
+from providers.testing.jsonapi import serving
 from tests.fakes.gce import FakeGce
 
 GOOGLE_ENV = (
@@ -44,11 +45,7 @@ GOOGLE_ENV = (
 
 @pytest.fixture
 def gce_fake() -> Iterator[FakeGce]:
-    fake = FakeGce().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeGce())
 
 
 @pytest.fixture
@@ -85,11 +82,6 @@ class TestGceConformance(ProviderConformance):
         return gce_fake
 
 
-def make(provider: GceProvider, **changes: object) -> HostSpec:
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def rules(fake: FakeGce) -> dict[str, tuple[int, list[str], list[str]]]:
     """name -> (priority, source ranges, ports) of each allow rule."""
     return {
@@ -100,7 +92,7 @@ def rules(fake: FakeGce) -> dict[str, tuple[int, list[str], list[str]]]:
 
 
 def test_instance_gets_user_data_labels_tag_and_defaults(gce, gce_fake) -> None:
-    spec = make(gce)
+    spec = spec_for(gce)
     host = gce.create(spec)
     zone, name = host.id.split("/")
     instance = gce_fake.instances[(zone, name)]
@@ -117,7 +109,7 @@ def test_instance_gets_user_data_labels_tag_and_defaults(gce, gce_fake) -> None:
 
 
 def test_the_rules_exist_before_the_instance_and_deny_all_else(gce, gce_fake) -> None:
-    spec = make(gce)
+    spec = spec_for(gce)
     gce.create(spec)
     tag = f"inletsctl-{spec.host_id}"
     posts = [r for r in gce_fake.requests if r.method == "POST" and not r.path.endswith("/wait")]
@@ -138,13 +130,13 @@ def test_the_rules_exist_before_the_instance_and_deny_all_else(gce, gce_fake) ->
     ],
 )
 def test_allow_rule_ports_match_the_mode(gce, gce_fake, server_changes, ports) -> None:
-    spec = make(gce)
+    spec = spec_for(gce)
     gce.create(replace(spec, server=replace(spec.server, **server_changes)))
     assert [p for _, _, p in rules(gce_fake).values()] == [ports]
 
 
 def test_allow_ips_narrow_the_data_ports_and_ipv6_gets_no_rule(gce, gce_fake) -> None:
-    spec = make(gce)
+    spec = spec_for(gce)
     allowed = ("203.0.113.0/24", "2001:db8::/32")
     gce.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     tag = f"inletsctl-{spec.host_id}"
@@ -152,14 +144,14 @@ def test_allow_ips_narrow_the_data_ports_and_ipv6_gets_no_rule(gce, gce_fake) ->
         f"{tag}-allow-0": (900, ["0.0.0.0/0"], ["8123"]),
         f"{tag}-allow-1": (900, ["203.0.113.0/24"], ["8080"]),
     }
-    only_v6 = make(gce)
+    only_v6 = spec_for(gce)
     gce.create(replace(only_v6, server=replace(only_v6.server, allow_ips=("2001:db8::/32",))))
     mine = {k: v for k, v in rules(gce_fake).items() if only_v6.host_id in k}
     assert list(mine.values()) == [(900, ["0.0.0.0/0"], ["8123"])], "data ports stay closed"
 
 
 def test_delete_waits_for_the_instance_before_removing_its_rules(gce, gce_fake) -> None:
-    host = gce.create(make(gce))
+    host = gce.create(spec_for(gce))
     gce_fake.running_waits = 2
     gce.delete(host_id=host.id)
     (delete,) = [o for o in gce_fake.operations.values() if o["operationType"] == "delete"
@@ -172,7 +164,7 @@ def test_delete_waits_for_the_instance_before_removing_its_rules(gce, gce_fake) 
 def test_an_operation_that_never_finishes_is_a_timeout(gce_fake, key_file) -> None:
     impatient = GceProvider(ProviderConfig(endpoint_url=gce_fake.base_url), max_waits=2)
     gce_fake.running_waits = 5
-    spec = make(impatient)
+    spec = spec_for(impatient)
     with pytest.raises(ProvisionTimeout, match=f"insert of inletsctl-{spec.host_id}-deny"):
         impatient.create(spec)
     gce_fake.running_waits = 0
@@ -187,7 +179,7 @@ def test_a_full_zone_is_a_capacity_error_and_leaves_nothing(gce, gce_fake) -> No
         "resources available to fulfill the request.",
     )
     with pytest.raises(CapacityError) as info:
-        kit.create_host(gce, make(gce))
+        kit.create_host(gce, spec_for(gce))
     assert info.value.code == "ZONE_RESOURCE_POOL_EXHAUSTED"
     assert "does not have enough resources" in info.value.message
     assert "--region" in info.value.hint
@@ -208,7 +200,7 @@ def test_a_full_zone_is_a_capacity_error_and_leaves_nothing(gce, gce_fake) -> No
 def test_403s_are_quota_or_permission_errors(gce, gce_fake, reason, message, capacity, hint):
     gce_fake.refuse("POST .*/instances", 403, reason, message)
     with pytest.raises(ProviderAPIError) as info:
-        kit.create_host(gce, make(gce))
+        kit.create_host(gce, spec_for(gce))
     assert isinstance(info.value, CapacityError) is capacity
     assert message in info.value.message and "\n" not in info.value.message
     assert hint in info.value.hint
@@ -248,7 +240,7 @@ def test_an_access_token_needs_a_project_and_a_refused_one_names_its_variable(
 def test_a_key_passed_as_access_token_file_contents_is_used(gce_fake, key_file, monkeypatch):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
     config = ProviderConfig(access_token=key_file.read_text(), endpoint_url=gce_fake.base_url)
-    host = GceProvider(config).create(make(GceProvider(config)))
+    host = GceProvider(config).create(spec_for(GceProvider(config)))
     assert host.id in {f"{z}/{n}" for z, n in gce_fake.instances}
     assert all(gce_fake.project in r.path for r in gce_fake.requests)
 
@@ -267,7 +259,7 @@ def test_the_project_variable_wins_over_the_keys_own(gce, gce_fake, monkeypatch)
 )
 def test_unknown_zone_or_machine_type_suggests_the_closest(gce, gce_fake, changes, suggestion):
     with pytest.raises(InvalidSpec) as info:
-        gce.create(make(gce, **changes))
+        gce.create(spec_for(gce, **changes))
     assert info.value.hint.startswith("Did you mean") and suggestion in info.value.hint
     assert gce_fake.calls("POST", ".*") == []
 
@@ -278,20 +270,20 @@ def test_unknown_zone_or_machine_type_suggests_the_closest(gce, gce_fake, change
 )
 def test_a_bad_name_or_image_spelling_is_refused_before_any_call(gce, gce_fake, changes, words):
     with pytest.raises(InvalidSpec, match=words):
-        gce.create(make(gce, **changes))
+        gce.create(spec_for(gce, **changes))
     assert gce_fake.requests == []
 
 
 def test_an_unknown_image_family_is_the_apis_error_and_leaves_nothing(gce, gce_fake) -> None:
     with pytest.raises(ProviderAPIError, match="debian-99' was not found"):
-        kit.create_host(gce, make(gce, image="debian-cloud/debian-99"))
+        kit.create_host(gce, spec_for(gce, image="debian-cloud/debian-99"))
     assert gce_fake.resources() == set()
 
 
 def test_list_follows_pages_and_sees_every_zone(gce, gce_fake) -> None:
     gce_fake.max_results = 1
-    made = {gce.create(make(gce, region=zone)).id for zone in ("us-central1-a", "us-east1-b")}
-    made.add(gce.create(make(gce)).id)
+    made = {gce.create(spec_for(gce, region=zone)).id for zone in ("us-central1-a", "us-east1-b")}
+    made.add(gce.create(spec_for(gce)).id)
     assert {h.id for h in gce.list()} == made
     assert {h.region for h in gce.list()} == {"us-central1-a", "us-east1-b"}
 
@@ -299,7 +291,7 @@ def test_list_follows_pages_and_sees_every_zone(gce, gce_fake) -> None:
 def test_failed_undo_names_the_rule_and_how_to_finish(gce, gce_fake) -> None:
     gce_fake.fail_at("create_instance")
     gce_fake.refuse("DELETE .*", 500, "backendError", "Internal error")
-    spec = make(gce)
+    spec = spec_for(gce)
     with pytest.raises(UndoFailed) as info:
         kit.create_host(gce, spec)
     assert f"firewall rule inletsctl-{spec.host_id}-deny" in str(info.value)
@@ -307,7 +299,7 @@ def test_failed_undo_names_the_rule_and_how_to_finish(gce, gce_fake) -> None:
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(gce) -> None:
-    host = wait_active(gce, gce.create(make(gce)))
+    host = wait_active(gce, gce.create(spec_for(gce)))
     gce.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         gce.status(host.id)
@@ -316,7 +308,7 @@ def test_a_deleted_host_is_not_found_by_id_or_ip(gce) -> None:
 
 
 def test_console_output_is_the_serial_port(gce) -> None:
-    host = gce.create(make(gce))
+    host = gce.create(spec_for(gce))
     assert "Cloud-init" in gce.console_output(host.id)
     with pytest.raises(HostNotFound):
         gce.console_output("us-central1-a/no-such-vm")
@@ -325,7 +317,7 @@ def test_console_output_is_the_serial_port(gce) -> None:
 def test_a_bare_name_is_looked_up_in_the_configured_zone(gce_fake, key_file) -> None:
     elsewhere = ProviderConfig(endpoint_url=gce_fake.base_url, region="us-east1-b")
     provider = GceProvider(elsewhere)
-    host = provider.create(make(provider, region="us-east1-b"))
+    host = provider.create(spec_for(provider, region="us-east1-b"))
     assert provider.status(host.name).id == host.id == f"us-east1-b/{host.name}"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import serving
 from tests.fakes.gce import FakeGce
 from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
 from tests.providers.test_gce import GOOGLE_ENV
@@ -26,11 +27,7 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def fake() -> Iterator[FakeGce]:
-    api = FakeGce().start()
-    try:
-        yield api
-    finally:
-        api.stop()
+    yield from serving(FakeGce())
 
 
 @pytest.fixture

@@ -13,18 +13,15 @@ from providers import kit
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError, UndoFailed
 from providers.hetzner import HetznerProvider
 from providers.models import ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.hetzner import FakeHetzner
 
 
 @pytest.fixture
 def hz_fake() -> Iterator[FakeHetzner]:
-    fake = FakeHetzner().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeHetzner())
 
 
 @pytest.fixture
@@ -58,13 +55,8 @@ class TestHetznerConformance(ProviderConformance):
         return hz_fake
 
 
-def make(provider: HetznerProvider, **changes: object):
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def test_server_gets_user_data_labels_defaults_and_its_firewall(hz, hz_fake) -> None:
-    spec = make(hz)
+    spec = spec_for(hz)
     host = hz.create(spec)
     server = hz_fake.servers[int(host.id)]
     assert hz_fake.user_data[int(host.id)] == spec.user_data
@@ -95,7 +87,7 @@ def test_server_gets_user_data_labels_defaults_and_its_firewall(hz, hz_fake) -> 
     ],
 )
 def test_firewall_rules_match_the_ports(hz, hz_fake, server_changes, ports) -> None:
-    spec = make(hz)
+    spec = spec_for(hz)
     hz.create(replace(spec, server=replace(spec.server, **server_changes)))
     (firewall,) = hz_fake.firewalls.values()
     assert [r["port"] for r in firewall["rules"]] == ports
@@ -104,7 +96,7 @@ def test_firewall_rules_match_the_ports(hz, hz_fake, server_changes, ports) -> N
 
 
 def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(hz, hz_fake) -> None:
-    spec = make(hz)
+    spec = spec_for(hz)
     allowed = ("203.0.113.0/24", "2001:db8::/32")
     hz.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     (firewall,) = hz_fake.firewalls.values()
@@ -113,7 +105,7 @@ def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(hz, hz_fake)
 
 
 def test_delete_waits_for_the_server_action_then_removes_the_firewall(hz, hz_fake) -> None:
-    host = hz.create(make(hz))
+    host = hz.create(spec_for(hz))
     hz.delete(host_id=host.id)
     (delete,) = [a for a in hz_fake.actions.values() if a["command"] == "delete_server"]
     assert hz_fake.calls("GET", f"/v1/actions/{delete['id']}"), "the action was polled"
@@ -122,14 +114,14 @@ def test_delete_waits_for_the_server_action_then_removes_the_firewall(hz, hz_fak
 
 
 def test_a_failed_delete_action_is_an_error_naming_the_action(hz, hz_fake) -> None:
-    host = hz.create(make(hz))
+    host = hz.create(spec_for(hz))
     hz_fake.action_error = {"code": "server_error", "message": "host is locked"}
     with pytest.raises(ProviderAPIError, match="delete_server failed"):
         hz.delete(host_id=host.id)
 
 
 def test_a_firewall_left_after_delete_is_named(hz, hz_fake) -> None:
-    host = hz.create(make(hz))
+    host = hz.create(spec_for(hz))
     hz_fake.refuse("DELETE /v1/firewalls/.*", 503, "unavailable", "service unavailable")
     with pytest.raises(ProviderError) as info:
         hz.delete(host_id=host.id)
@@ -140,7 +132,7 @@ def test_a_firewall_left_after_delete_is_named(hz, hz_fake) -> None:
 
 def test_429_is_retried_by_the_sdk_and_succeeds(hz, hz_fake, retries) -> None:
     hz_fake.throttle_once("POST /v1/servers")
-    host = hz.create(make(hz))
+    host = hz.create(spec_for(hz))
     assert retries == [0]
     assert len(hz_fake.calls("POST", "/v1/servers")) == 2
     assert list(hz_fake.servers) == [int(host.id)]
@@ -164,27 +156,27 @@ def test_401_is_one_line_naming_the_variable(hz_fake, monkeypatch) -> None:
 )
 def test_unknown_location_or_type_suggests_the_closest(hz, hz_fake, changes, suggestion) -> None:
     with pytest.raises(InvalidSpec) as info:
-        hz.create(make(hz, **changes))
+        hz.create(spec_for(hz, **changes))
     assert f"Did you mean {suggestion}" in info.value.hint
     assert hz_fake.calls("POST", ".*") == []
 
 
 def test_unknown_image_is_the_apis_error_and_leaves_nothing(hz, hz_fake) -> None:
     with pytest.raises(ProviderAPIError, match="invalid_input"):
-        kit.create_host(hz, make(hz, image="debian-99"))
+        kit.create_host(hz, spec_for(hz, image="debian-99"))
     assert hz_fake.resources() == set()
 
 
 def test_list_follows_pagination(hz, hz_fake) -> None:
     hz_fake.max_per_page = 2
-    made = {hz.create(make(hz)).id for _ in range(3)}
+    made = {hz.create(spec_for(hz)).id for _ in range(3)}
     assert {h.id for h in hz.list()} == made
 
 
 def test_failed_undo_says_how_to_finish_it(hz, hz_fake) -> None:
     hz_fake.fail_at("create_server")
     hz_fake.refuse("DELETE .*", 503, "unavailable", "service unavailable")
-    spec = make(hz)
+    spec = spec_for(hz)
     with pytest.raises(UndoFailed) as info:
         kit.create_host(hz, spec)
     (firewall_id,) = hz_fake.firewalls
@@ -198,7 +190,7 @@ def test_a_502_after_the_server_was_made_is_retried_and_still_leaves_nothing(
     """hcloud retries a POST answered 502; the retry meets uniqueness_error."""
     hz_fake.fault_answer = (502, "bad_gateway", "bad gateway")
     hz_fake.arm("create_server", Fault.LOST)
-    spec = make(hz)
+    spec = spec_for(hz)
     with pytest.raises(ProviderAPIError, match="uniqueness_error"):
         kit.create_host(hz, spec)
     assert retries == [0], "the SDK retried the POST once"
@@ -207,7 +199,7 @@ def test_a_502_after_the_server_was_made_is_retried_and_still_leaves_nothing(
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(hz) -> None:
-    host = wait_active(hz, hz.create(make(hz)))
+    host = wait_active(hz, hz.create(spec_for(hz)))
     hz.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         hz.status(host.id)

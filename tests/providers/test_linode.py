@@ -21,18 +21,15 @@ from providers.errors import (
 )
 from providers.linode import LinodeProvider, endpoint_url
 from providers.models import ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.linode import FakeLinode
 
 
 @pytest.fixture
 def ln_fake() -> Iterator[FakeLinode]:
-    fake = FakeLinode().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeLinode())
 
 
 @pytest.fixture
@@ -62,13 +59,8 @@ class TestLinodeConformance(ProviderConformance):
         return ln_fake
 
 
-def make(provider: LinodeProvider, **changes: object):
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def test_instance_gets_user_data_tags_defaults_and_its_firewall(ln, ln_fake) -> None:
-    spec = make(ln)
+    spec = spec_for(ln)
     host = ln.create(spec)
     instance = ln_fake.instances[int(host.id)]
     assert ln_fake.user_data[int(host.id)] == spec.user_data
@@ -92,7 +84,7 @@ def test_instance_gets_user_data_tags_defaults_and_its_firewall(ln, ln_fake) -> 
 
 
 def test_the_root_password_is_random_and_kept_nowhere(ln, ln_fake) -> None:
-    first, second = ln.create(make(ln)), ln.create(make(ln))
+    first, second = ln.create(spec_for(ln)), ln.create(spec_for(ln))
     passwords = {ln_fake.root_passwords[int(h.id)] for h in (first, second)}
     assert len(passwords) == 2 and all(len(p) >= 32 for p in passwords)
     for password in passwords:
@@ -109,7 +101,7 @@ def test_the_root_password_is_random_and_kept_nowhere(ln, ln_fake) -> None:
     ],
 )
 def test_firewall_rules_match_the_ports(ln, ln_fake, server_changes, ports) -> None:
-    spec = make(ln)
+    spec = spec_for(ln)
     ln.create(replace(spec, server=replace(spec.server, **server_changes)))
     (firewall,) = ln_fake.firewalls.values()
     rules = firewall["rules"]
@@ -121,7 +113,7 @@ def test_firewall_rules_match_the_ports(ln, ln_fake, server_changes, ports) -> N
 
 
 def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(ln, ln_fake) -> None:
-    spec = make(ln)
+    spec = spec_for(ln)
     allowed = ("203.0.113.0/24", "2001:db8::/32")
     ln.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     (firewall,) = ln_fake.firewalls.values()
@@ -133,7 +125,7 @@ def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(ln, ln_fake)
 
 
 def test_delete_removes_the_instance_before_its_firewall(ln, ln_fake) -> None:
-    host = ln.create(make(ln))
+    host = ln.create(spec_for(ln))
     ln.delete(host_id=host.id)
     deletes = [r.path for r in ln_fake.requests if r.method == "DELETE"]
     firewall_id = host.additional["firewall_id"]
@@ -145,7 +137,7 @@ def test_delete_removes_the_instance_before_its_firewall(ln, ln_fake) -> None:
 
 
 def test_a_firewall_left_after_delete_is_named(ln, ln_fake) -> None:
-    host = ln.create(make(ln))
+    host = ln.create(spec_for(ln))
     ln_fake.refuse("DELETE /v4/networking/firewalls/.*", 503, "unavailable", "Unavailable")
     with pytest.raises(ProviderError) as info:
         ln.delete(host_id=host.id)
@@ -157,7 +149,7 @@ def test_a_firewall_left_after_delete_is_named(ln, ln_fake) -> None:
 def test_a_list_filter_that_is_dropped_on_the_way_never_widens_a_purge(ln, ln_fake) -> None:
     """A proxy that strips X-Filter hands back the whole account: only our tag counts."""
     vm, _ = ln_fake.foreign_vm()
-    spec = make(ln)
+    spec = spec_for(ln)
     ln.create(spec)
     original = ln_fake.dispatch
 
@@ -173,7 +165,7 @@ def test_a_list_filter_that_is_dropped_on_the_way_never_widens_a_purge(ln, ln_fa
 
 def test_429_is_retried_by_the_sdk_and_succeeds(ln, ln_fake) -> None:
     ln_fake.throttle_once("POST /v4/linode/instances")
-    host = ln.create(make(ln))
+    host = ln.create(spec_for(ln))
     assert len(ln_fake.calls("POST", "/v4/linode/instances")) == 2
     assert list(ln_fake.instances) == [int(host.id)]
 
@@ -183,7 +175,7 @@ def test_a_502_after_the_instance_was_made_is_retried_and_still_leaves_nothing(l
     ln_fake.fault_answer = (502, "bad_gateway", "Bad Gateway")
     ln_fake.arm("create_linode", Fault.LOST)
     with pytest.raises(ProviderAPIError, match="label: Label must be unique"):
-        kit.create_host(ln, make(ln))
+        kit.create_host(ln, spec_for(ln))
     assert len(ln_fake.calls("POST", "/v4/linode/instances")) == 2
     assert ln_fake.resources() == set()
 
@@ -232,14 +224,14 @@ def test_the_endpoint_is_read_as_linodego_reads_it(environ, url) -> None:
 )
 def test_unknown_region_or_type_suggests_the_closest(ln, ln_fake, changes, suggestion) -> None:
     with pytest.raises(InvalidSpec) as info:
-        ln.create(make(ln, **changes))
+        ln.create(spec_for(ln, **changes))
     assert f"Did you mean {suggestion}" in info.value.hint
     assert ln_fake.calls("POST", ".*") == []
 
 
 def test_a_region_without_metadata_is_refused_before_anything_is_made(ln, ln_fake) -> None:
     with pytest.raises(InvalidSpec, match="region with Metadata") as info:
-        ln.create(make(ln, region="us-east"))
+        ln.create(spec_for(ln, region="us-east"))
     assert "us-east" not in info.value.hint.split("Valid values: ")[1]
     assert ln_fake.calls("POST", ".*") == []
 
@@ -255,7 +247,7 @@ def test_what_the_api_refuses_is_its_own_words_and_leaves_nothing(
     ln, ln_fake, changes, reason
 ) -> None:
     with pytest.raises(ProviderAPIError, match=reason) as info:
-        kit.create_host(ln, make(ln, **changes))
+        kit.create_host(ln, spec_for(ln, **changes))
     assert "(400)" in str(info.value)
     assert ln_fake.resources() == set()
 
@@ -268,7 +260,7 @@ def test_what_the_api_refuses_is_its_own_words_and_leaves_nothing(
     ],
 )
 def test_a_full_region_or_account_is_capacity_and_leaves_nothing(ln, ln_fake, reason) -> None:
-    spec = make(ln)
+    spec = spec_for(ln)
     ln_fake.refusals_in[spec.region] = (400, "bad_request", reason)
     with pytest.raises(CapacityError, match=reason) as info:
         kit.create_host(ln, spec)
@@ -278,7 +270,7 @@ def test_a_full_region_or_account_is_capacity_and_leaves_nothing(ln, ln_fake, re
 
 
 def test_other_400s_are_not_capacity_and_known_regions_are_those_with_metadata(ln, ln_fake) -> None:
-    spec = make(ln)
+    spec = spec_for(ln)
     ln_fake.refusals_in[spec.region] = (
         400,
         "bad_request",
@@ -292,7 +284,7 @@ def test_other_400s_are_not_capacity_and_known_regions_are_those_with_metadata(l
 
 def test_list_follows_pagination(ln, ln_fake) -> None:
     ln_fake.default_page_size = 2
-    made = {ln.create(make(ln)).id for _ in range(3)}
+    made = {ln.create(spec_for(ln)).id for _ in range(3)}
     assert {h.id for h in ln.list()} == made
     assert any(r.query.get("page") == ["2"] for r in ln_fake.calls("GET", "/v4/linode/instances"))
 
@@ -300,7 +292,7 @@ def test_list_follows_pagination(ln, ln_fake) -> None:
 def test_failed_undo_says_how_to_finish_it(ln, ln_fake) -> None:
     ln_fake.fail_at("create_linode")
     ln_fake.refuse("DELETE .*", 503, "unavailable", "Unavailable")
-    spec = make(ln)
+    spec = spec_for(ln)
     with pytest.raises(UndoFailed) as info:
         kit.create_host(ln, spec)
     (firewall_id,) = ln_fake.firewalls
@@ -309,7 +301,7 @@ def test_failed_undo_says_how_to_finish_it(ln, ln_fake) -> None:
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(ln) -> None:
-    host = wait_active(ln, ln.create(make(ln)))
+    host = wait_active(ln, ln.create(spec_for(ln)))
     ln.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         ln.status(host.id)

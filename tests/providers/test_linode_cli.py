@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import serving
 from tests.fakes.linode import FakeLinode
 from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
 
@@ -22,11 +23,7 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def fake() -> Iterator[FakeLinode]:
-    api = FakeLinode().start()
-    try:
-        yield api
-    finally:
-        api.stop()
+    yield from serving(FakeLinode())
 
 
 @pytest.fixture

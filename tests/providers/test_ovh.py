@@ -23,9 +23,10 @@ from providers.errors import (
     NotOurs,
     ProviderAPIError,
 )
-from providers.models import HostSpec, ProviderConfig
+from providers.models import ProviderConfig
 from providers.ovh import OVHProvider
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
+from providers.testing.jsonapi import serving
 from tests.conftest import free_port
 from tests.fakes.ovh import FakeOVH
 
@@ -51,11 +52,7 @@ def no_ovh_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def ovh_fake() -> Iterator[FakeOVH]:
-    fake = FakeOVH().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeOVH())
 
 
 @pytest.fixture
@@ -86,12 +83,8 @@ class TestOVHConformance(ProviderConformance):
         return ovh_fake
 
 
-def make(provider: OVHProvider, **changes: object) -> HostSpec:
-    return replace(ProviderConformance().make_spec(provider), **changes)  # type: ignore[arg-type]
-
-
 def test_instance_gets_name_mark_defaults_and_user_data_in_one_call(ovh, ovh_fake) -> None:
-    spec = make(ovh)
+    spec = spec_for(ovh)
     host = ovh.create(spec)
     (create,) = ovh_fake.calls("POST", "/1.0/cloud/project/[^/]+/instance")
     assert create.body["name"] == f"{spec.name}.inletsctl-host-{spec.host_id}"
@@ -116,7 +109,7 @@ def test_every_request_but_the_clock_is_signed_with_the_apis_time(ovh, ovh_fake)
 
 def test_facts_turn_on_the_host_firewall_with_the_ports_create_needs(ovh) -> None:
     server = replace(
-        make(ovh).server,
+        spec_for(ovh).server,
         release_url="https://example.com/tunnel-core.pyz",
         artifact_sha256="a" * 64,
         allow_ips=("203.0.113.0/24",),
@@ -167,7 +160,7 @@ def test_access_token_file_may_be_an_ovh_conf_with_an_endpoint_section(
         f"application_secret={ovh_fake.application_secret}\n"
         f"consumer_key={ovh_fake.consumer_key}\n"
     )
-    host = OVHProvider(ProviderConfig(access_token=conf)).create(make(OVHProvider))
+    host = OVHProvider(ProviderConfig(access_token=conf)).create(spec_for(OVHProvider))
     assert set(ovh_fake.instances) == {host.id}
 
 
@@ -194,7 +187,7 @@ def test_a_401_is_one_line_naming_the_consumer_keys_variable(ovh, ovh_fake) -> N
 
 
 def test_purge_leaves_an_instance_already_deleting_alone(ovh, ovh_fake) -> None:
-    spec = make(ovh)
+    spec = spec_for(ovh)
     host = ovh.create(spec)
     ovh_fake.instances[host.id]["status"] = "DELETING"
     assert ovh.purge(spec.host_id) == []
@@ -241,7 +234,7 @@ def test_unknown_region_flavor_or_image_suggests_the_closest(
     ovh, ovh_fake, changes, suggestion
 ) -> None:
     with pytest.raises(InvalidSpec) as info:
-        ovh.create(make(ovh, **changes))
+        ovh.create(spec_for(ovh, **changes))
     assert suggestion in info.value.hint
     assert ovh_fake.calls("POST", ".*") == []
 
@@ -249,21 +242,21 @@ def test_unknown_region_flavor_or_image_suggests_the_closest(
 def test_an_unavailable_flavor_is_a_capacity_error_before_any_create(ovh, ovh_fake) -> None:
     ovh_fake.unavailable_in.add("GRA11")
     with pytest.raises(CapacityError):
-        ovh.create(make(ovh))
+        ovh.create(spec_for(ovh))
     assert ovh_fake.calls("POST", ".*") == []
 
 
 def test_a_quota_answer_is_a_capacity_error_and_leaves_nothing(ovh, ovh_fake) -> None:
     ovh_fake.refusals_in["GRA11"] = (400, "", "Quota exceeded for instances: Requested 1")
     with pytest.raises(CapacityError, match="Quota exceeded"):
-        kit.create_host(ovh, make(ovh))
+        kit.create_host(ovh, spec_for(ovh))
     assert ovh_fake.resources() == set()
 
 
 def test_a_validation_error_is_not_a_capacity_error(ovh, ovh_fake) -> None:
     ovh_fake.refusals_in["GRA11"] = (400, "", "Invalid instance name")
     with pytest.raises(ProviderAPIError) as info:
-        ovh.create(make(ovh))
+        ovh.create(spec_for(ovh))
     assert not isinstance(info.value, CapacityError)
     assert "Invalid instance name (400)" in str(info.value)
 
@@ -283,7 +276,7 @@ def test_a_name_that_only_looks_like_ours_is_still_not_ours(ovh, ovh_fake) -> No
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(ovh) -> None:
-    host = wait_active(ovh, ovh.create(make(ovh)))
+    host = wait_active(ovh, ovh.create(spec_for(ovh)))
     ovh.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         ovh.status(host.id)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from providers.testing.jsonapi import serving
 from tests.fakes.ovh import FakeOVH
 from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
 
@@ -24,11 +25,7 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def fake() -> Iterator[FakeOVH]:
-    api = FakeOVH().start()
-    try:
-        yield api
-    finally:
-        api.stop()
+    yield from serving(FakeOVH())
 
 
 @pytest.fixture

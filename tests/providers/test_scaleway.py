@@ -23,8 +23,9 @@ from providers.errors import (
 )
 from providers.models import ProviderConfig, TunnelMode
 from providers.scaleway import ScalewayProvider
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
 from providers.testing.faults import Fault
+from providers.testing.jsonapi import serving
 from tests.fakes.scaleway import FakeScaleway, image_id
 
 SCW_ENV = (
@@ -51,12 +52,9 @@ def scw_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def scw_fake(scw_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeScaleway]:
-    fake = FakeScaleway().start()
+    fake = FakeScaleway()
     monkeypatch.setenv("SCW_DEFAULT_PROJECT_ID", fake.project)
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(fake)
 
 
 @pytest.fixture
@@ -93,17 +91,12 @@ class TestScalewayConformance(ProviderConformance):
         return scw_fake
 
 
-def make(provider: ScalewayProvider, **changes: object):
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def request_lines(fake: FakeScaleway) -> list[str]:
     return [f"{r.method} {r.path}" for r in fake.requests]
 
 
 def test_the_server_boots_stopped_then_gets_user_data_then_poweron(scw, scw_fake) -> None:
-    spec = make(scw)
+    spec = spec_for(scw)
     host = scw.create(spec)
     server = scw_fake.servers[host.id]
     assert scw_fake.user_data[host.id] == {"cloud-init": spec.user_data}
@@ -151,7 +144,7 @@ def test_the_server_boots_stopped_then_gets_user_data_then_poweron(scw, scw_fake
     ],
 )
 def test_security_group_rules_match_the_ports(scw, scw_fake, server_changes, ports) -> None:
-    spec = make(scw)
+    spec = spec_for(scw)
     host = scw.create(replace(spec, server=replace(spec.server, **server_changes)))
     rules = scw_fake.security_groups[host.additional["security_group_id"]]["rules"]
     expected = [(a, b, src) for a, b in ports for src in ("0.0.0.0/0", "::/0")]
@@ -163,7 +156,7 @@ def test_security_group_rules_match_the_ports(scw, scw_fake, server_changes, por
 
 
 def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(scw, scw_fake) -> None:
-    spec = make(scw)
+    spec = spec_for(scw)
     allowed = ("203.0.113.0/24", "2001:db8::/32")
     host = scw.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     rules = scw_fake.security_groups[host.additional["security_group_id"]]["rules"]
@@ -177,7 +170,7 @@ def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(scw, scw_fak
 
 
 def test_a_running_host_is_terminated_then_its_ip_and_group_go(scw, scw_fake, sleeps) -> None:
-    host = scw.create(make(scw))
+    host = scw.create(spec_for(scw))
     wait_active(scw, host)
     scw_fake.requests.clear()
     scw.delete(host_id=host.id)
@@ -197,7 +190,7 @@ def test_a_running_host_is_terminated_then_its_ip_and_group_go(scw, scw_fake, sl
 
 def test_a_server_that_never_booted_is_deleted_with_its_volume(scw, scw_fake) -> None:
     scw_fake.fail_at("poweron")
-    spec = make(scw)
+    spec = spec_for(scw)
     with pytest.raises(ProviderAPIError, match="internal_error"):
         kit.create_host(scw, spec)
     zone = "/instance/v1/zones/fr-par-1"
@@ -208,7 +201,7 @@ def test_a_server_that_never_booted_is_deleted_with_its_volume(scw, scw_fake) ->
 
 
 def test_a_security_group_left_after_delete_is_named(scw, scw_fake) -> None:
-    host = scw.create(make(scw))
+    host = scw.create(spec_for(scw))
     scw_fake.refuse("DELETE /instance/v1/zones/fr-par-1/security_groups/.*", 503, "x", "down")
     with pytest.raises(ProviderError) as info:
         scw.delete(host_id=host.id)
@@ -231,7 +224,7 @@ def test_401_is_one_line_naming_the_variable(scw_fake, monkeypatch) -> None:
 def test_403_names_the_project_variable(scw, scw_fake) -> None:
     scw_fake.refuse("POST .*", 403, "permissions_denied", "insufficient permissions")
     with pytest.raises(ProviderAPIError) as info:
-        kit.create_host(scw, make(scw))
+        kit.create_host(scw, spec_for(scw))
     assert "403 permissions_denied" in str(info.value)
     assert scw_fake.project in str(info.value)
     assert "SCW_DEFAULT_PROJECT_ID" in info.value.hint
@@ -249,7 +242,7 @@ def test_no_project_is_refused_before_any_call(scw, scw_fake, monkeypatch) -> No
     monkeypatch.delenv("SCW_DEFAULT_PROJECT_ID")
     config = ProviderConfig(access_token=scw_fake.token, endpoint_url=scw_fake.base_url)
     with pytest.raises(CredentialsMissing) as info:
-        ScalewayProvider(config).create(make(scw))
+        ScalewayProvider(config).create(spec_for(scw))
     assert "SCW_DEFAULT_PROJECT_ID" in info.value.hint
     assert scw_fake.requests == []
 
@@ -270,7 +263,7 @@ def test_the_scw_config_profile_supplies_key_project_zone_and_url(
         "    default_zone: nl-ams-1\n"
     )
     provider = ScalewayProvider(ProviderConfig(profile="work"))
-    host = provider.create(make(provider, region="nl-ams-1"))
+    host = provider.create(spec_for(provider, region="nl-ams-1"))
     assert scw_fake.servers[host.id]["project"] == scw_fake.project
     assert [h.id for h in provider.list()] == [host.id], "listed in the profile's zone"
     with pytest.raises(ProviderAPIError) as info:
@@ -286,7 +279,7 @@ def test_a_host_made_outside_the_configured_zone_is_still_found(scw_fake, monkey
     monkeypatch.setenv("SCW_DEFAULT_ZONE", "nl-ams-1")
     config = ProviderConfig(access_token=scw_fake.token, endpoint_url=scw_fake.base_url)
     provider = ScalewayProvider(config, poll_interval=0.0)
-    spec = make(provider)
+    spec = spec_for(provider)
     host = provider.create(spec)
     assert host.region == "fr-par-1"
     assert wait_active(provider, host).status.value == "active"
@@ -305,7 +298,7 @@ def test_unknown_zone_or_type_suggests_the_closest(
     scw, scw_fake, changes, kind, suggestion
 ) -> None:
     with pytest.raises(InvalidSpec) as info:
-        scw.create(make(scw, **changes))
+        scw.create(spec_for(scw, **changes))
     assert kind in str(info.value)
     assert f"Did you mean {suggestion}" in info.value.hint
     assert [r for r in scw_fake.requests if r.method != "GET"] == []
@@ -313,27 +306,27 @@ def test_unknown_zone_or_type_suggests_the_closest(
 
 def test_a_type_without_local_storage_is_refused_before_anything_is_made(scw, scw_fake) -> None:
     with pytest.raises(InvalidSpec, match="PLAY2-PICO"):
-        kit.create_host(scw, make(scw, plan="PLAY2-PICO"))
+        kit.create_host(scw, spec_for(scw, plan="PLAY2-PICO"))
     assert [r for r in scw_fake.requests if r.method != "GET"] == []
 
 
 def test_unknown_image_is_refused_before_anything_is_made(scw, scw_fake) -> None:
     with pytest.raises(InvalidSpec, match="debian_potato") as info:
-        kit.create_host(scw, make(scw, image="debian_potato"))
+        kit.create_host(scw, spec_for(scw, image="debian_potato"))
     assert "debian_bookworm" in info.value.hint
     assert scw_fake.resources() == {f"security_group:{g}" for g in scw_fake.security_groups}
 
 
 def test_an_image_id_is_used_as_it_is(scw, scw_fake) -> None:
     image = image_id("ubuntu_noble", "fr-par-1", "instance_local")
-    host = scw.create(make(scw, image=image))
+    host = scw.create(spec_for(scw, image=image))
     assert scw_fake.servers[host.id]["image"]["id"] == image
     assert scw_fake.calls("GET", "/marketplace/v2/local-images") == []
 
 
 def test_list_follows_pagination(scw, scw_fake) -> None:
     scw_fake.max_per_page = 2
-    made = {scw.create(make(scw)).id for _ in range(3)}
+    made = {scw.create(spec_for(scw)).id for _ in range(3)}
     assert {h.id for h in scw.list()} == made
     assert len(scw_fake.calls("GET", "/instance/v1/zones/fr-par-1/servers")) >= 2
 
@@ -341,7 +334,7 @@ def test_list_follows_pagination(scw, scw_fake) -> None:
 def test_failed_undo_says_how_to_finish_it(scw, scw_fake) -> None:
     scw_fake.fail_at("create_server")
     scw_fake.refuse("DELETE .*", 503, "unavailable", "service unavailable")
-    spec = make(scw)
+    spec = spec_for(scw)
     with pytest.raises(UndoFailed) as info:
         kit.create_host(scw, spec)
     (ip,) = scw_fake.ips.values()
@@ -353,7 +346,7 @@ def test_a_lost_poweron_answer_leaves_nothing_once_the_boot_settles(scw, scw_fak
     """The server is starting when the undo runs: it waits, then terminates it."""
     scw_fake.arm("poweron", Fault.LOST)
     with pytest.raises(ProviderAPIError):
-        kit.create_host(scw, make(scw))
+        kit.create_host(scw, spec_for(scw))
     zone = "/instance/v1/zones/fr-par-1"
     actions = [r.body["action"] for r in scw_fake.calls("POST", f"{zone}/servers/.*/action")]
     assert actions == ["poweron", "terminate"]
@@ -362,7 +355,7 @@ def test_a_lost_poweron_answer_leaves_nothing_once_the_boot_settles(scw, scw_fak
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(scw) -> None:
-    host = wait_active(scw, scw.create(make(scw)))
+    host = wait_active(scw, scw.create(spec_for(scw)))
     scw.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         scw.status(host.id)
@@ -372,7 +365,7 @@ def test_a_deleted_host_is_not_found_by_id_or_ip(scw) -> None:
 
 def test_verbose_logging_never_shows_the_user_data(scw, caplog) -> None:
     """At DEBUG the SDK logs request bodies; the user-data carries the tunnel's secrets."""
-    spec = make(scw)
+    spec = spec_for(scw)
     with caplog.at_level(logging.DEBUG):
         scw.create(spec)
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -391,7 +384,7 @@ def test_importing_the_module_does_not_import_the_sdk() -> None:
 def test_no_room_is_a_capacity_error_and_leaves_nothing(scw, scw_fake, kind) -> None:
     scw_fake.refuse("POST /instance/v1/zones/fr-par-1/servers", 400, kind, "no room")
     with pytest.raises(CapacityError) as info:
-        kit.create_host(scw, make(scw))
+        kit.create_host(scw, spec_for(scw))
     assert f"({kind})" in str(info.value) and "--region" in info.value.hint
     assert scw_fake.servers == scw_fake.ips == {}
     assert scw.known_regions()[:3] == ["fr-par-1", "fr-par-2", "fr-par-3"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import serving
 from tests.fakes.scaleway import FakeScaleway
 from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
 
@@ -24,12 +25,9 @@ SCW_ENV = ("SCW_SECRET_KEY", "SCW_ACCESS_KEY", "SCW_DEFAULT_PROJECT_ID", "SCW_DE
 
 @pytest.fixture
 def fake() -> Iterator[FakeScaleway]:
-    fake = FakeScaleway().start()
+    fake = FakeScaleway()
     fake.transition_reads = 0  # the CLI's provider sleeps between polls
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(fake)
 
 
 @pytest.fixture

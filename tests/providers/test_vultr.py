@@ -19,7 +19,8 @@ from providers.errors import (
     UndoFailed,
 )
 from providers.models import ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, wait_active
+from providers.testing.conformance import ProviderConformance, spec_for, wait_active
+from providers.testing.jsonapi import serving
 from providers.vultr import VultrProvider
 from tests.conftest import free_port
 from tests.fakes.vultr import REGIONS, FakeVultr
@@ -27,11 +28,7 @@ from tests.fakes.vultr import REGIONS, FakeVultr
 
 @pytest.fixture
 def vultr_fake() -> Iterator[FakeVultr]:
-    fake = FakeVultr().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+    yield from serving(FakeVultr())
 
 
 @pytest.fixture
@@ -62,13 +59,8 @@ class TestVultrConformance(ProviderConformance):
         return vultr_fake
 
 
-def make(provider: VultrProvider, **changes: object):
-    spec = ProviderConformance().make_spec(provider)
-    return replace(spec, **changes)
-
-
 def test_instance_gets_user_data_tags_defaults_and_its_firewall_group(vultr, vultr_fake) -> None:
-    spec = make(vultr)
+    spec = spec_for(vultr)
     host = vultr.create(spec)
     (create,) = vultr_fake.calls("POST", "/v2/instances")
     assert base64.b64decode(create.body["user_data"]).decode() == spec.user_data
@@ -113,13 +105,13 @@ def _anywhere(*ports: str) -> list[tuple[str, str, str]]:
     ],
 )
 def test_firewall_rules_match_the_ports(vultr, vultr_fake, server_changes, ports) -> None:
-    spec = make(vultr)
+    spec = spec_for(vultr)
     vultr.create(replace(spec, server=replace(spec.server, **server_changes)))
     assert _rules(vultr_fake) == _anywhere(*ports)
 
 
 def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(vultr, vultr_fake) -> None:
-    spec = make(vultr)
+    spec = spec_for(vultr)
     allowed = ("203.0.113.0/24", "2001:db8::/32")
     vultr.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
     assert _rules(vultr_fake) == [
@@ -130,7 +122,7 @@ def test_allow_ips_restrict_the_data_ports_but_not_the_control_port(vultr, vultr
 
 
 def test_more_rules_than_a_group_holds_are_refused_before_any_call(vultr, vultr_fake) -> None:
-    spec = make(vultr)
+    spec = spec_for(vultr)
     allowed = tuple(f"198.51.{n}.0/24" for n in range(50))
     with pytest.raises(InvalidSpec, match="52 rules") as info:
         vultr.create(replace(spec, server=replace(spec.server, allow_ips=allowed)))
@@ -139,7 +131,7 @@ def test_more_rules_than_a_group_holds_are_refused_before_any_call(vultr, vultr_
 
 
 def test_delete_removes_the_instance_then_its_group(vultr, vultr_fake) -> None:
-    host = vultr.create(make(vultr))
+    host = vultr.create(spec_for(vultr))
     vultr.delete(host_id=host.id)
     deletes = [r.path for r in vultr_fake.requests if r.method == "DELETE"]
     assert deletes == [
@@ -150,7 +142,7 @@ def test_delete_removes_the_instance_then_its_group(vultr, vultr_fake) -> None:
 
 
 def test_a_firewall_group_left_after_delete_is_named(vultr, vultr_fake) -> None:
-    host = vultr.create(make(vultr))
+    host = vultr.create(spec_for(vultr))
     vultr_fake.refuse("DELETE /v2/firewalls/.*", 503, "", "service unavailable")
     with pytest.raises(ProviderError) as info:
         vultr.delete(host_id=host.id)
@@ -160,7 +152,7 @@ def test_a_firewall_group_left_after_delete_is_named(vultr, vultr_fake) -> None:
 
 
 def test_a_group_of_someone_elses_is_never_purged(vultr, vultr_fake) -> None:
-    spec = make(vultr)
+    spec = spec_for(vultr)
     vultr.create(spec)
     for description in ("web servers", f"inletsctl-host={spec.host_id}", "inletsctl=exit-server"):
         vultr_fake.firewall_groups[description] = {"id": description, "description": description}
@@ -175,7 +167,7 @@ def test_a_group_of_someone_elses_is_never_purged(vultr, vultr_fake) -> None:
 
 def test_429_is_retried_with_backoff_and_succeeds(vultr, vultr_fake, retries) -> None:
     vultr_fake.throttle_once("POST /v2/instances")
-    host = vultr.create(make(vultr))
+    host = vultr.create(spec_for(vultr))
     assert retries == [0]
     assert len(vultr_fake.calls("POST", "/v2/instances")) == 2
     assert list(vultr_fake.instances) == [host.id]
@@ -238,28 +230,28 @@ def test_unknown_region_plan_or_image_suggests_the_closest(
     vultr, vultr_fake, changes, suggestion
 ) -> None:
     with pytest.raises(InvalidSpec) as info:
-        vultr.create(make(vultr, **changes))
+        vultr.create(spec_for(vultr, **changes))
     assert f"Did you mean {suggestion}" in info.value.hint
     assert vultr_fake.calls("POST", ".*") == []
 
 
 def test_image_by_os_id_as_vultr_cli_takes_it(vultr, vultr_fake) -> None:
-    host = vultr.create(make(vultr, image="2284"))
+    host = vultr.create(spec_for(vultr, image="2284"))
     assert vultr_fake.instances[host.id]["os"] == "Ubuntu 24.04 LTS x64"
-    host = vultr.create(make(vultr, image="ubuntu-22.04-lts-x64"))
+    host = vultr.create(spec_for(vultr, image="ubuntu-22.04-lts-x64"))
     assert vultr_fake.instances[host.id]["os_id"] == 1743
 
 
 def test_an_error_of_the_api_is_its_message_and_leaves_nothing(vultr, vultr_fake) -> None:
     vultr_fake.refuse("POST /v2/instances", 400, "", "Server add failed: plan is sold out.")
     with pytest.raises(ProviderAPIError, match=r"plan is sold out\. \(HTTP 400\)"):
-        kit.create_host(vultr, make(vultr))
+        kit.create_host(vultr, spec_for(vultr))
     assert vultr_fake.resources() == set()
 
 
 def test_list_follows_the_cursor(vultr, vultr_fake) -> None:
     vultr_fake.max_per_page = 2
-    made = {vultr.create(make(vultr)).id for _ in range(3)}
+    made = {vultr.create(spec_for(vultr)).id for _ in range(3)}
     vultr_fake.foreign_vm()
     assert {h.id for h in vultr.list()} == made
     (first, second) = vultr_fake.calls("GET", "/v2/instances")
@@ -269,7 +261,7 @@ def test_list_follows_the_cursor(vultr, vultr_fake) -> None:
 def test_failed_undo_says_how_to_finish_it(vultr, vultr_fake) -> None:
     vultr_fake.fail_at("create_instance")
     vultr_fake.refuse("DELETE .*", 503, "", "service unavailable")
-    spec = make(vultr)
+    spec = spec_for(vultr)
     with pytest.raises(UndoFailed) as info:
         kit.create_host(vultr, spec)
     (group_id,) = vultr_fake.firewall_groups
@@ -278,7 +270,7 @@ def test_failed_undo_says_how_to_finish_it(vultr, vultr_fake) -> None:
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(vultr) -> None:
-    host = wait_active(vultr, vultr.create(make(vultr)))
+    host = wait_active(vultr, vultr.create(spec_for(vultr)))
     vultr.delete(host_id=host.id)
     with pytest.raises(HostNotFound):
         vultr.status(host.id)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.testing.jsonapi import serving
 from tests.fakes.vultr import FakeVultr
 
 pytestmark = pytest.mark.network
@@ -37,11 +38,7 @@ def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 
 @pytest.fixture
 def fake() -> Iterator[FakeVultr]:
-    api = FakeVultr().start()
-    try:
-        yield api
-    finally:
-        api.stop()
+    yield from serving(FakeVultr())
 
 
 @pytest.fixture
