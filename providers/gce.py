@@ -35,6 +35,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from providers.cloudapi import no_usable_answer, require_known, token_source
@@ -45,10 +46,9 @@ from providers.errors import (
     HostNotFound,
     InvalidSpec,
     ProviderAPIError,
-    ProviderError,
     ProvisionTimeout,
 )
-from providers.kit import is_ours, require_ours
+from providers.kit import is_ours, remove_leftovers, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -259,18 +259,9 @@ class GceProvider:
             rules = [
                 f for f in found if f.name.startswith(f"{tag}-") and list(f.target_tags) == [tag]
             ]
-        for rule in rules:
-            try:
-                self._delete_firewall(rule)
-            except ProviderError as exc:
-                raise ProviderError(
-                    f"{NAME}: the instances are deleted, but not firewall rule {rule.name}: "
-                    f"{exc.message}",
-                    hint="Run the same `inletsctl delete` again shortly.",
-                ) from exc
-        return [f"instance {_instance_id(i)}" for i in instances] + [
-            f"firewall rule {r.name}" for r in rules
-        ]
+        leftovers = [(f"firewall rule {r.name}", partial(self._delete_firewall, r)) for r in rules]
+        made = [f"instance {_instance_id(i)}" for i in instances]
+        return made + remove_leftovers(NAME, "instances", leftovers)
 
     def list(self) -> list[Host]:
         return [self._to_host(i) for i in self._ours()]

@@ -23,6 +23,7 @@ import builtins
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from providers.cloudapi import no_usable_answer, require_known, token_rejected, token_source
@@ -31,10 +32,9 @@ from providers.errors import (
     CapacityError,
     HostNotFound,
     ProviderAPIError,
-    ProviderError,
     ProvisionTimeout,
 )
-from providers.kit import is_ours, require_ours
+from providers.kit import is_ours, remove_leftovers, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -176,16 +176,8 @@ class HetznerProvider:
             self._delete_server(server)
         with self._errors():
             firewalls = self._client.firewalls.get_all(label_selector=selector)
-        for firewall in firewalls:
-            try:
-                self._delete_firewall(firewall)
-            except ProviderError as exc:
-                raise ProviderError(
-                    f"{NAME}: the servers are deleted, but not firewall {firewall.id}: "
-                    f"{exc.message}",
-                    hint="Run the same `inletsctl delete` again shortly.",
-                ) from exc
-        return [f"server {s.id}" for s in servers] + [f"firewall {f.id}" for f in firewalls]
+        leftovers = [(f"firewall {f.id}", partial(self._delete_firewall, f)) for f in firewalls]
+        return [f"server {s.id}" for s in servers] + remove_leftovers(NAME, "servers", leftovers)
 
     def list(self) -> list[Host]:
         with self._errors():

@@ -15,6 +15,9 @@ VM before its firewall). Everything else lives here:
   the CLI was killed (-9) before the provider's id reached the state.
 * :func:`require_ours` is the ownership rule every ``status`` and ``delete`` applies:
   a resource without our tag is never touched unless the user said ``--force``.
+* :func:`remove_leftovers` is the second half of every ``purge``: what the VMs used
+  (firewalls, addresses), removed once the VMs are gone, and a failure there told as
+  such, so the user knows the same ``delete`` finishes the job.
 * :func:`name_tags`, :func:`name_tag_map` and :func:`host_ids` spell our two tags for
   clouds whose tags are plain names rather than key=value labels.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "is_ours",
     "name_tag_map",
     "name_tags",
+    "remove_leftovers",
     "require_ours",
     "sigterm_raises",
     "undo",
@@ -135,6 +139,28 @@ def require_ours(provider: str, what: str, tags: Mapping[str, str], force: bool)
     """Refuse to act on ``what`` unless it carries our tag or the user forced it."""
     if not force and not is_ours(tags):
         raise NotOurs(f"{provider}: {what} was not made by inletsctl (it has no {TAG_KEY} tag)")
+
+
+def remove_leftovers(
+    provider: str, vms: str, leftovers: Iterable[tuple[str, Callable[[], object]]]
+) -> list[str]:
+    """Call each ``(what, remove)`` in turn, after ``purge`` removed the VMs (``vms``:
+    "servers", "instances"); returns every ``what``.
+
+    The first failure stops: it says the VMs are gone and what is not, and that the
+    same ``inletsctl delete`` removes the rest.
+    """
+    removed = []
+    for what, remove in leftovers:
+        try:
+            remove()
+        except ProviderError as exc:
+            raise ProviderError(
+                f"{provider}: the {vms} are deleted, but not {what}: {exc.message}",
+                hint="Run the same `inletsctl delete` again shortly.",
+            ) from exc
+        removed.append(what)
+    return removed
 
 
 def host_tag(host_id: str) -> str:

@@ -33,6 +33,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -44,8 +45,16 @@ from providers.cloudapi import (
     token_source,
 )
 from providers.credentials import resolve_token
-from providers.errors import CapacityError, HostNotFound, ProviderAPIError, ProviderError
-from providers.kit import host_ids, host_tag, is_ours, name_tag_map, name_tags, require_ours
+from providers.errors import CapacityError, HostNotFound, ProviderAPIError
+from providers.kit import (
+    host_ids,
+    host_tag,
+    is_ours,
+    name_tag_map,
+    name_tags,
+    remove_leftovers,
+    require_ours,
+)
 from providers.models import (
     TAG_KEY,
     Host,
@@ -205,16 +214,8 @@ class LinodeProvider:
             self._delete(instance)
         with self._errors():
             firewalls = [f for f in self._client.networking.firewalls() if tag in (f.tags or [])]
-        for firewall in firewalls:
-            try:
-                self._delete(firewall)
-            except ProviderError as exc:
-                raise ProviderError(
-                    f"{NAME}: the linodes are deleted, but not firewall {firewall.id}: "
-                    f"{exc.message}",
-                    hint="Run the same `inletsctl delete` again shortly.",
-                ) from exc
-        return [f"linode {i.id}" for i in instances] + [f"firewall {f.id}" for f in firewalls]
+        leftovers = [(f"firewall {f.id}", partial(self._delete, f)) for f in firewalls]
+        return [f"linode {i.id}" for i in instances] + remove_leftovers(NAME, "linodes", leftovers)
 
     def list(self) -> list[Host]:
         return [self._to_host(i) for i in self._ours()]

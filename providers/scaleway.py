@@ -44,10 +44,9 @@ from providers.errors import (
     HostNotFound,
     InvalidSpec,
     ProviderAPIError,
-    ProviderError,
     ProvisionTimeout,
 )
-from providers.kit import is_ours, require_ours
+from providers.kit import is_ours, remove_leftovers, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -327,15 +326,8 @@ class ScalewayProvider:
             )
             for g in groups
         ]
-        for what, call in leftovers:
-            try:
-                self._gone_is_fine(call)
-            except ProviderError as exc:
-                raise ProviderError(
-                    f"{NAME}: the servers are deleted, but not {what}: {exc.message}",
-                    hint="Run the same `inletsctl delete` again shortly.",
-                ) from exc
-        return [f"server {s.id}" for s in servers] + [what for what, _ in leftovers]
+        removals = [(what, functools.partial(self._gone_is_fine, call)) for what, call in leftovers]
+        return [f"server {s.id}" for s in servers] + remove_leftovers(NAME, "servers", removals)
 
     def _delete_server(self, server: Any) -> None:
         """Terminate a running server (its local volumes go with it); delete a stopped

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
 from providers.cloudapi import (
@@ -42,8 +43,8 @@ from providers.cloudapi import (
     token_source,
 )
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError, ProviderError
-from providers.kit import is_ours, require_ours
+from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
+from providers.kit import is_ours, remove_leftovers, require_ours
 from providers.models import (
     HOST_ID_TAG,
     TAG_KEY,
@@ -194,18 +195,12 @@ class VultrProvider:
             for g in self._list("firewall_groups", "/firewalls")
             if _described(str(g.get("description") or ""), host_id)
         ]
-        for group in groups:
-            try:
-                self._delete(f"/firewalls/{group['id']}")
-            except ProviderError as exc:
-                raise ProviderError(
-                    f"{NAME}: the instances are deleted, but not firewall group {group['id']}: "
-                    f"{exc.message}",
-                    hint="Run the same `inletsctl delete` again shortly.",
-                ) from exc
-        return [f"instance {i['id']}" for i in instances] + [
-            f"firewall group {g['id']}" for g in groups
+        leftovers = [
+            (f"firewall group {g['id']}", partial(self._delete, f"/firewalls/{g['id']}"))
+            for g in groups
         ]
+        made = [f"instance {i['id']}" for i in instances]
+        return made + remove_leftovers(NAME, "instances", leftovers)
 
     def list(self) -> list[Host]:
         instances = self._list("instances", "/instances", {"tag": OURS})
