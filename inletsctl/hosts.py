@@ -594,17 +594,24 @@ def create_first_fit(
 
 
 def delete(
-    store: Store, provider: Provider, record: HostRecord, dns: DnsAccess | None = None
+    store: Store,
+    provider: Provider,
+    record: HostRecord,
+    dns: DnsAccess | None = None,
+    clients: Callable[[HostRecord], None] | None = None,
 ) -> HostRecord:
     """Remove by our host id, not the provider's: that also finishes a create that was
     killed before the provider's id reached the state. Nothing tagged left = deleted.
 
     DNS records (found by their claims in the zones the state names, with ``dns``'s
     credentials) go first; the VM stays until they are gone, so no name is left
-    pointing at an address the cloud may hand to someone else.
+    pointing at an address the cloud may hand to someone else. Before them, ``clients``
+    removes the tunnel clients registered for the host (``connect --register``).
     """
     store.update(record.id, status=HostStatus.DELETING.value)
     try:
+        if clients is not None:
+            clients(record)
         placement = placement_of(record, dns)
         if placement is not None:
             with map_provider_errors():
@@ -660,6 +667,7 @@ def delete_each(
     records: Sequence[HostRecord],
     opener: Opener,
     dns: DnsAccess | None = None,
+    clients: Callable[[HostRecord], None] | None = None,
 ) -> list[Outcome]:
     """Each host as :func:`delete` removes it, each in its own region from the state.
 
@@ -674,7 +682,7 @@ def delete_each(
         try:
             if key not in opened:
                 opened[key] = opener(*key)
-            outcomes.append(Outcome(delete(store, opened[key], record, dns)))
+            outcomes.append(Outcome(delete(store, opened[key], record, dns, clients)))
         except InletsctlError as exc:
             outcomes.append(Outcome(store.get(record.id), exc))
     return outcomes

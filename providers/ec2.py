@@ -180,6 +180,18 @@ class EC2Provider:
             )
         return self._elbs[region]
 
+    def aws_client(self, service: str) -> Any:
+        """A boto3 client of another AWS service in the configured region, with this
+        provider's credentials, retries and endpoint (ECS Anywhere's ecs, secretsmanager
+        and iam: one account, one set of flags)."""
+        self._check_region(self.region)
+        return self._session.client(
+            service,  # type: ignore[call-overload]
+            region_name=self.region,
+            endpoint_url=self._endpoint_url,
+            config=self._botocore_config,
+        )
+
     def known_regions(self) -> builtins.list[str]:
         """botocore's own list, no API call; [] (anything goes) behind an emulator."""
         if self._endpoint_url or any(k.startswith("AWS_ENDPOINT_URL") for k in os.environ):

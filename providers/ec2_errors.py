@@ -8,7 +8,7 @@ stay free (``inletsctl --help`` never loads boto3).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from providers.cloudapi import network_cause
@@ -106,8 +106,14 @@ def error_code(exc: BaseException) -> str:
 
 
 @contextmanager
-def aws_errors(action: str) -> Iterator[None]:
-    """Translate botocore failures raised while doing ``action`` (e.g. "launch the instance")."""
+def aws_errors(
+    action: str, provider: str = PROVIDER, hints: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Translate botocore failures raised while doing ``action`` (e.g. "launch the instance").
+
+    Other AWS services than EC2 (ECS Anywhere's) name themselves as ``provider`` and
+    give their own ``hints``, which win over EC2's for the same code.
+    """
     from botocore import exceptions as bx
     from botocore.parsers import ResponseParserError
 
@@ -119,26 +125,25 @@ def aws_errors(action: str) -> Iterator[None]:
         if code.startswith("InvalidInstanceID"):
             raise HostNotFound(f"{PROVIDER}: no such instance ({message})") from exc
         error = CapacityError if is_capacity(code, message) else ProviderAPIError
-        raise error(
-            PROVIDER, f"could not {action}: {code}: {message}", hint_for(code), code=code
-        ) from exc
+        hint = (hints or {}).get(code) or hint_for(code)
+        raise error(provider, f"could not {action}: {code}: {message}", hint, code=code) from exc
     except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.ProfileNotFound) as exc:
-        raise CredentialsMissing(f"{PROVIDER}: {exc}", hint=_CREDENTIALS_HINT) from exc
+        raise CredentialsMissing(f"{provider}: {exc}", hint=_CREDENTIALS_HINT) from exc
     except bx.EndpointConnectionError as exc:
         cause = network_cause(exc)
         raise ProviderAPIError(
-            PROVIDER,
+            provider,
             f"could not {action}: cannot reach {exc.kwargs.get('endpoint_url', 'the endpoint')}"
             + (f": {cause}" if cause else ""),
             "Check the network, --region, and --endpoint-url / AWS_ENDPOINT_URL if you set one.",
         ) from exc
     except ResponseParserError as exc:  # not botocore's own tree: it escaped before
         raise ProviderAPIError(
-            PROVIDER,
+            provider,
             f"could not {action}: the endpoint's answer is not AWS's XML "
             "(an error page from a proxy, or not an EC2 API)",
             "Check --endpoint-url / AWS_ENDPOINT_URL and any proxy (https_proxy); "
             "`-v` shows the full answer.",
         ) from exc
     except bx.BotoCoreError as exc:
-        raise ProviderAPIError(PROVIDER, f"could not {action}: {exc}", _DEFAULT_HINT) from exc
+        raise ProviderAPIError(provider, f"could not {action}: {exc}", _DEFAULT_HINT) from exc

@@ -169,7 +169,7 @@ def delete(
     (everything tagged with it goes), then as the provider's own id. --all and --name
     list what they select and ask first (a script passes --yes).
     """
-    from inletsctl import hosts  # jinja2, cryptography: only when used
+    from inletsctl import deploy, hosts  # jinja2, cryptography: only when used
 
     if all or name:
         _check_selection(all, name, host_id or id or ip, force, access.region)
@@ -183,7 +183,11 @@ def delete(
         if records and not yes:
             _confirm(records)
         outcomes = hosts.delete_each(
-            store, records, opener(access, store.directory), partial(dns_config, access)
+            store,
+            records,
+            opener(access, store.directory),
+            partial(dns_config, access),
+            partial(deploy.remove_registered, access, store),
         )
         _report(outcomes, output)
         return
@@ -198,7 +202,13 @@ def delete(
         access = dataclasses.replace(access, region=record.region)
     if record is not None:
         prov = open_provider(provider or record.provider, access, store.directory)
-        record = hosts.delete(store, prov, record, partial(dns_config, access))
+        record = hosts.delete(
+            store,
+            prov,
+            record,
+            partial(dns_config, access),
+            partial(deploy.remove_registered, access, store),
+        )
         doc = {"id": record.id, "provider": record.provider, "status": record.status}
     elif provider:
         prov = open_provider(provider, access, store.directory)
