@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from providers.dns.base import DnsConfig, Record, Zone
-from providers.dns.rest import JSON, JsonApi, Missing, absolute, relative, resolve
+from providers.dns.rest import JSON, JsonApi, delete_all, record_of, relative, resolve
 
 __all__ = ["DigitalOceanDns"]
 
@@ -52,7 +52,7 @@ class DigitalOceanDns:
         # ``name`` filters by the fully qualified name, as the API reference says
         query = {"name": name} if name else {}
         found = self._list(f"/domains/{zone.id}/records", "domain_records", query)
-        return [self._record(r, zone) for r in found]
+        return [record_of(r, zone, "data") for r in found]
 
     def create(self, zone: Zone, records: Sequence[Record]) -> str:
         for r in records:
@@ -61,24 +61,10 @@ class DigitalOceanDns:
         return ""
 
     def delete(self, zone: Zone, records: Sequence[Record]) -> str:
-        for r in records:
-            try:
-                self._api.call("DELETE", f"/domains/{zone.id}/records/{r.id}")
-            except Missing:
-                pass  # already gone: what we wanted
-        return ""
+        return delete_all(self._api, (f"/domains/{zone.id}/records/{r.id}" for r in records))
 
     def wait(self, change: str, timeout: float) -> None:
         """Nothing to wait for: the API serves a record once it answered its create."""
-
-    def _record(self, r: JSON, zone: Zone) -> Record:
-        return Record(
-            name=absolute(str(r["name"]), zone.name),
-            type=str(r["type"]),
-            value=str(r.get("data") or ""),
-            ttl=int(r.get("ttl") or 0),
-            id=str(r["id"]),
-        )
 
     def _list(self, path: str, key: str, query: dict[str, str] | None = None) -> list[JSON]:
         return self._api.pages(path, key, query or {}, PER_PAGE, _more)

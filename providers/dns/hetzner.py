@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from providers.dns.base import DnsConfig, Record, Zone
-from providers.dns.rest import JSON, JsonApi, Missing, absolute, relative, resolve
+from providers.dns.rest import JSON, JsonApi, delete_all, record_of, relative, resolve
 
 __all__ = ["HetznerDns"]
 
@@ -54,7 +54,7 @@ class HetznerDns:
 
     def records(self, zone: Zone, name: str = "") -> list[Record]:
         found = self._list("/records", "records", {"zone_id": zone.id})
-        records = [self._record(r, zone) for r in found]
+        records = [record_of(r, zone, "value") for r in found]
         return [r for r in records if not name or r.name == name]
 
     def create(self, zone: Zone, records: Sequence[Record]) -> str:
@@ -64,24 +64,10 @@ class HetznerDns:
         return ""
 
     def delete(self, zone: Zone, records: Sequence[Record]) -> str:
-        for r in records:
-            try:
-                self._api.call("DELETE", f"/records/{r.id}")
-            except Missing:
-                pass  # already gone: what we wanted
-        return ""
+        return delete_all(self._api, (f"/records/{r.id}" for r in records))
 
     def wait(self, change: str, timeout: float) -> None:
         """Nothing to wait for: the API serves a record once it answered its create."""
-
-    def _record(self, r: JSON, zone: Zone) -> Record:
-        return Record(
-            name=absolute(str(r["name"]), zone.name),
-            type=str(r["type"]),
-            value=str(r.get("value") or ""),
-            ttl=int(r.get("ttl") or 0),
-            id=str(r["id"]),
-        )
 
     def _list(self, path: str, key: str, query: dict[str, str] | None = None) -> list[JSON]:
         return self._api.pages(path, key, query or {}, PER_PAGE, _more)

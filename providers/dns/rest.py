@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from providers.cloudapi import Refused, no_usable_answer, not_api_json, send_json, token_rejected
+from providers.dns.base import Record, Zone
 from providers.errors import CredentialsMissing, ProviderAPIError
 
 JSON = dict[str, Any]
@@ -153,6 +154,27 @@ class JsonApi:
         return ProviderAPIError(
             self.provider, f"{message} (HTTP {status})", hint=hint, code=str(status)
         )
+
+
+def delete_all(api: JsonApi, paths: Iterable[str]) -> str:
+    """DELETE each record; one already gone is what we wanted. "" (no change to wait for)."""
+    for path in paths:
+        try:
+            api.call("DELETE", path)
+        except Missing:
+            pass
+    return ""
+
+
+def record_of(r: JSON, zone: Zone, value_key: str) -> Record:
+    """A record as both APIs list it: a relative ``name``, its value under ``value_key``."""
+    return Record(
+        name=absolute(str(r["name"]), zone.name),
+        type=str(r["type"]),
+        value=str(r.get(value_key) or ""),
+        ttl=int(r.get("ttl") or 0),
+        id=str(r["id"]),
+    )
 
 
 def relative(name: str, zone: str) -> str:
