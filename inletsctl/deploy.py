@@ -20,7 +20,6 @@ checks its pinned SHA-256 with the script the exit server's cloud-init runs
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -324,7 +323,3 @@ def ecs_document(made: Registration, definition: Mapping[str, Any]) -> JSON:
         "execution_role_arn": made.role_arn,
         "task_definition": dict(definition),
     }
-
-
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -127,7 +127,8 @@ def connect(
             raise UsageError(
                 f"--generate {generate!r}: not one of systemd, kubernetes, ecs-anywhere"
             ) from None
-        _check_generate_options(target, output_dir, register, cluster, secret_arn)
+        arns = secret_arn or execution_role_arn
+        _check_generate_options(target, output_dir, register, cluster, arns)
         argv = client_argv(record, upstream, ports)
         _generate(target, record, argv, output_dir, register, cluster, release_url, output, access,
                   secret_arn, execution_role_arn)  # fmt: skip
@@ -145,7 +146,7 @@ def connect(
 
 
 def _check_generate_options(
-    target: Target, output_dir: Path | None, register: bool, cluster: str, secret_arn: str
+    target: Target, output_dir: Path | None, register: bool, cluster: str, arns: str
 ) -> None:
     """Options of one target are refused with another: they would be ignored."""
     if target.value == "systemd" and output_dir is None:
@@ -155,15 +156,21 @@ def _check_generate_options(
         )
     if target.value != "systemd" and output_dir is not None:
         raise UsageError("--output-dir goes with --generate systemd")
-    if target.value != "ecs-anywhere" and (register or cluster or secret_arn):
-        raise UsageError("--register, --cluster and --secret-arn go with --generate ecs-anywhere")
+    if target.value != "ecs-anywhere" and (register or cluster or arns):
+        raise UsageError(
+            "--register, --cluster, --secret-arn and --execution-role-arn go with "
+            "--generate ecs-anywhere"
+        )
     if register != bool(cluster):
         raise UsageError(
             "--register and --cluster go together",
             hint="Pass --register --cluster NAME, or neither to print the task definition.",
         )
-    if register and secret_arn:
-        raise UsageError("--register creates the secret; drop --secret-arn")
+    if register and arns:
+        raise UsageError(
+            "--register creates the secret and the execution role",
+            hint="Drop --secret-arn and --execution-role-arn.",
+        )
 
 
 def _generate(
@@ -205,18 +212,15 @@ def _generate(
         else:
             typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
     elif not register:
-        sub = {}
-        if secret_arn:
-            sub["secret_arn"] = secret_arn
-        if execution_role_arn:
-            sub["role_arn"] = execution_role_arn
         if not (secret_arn and execution_role_arn):
             stderr().print(
                 f"Note: replace {deploy.SECRET_PLACEHOLDER} and {deploy.ROLE_PLACEHOLDER} "
                 "(or pass --secret-arn and --execution-role-arn), or let --register make them.",
                 markup=False,
             )
-        typer.echo(deploy.dumps(deploy.task_definition(record, argv, artifact, **sub)), nl=False)
+        secret = secret_arn or deploy.SECRET_PLACEHOLDER
+        role = execution_role_arn or deploy.ROLE_PLACEHOLDER
+        emit_json(deploy.task_definition(record, argv, artifact, secret, role))
     else:
         store = Store()
         ecs = deploy.open_ecs(access, store.directory)
@@ -231,7 +235,7 @@ def _generate(
         if output is Format.json:
             emit_json(doc)
         else:
-            typer.echo(deploy.dumps(sent), nl=False)
+            emit_json(sent)
             stderr().print(
                 f"Registered service {made.service_arn} (DAEMON, EXTERNAL) on cluster "
                 f"{made.cluster}; `inletsctl delete --id {record.id}` removes it with the host.",

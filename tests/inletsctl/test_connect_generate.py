@@ -207,6 +207,10 @@ def test_ecs_anywhere_prints_an_external_host_network_task_definition(state_dir:
         (["kubernetes", "--cluster", "c"], "go with --generate ecs-anywhere"),
         (["kubernetes", "--output-dir", "x"], "--output-dir goes with --generate systemd"),
         (["nomad"], "not one of systemd, kubernetes, ecs-anywhere"),
+        (
+            ["ecs-anywhere", "--register", "--cluster", "c", "--secret-arn", "a"],
+            "--register creates the secret and the execution role",
+        ),  # fmt: skip
     ],
 )
 def test_options_of_another_target_are_refused(state_dir: Path, args: list[str], says: str) -> None:
