@@ -174,12 +174,13 @@ class LoadBalancer(str, enum.Enum):
 def _group_options(
     provider: str, count: int | None, load_balancer: LoadBalancer | None
 ) -> tuple[tuple[str, str], ...]:
-    """``--count N --load-balancer alb|nlb``: aws only, and never a count without a balancer."""
+    """``--count N --load-balancer alb|nlb``: aws and ecs-fargate only, and never a count
+    without a balancer."""
     if count is None and load_balancer is None:
         return ()
-    if provider not in ("aws", "ec2"):
+    if provider not in ("aws", "ec2", "ecs-fargate"):
         raise UsageError(
-            "--count and --load-balancer: only for --provider aws",
+            "--count and --load-balancer: only for --provider aws or ecs-fargate",
             hint="Drop them, or pass --provider aws.",
         )
     if load_balancer is None:
@@ -293,6 +294,13 @@ def create(
     vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
     subnet_id: Annotated[str, typer.Option(help="Subnet to launch in (ec2).")] = "",
     aws_key_name: Annotated[str, typer.Option(help="EC2 key pair for SSH access.")] = "",
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="ecs-fargate: run the tasks in this existing ECS cluster (never deleted); "
+            "default: a cluster of their own."
+        ),
+    ] = "",
     count: Annotated[
         int | None,
         typer.Option(
@@ -401,6 +409,7 @@ def create(
         allow_ips=allowed,
         zone=zone,
         extra=(("vpc_id", vpc_id), ("subnet_id", subnet_id), ("aws_key_name", aws_key_name))
+        + ((("cluster", cluster),) if cluster else ())
         + ssh_extra
         + group_extra,
     )
