@@ -182,7 +182,8 @@ def forward(
     tags: Sequence[Mapping[str, Any]],
 ) -> None:
     """Per route a target group (health: HTTPS ``/readyz`` on ``health_port``), its
-    targets, and the listener that forwards to it; ``targets`` must be running."""
+    targets, and the listener that forwards to it; ``targets`` must be running, or empty
+    when an ECS service registers its own (ECS needs the listener first)."""
     tag_list: Any = list(tags)
     for route in routes:
         with aws_errors(f"create the target group of port {route.port}"):
@@ -200,10 +201,11 @@ def forward(
                 Tags=tag_list,
                 **HEALTH_CHECK,  # type: ignore[arg-type]
             )["TargetGroups"][0]
-        with aws_errors(f"register the exit servers for port {route.port}"):
-            elb.register_targets(
-                TargetGroupArn=group["TargetGroupArn"], Targets=[{"Id": t} for t in targets]
-            )
+        if targets:  # none: a service (ECS) registers its tasks itself
+            with aws_errors(f"register the exit servers for port {route.port}"):
+                elb.register_targets(
+                    TargetGroupArn=group["TargetGroupArn"], Targets=[{"Id": t} for t in targets]
+                )
         with aws_errors(f"create the listener of port {route.port}"):
             elb.create_listener(
                 LoadBalancerArn=lb["LoadBalancerArn"],

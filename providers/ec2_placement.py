@@ -160,3 +160,23 @@ def spread(client: EC2Client, image: str, plan: str, extra: Mapping[str, str]) -
         )
     image_id = find_image(client, image, arch)
     return [_placement(subnet, image_id, arch) for subnet in by_zone.values()]
+
+
+def zone_subnets(client: EC2Client, extra: Mapping[str, str]) -> list[SubnetTypeDef]:
+    """One subnet per zone of ``vpc_id`` (default: the default VPC), at least two.
+
+    For what needs no instance type (Fargate tasks and their load balancer), so no zone
+    is ruled out by an offering; default subnets come first because they give public IPs.
+    """
+    vpc_id = extra.get("vpc_id") or _default_vpc(client)
+    subnets = client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    subnets.sort(key=lambda s: (not s.get("DefaultForAz"), s["AvailabilityZone"]))
+    by_zone: dict[str, SubnetTypeDef] = {}
+    for subnet in subnets:
+        by_zone.setdefault(subnet["AvailabilityZone"], subnet)
+    if len(by_zone) < 2:
+        raise InvalidSpec(
+            f"ec2: a load balancer needs subnets in two zones; VPC {vpc_id} has {len(by_zone)}",
+            hint="Pass a --vpc-id with a public subnet in two zones.",
+        )
+    return list(by_zone.values())

@@ -39,6 +39,7 @@ def test_builtins_are_registered_sorted() -> None:
     assert "azure" in names
     assert "ovh" in names
     assert "gce" in names
+    assert "ecs-fargate" in names
 
 
 def test_load_local() -> None:
