@@ -72,6 +72,15 @@ _HINTS: dict[str, str] = {
     "ResourceInUse": (
         "The target group is still used by a listener; run the same `inletsctl delete` again."
     ),
+    # ECS, Secrets Manager and Logs (--provider ecs-fargate) spell IAM refusals so
+    "AccessDeniedException": (
+        "Grant the IAM identity ecs:*Cluster, ecs:*Service, ecs:*TaskDefinition, "
+        "ecs:Describe*/List*, ecs:StopTask, ecs:TagResource, secretsmanager:CreateSecret/"
+        "DeleteSecret/ListSecrets/TagResource, logs:CreateLogGroup/DeleteLogGroup/Describe*/"
+        "ListTags*/TagResource/FilterLogEvents, and iam:CreateRole/PutRolePolicy/PassRole/"
+        "GetRole/ListRolePolicies/DeleteRolePolicy/DeleteRole/TagRole (ecs-fargate needs them)."
+    ),
+    "ClusterNotFoundException": "Pass the name of an existing cluster to --cluster, or drop it.",
 }
 _DEFAULT_HINT = "See the AWS error code above; `-v` shows the full response."
 #: codes that say "not here, not now" (capacity) or "not on this account" (quota): another
