@@ -18,7 +18,13 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.azure import FakeAzure
-from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+from tests.providers.cli import (
+    NO_PROBE,
+    check_dry_run,
+    check_foreign_vm_refused,
+    check_refused_credential,
+    inletsctl,
+)
 
 pytestmark = pytest.mark.network
 
@@ -41,13 +47,8 @@ def env(fake: FakeAzure, tmp_path: Path) -> dict[str, str]:
 
 
 def test_dry_run_renders_the_user_data_and_calls_no_api(env: dict[str, str], fake) -> None:
-    shown = inletsctl(env, "create", "--provider", "azure", "--dry-run", "--tcp", "-o", "json")
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
-    assert doc["provider"] == "azure"
-    assert doc["user_data"].startswith("#cloud-config\n")
-    assert fake.requests == [], "a dry run asks the API nothing, not even for a token"
-    assert fake.client_secret not in shown.stdout + shown.stderr
+    # a dry run asks the API nothing, not even for a token
+    check_dry_run(env, fake, "azure", secrets=(fake.client_secret,))
 
 
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(env: dict[str, str], fake) -> None:
@@ -110,16 +111,10 @@ def test_a_go_users_sdk_auth_file_and_the_printed_delete_command(
 def test_a_rejected_client_secret_is_one_line_naming_the_variable(
     env: dict[str, str], fake
 ) -> None:
-    wrong = {**env, "AZURE_CLIENT_SECRET": "an-old-secret"}
-    failed = inletsctl(wrong, "create", "-p", "azure", "--tcp", "--ports", "8080", *NO_PROBE)
-    assert failed.returncode == 1, failed.stderr
-    lines = failed.stderr.strip().splitlines()
-    error = next(line for line in lines if line.startswith("Error: "))
-    assert "AZURE_CLIENT_SECRET" in error and "AADSTS7000215" in error
+    lines = check_refused_credential(
+        env, fake, "azure", "AZURE_CLIENT_SECRET", "an-old-secret", "AADSTS7000215"
+    )
     assert not [line for line in lines if "get_token_info failed" in line], "no SDK log lines"
-    assert any(line.startswith("Hint: ") and "AZURE_CLIENT_SECRET" in line for line in lines)
-    assert "Traceback" not in failed.stderr and "an-old-secret" not in failed.stderr
-    assert fake.resources() == set()
 
 
 def test_a_vm_inletsctl_did_not_make_is_unseen_and_deleted_only_with_force(
@@ -129,13 +124,7 @@ def test_a_vm_inletsctl_did_not_make_is_unseen_and_deleted_only_with_force(
     before = fake.resources()
     listed = inletsctl(env, "list", "-p", "azure", "--remote", "-o", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
-    refused = inletsctl(env, "delete", "-p", "azure", "--id", vm)
-    assert refused.returncode == 1, refused.stderr
-    assert "was not made by inletsctl" in refused.stderr
-    assert "Hint: " in refused.stderr and "--force" in refused.stderr
-    by_ip = inletsctl(env, "delete", "-p", "azure", "--ip", ip)
-    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
-    assert fake.resources() == before, "refused means untouched"
+    check_foreign_vm_refused(env, fake, "azure", vm, ip)
 
     forced = inletsctl(env, "delete", "-p", "azure", "--id", vm, "--force")
     assert forced.returncode == 0, forced.stderr

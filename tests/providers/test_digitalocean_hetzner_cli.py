@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,25 +18,13 @@ from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.linode import FakeLinode
-
-#: The fakes hand out public-looking IPs: a readiness probe must never aim at one.
-NO_PROBE = ("--wait", "running")
+from tests.providers.cli import NO_PROBE, check_foreign_vm_refused, inletsctl
 
 CLOUDS = {
     "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
     "hetzner": (FakeHetzner, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"),
     "linode": (FakeLinode, "LINODE_TOKEN", "LINODE_URL"),
 }
-
-
-def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inletsctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.network
@@ -102,15 +88,7 @@ def test_a_vm_inletsctl_did_not_make_is_deleted_only_with_force(
             "NO_COLOR": "1",
         }
         vm, ip = fake.foreign_vm()
-        before = fake.resources()
-        refused = inletsctl(env, "delete", "-p", provider, "--id", str(vm))
-        assert refused.returncode == 1, refused.stderr
-        assert "was not made by inletsctl" in refused.stderr
-        assert "Hint: " in refused.stderr and "--force" in refused.stderr
-        assert "Traceback" not in refused.stderr
-        by_ip = inletsctl(env, "delete", "-p", provider, "--ip", ip)
-        assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
-        assert fake.resources() == before, "refused means untouched"
+        check_foreign_vm_refused(env, fake, provider, str(vm), ip)
 
         forced = inletsctl(env, "delete", "-p", provider, "--id", str(vm), "--force")
         assert forced.returncode == 0, forced.stderr

@@ -33,19 +33,11 @@ from tests.fakes.aws.server import (  # noqa: F401 (the *_fixture names register
 from tests.fakes.digitalocean import FakeDigitalOceanDns
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.hetzner_dns import FakeHetznerDns
+from tests.providers.cli import NO_PROBE, inletsctl
 
-#: The fakes hand out public-looking IPs: a readiness probe must never aim at one.
-NO_PROBE = ("--wait", "running")
 HTTPS = ("--letsencrypt-domain", "app.example.com", "--letsencrypt-email", "me@example.com")
 USERS = {("www.example.com", "A", "203.0.113.99"), ("example.com", "TXT", "v=spf1 -all")}
 TIMEOUT_S = 120
-
-
-def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inletsctl", *args],
-        env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-    )  # fmt: skip
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.gce import FakeGce
-from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
 from tests.providers.test_gce import GOOGLE_ENV
 
 pytestmark = pytest.mark.network
@@ -48,13 +48,7 @@ def env(fake: FakeGce, key_file: Path, tmp_path: Path) -> dict[str, str]:
 
 
 def test_dry_run_renders_the_user_data_and_calls_no_api(env, fake) -> None:
-    shown = inletsctl(env, "create", "--provider", "gce", "--dry-run", "--tcp", "-o", "json")
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
-    assert doc["provider"] == "gce"
-    assert doc["user_data"].startswith("#cloud-config\n")
-    assert fake.requests == [], "a dry run asks the API nothing"
-    assert json.loads(inletsctl(env, "list", "--all", "-o", "json").stdout) == []
+    check_dry_run(env, fake, "gce")
 
 
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(env, fake, key_file) -> None:
@@ -126,11 +120,7 @@ def test_allow_ips_reach_the_rules_and_the_user_data(env, fake) -> None:
 def test_an_instance_inletsctl_did_not_make_is_deleted_only_with_force(env, fake) -> None:
     vm, ip = fake.foreign_vm()
     spare, _ = fake.foreign_vm()
-    refused = inletsctl(env, "delete", "-p", "gce", "--id", vm)
-    assert refused.returncode == 1, refused.stderr
-    assert "was not made by inletsctl" in refused.stderr and "--force" in refused.stderr
-    by_ip = inletsctl(env, "delete", "-p", "gce", "--ip", ip)
-    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
+    check_foreign_vm_refused(env, fake, "gce", vm, ip)
     assert len(fake.resources()) == 2, "refused means untouched"
     forced = inletsctl(env, "delete", "-p", "gce", "--id", vm, "--force")
     assert forced.returncode == 0, forced.stderr

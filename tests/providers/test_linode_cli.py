@@ -16,7 +16,7 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.linode import FakeLinode
-from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+from tests.providers.cli import NO_PROBE, check_dry_run, check_refused_credential, inletsctl
 
 pytestmark = pytest.mark.network
 
@@ -41,15 +41,7 @@ def env(fake: FakeLinode, tmp_path: Path) -> dict[str, str]:
 def test_dry_run_renders_the_user_data_and_calls_no_api(
     env: dict[str, str], fake: FakeLinode
 ) -> None:
-    shown = inletsctl(env, "create", "--provider", "linode", "--dry-run", "--tcp", "-o", "json")
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
-    assert doc["provider"] == "linode"
-    assert doc["user_data"].startswith("#cloud-config\n")
-    assert fake.requests == [], "a dry run asks the API nothing"
-    assert fake.token not in shown.stdout + shown.stderr
-    listed = inletsctl(env, "list", "--all", "-o", "json")
-    assert json.loads(listed.stdout) == [], "and records nothing"
+    check_dry_run(env, fake, "linode", secrets=(fake.token,))
 
 
 def test_linode_clis_token_and_endpoint_defaults_make_a_host_and_delete_it(
@@ -75,15 +67,7 @@ def test_linode_clis_token_and_endpoint_defaults_make_a_host_and_delete_it(
 def test_a_rejected_token_is_one_line_naming_the_variable(
     env: dict[str, str], fake: FakeLinode
 ) -> None:
-    wrong = {**env, "LINODE_TOKEN": "an-old-token"}
-    failed = inletsctl(wrong, "create", "-p", "linode", "--tcp", "--ports", "8080", *NO_PROBE)
-    assert failed.returncode == 1, failed.stderr
-    lines = failed.stderr.strip().splitlines()
-    error = next(line for line in lines if line.startswith("Error: "))
-    assert "LINODE_TOKEN" in error and "401" in error
-    assert any(line.startswith("Hint: ") and "LINODE_TOKEN" in line for line in lines)
-    assert "Traceback" not in failed.stderr and "an-old-token" not in failed.stderr
-    assert fake.resources() == set()
+    check_refused_credential(env, fake, "linode", "LINODE_TOKEN", "an-old-token", "401")
 
 
 def test_a_full_region_is_passed_over_for_the_next_and_left_empty(

@@ -18,7 +18,7 @@ import yaml
 
 from providers.testing.jsonapi import serving
 from tests.fakes.ovh import FakeOVH
-from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
 
 pytestmark = pytest.mark.network
 
@@ -48,15 +48,8 @@ def _ruleset(user_data: str) -> list[str]:
 
 
 def test_dry_run_renders_the_host_firewall_and_calls_no_api(env, fake) -> None:
-    shown = inletsctl(
-        env, "create", "--provider", "ovh", "--dry-run", "--tcp", "--ports", "2222", "-o", "json"
-    )
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
-    assert doc["provider"] == "ovh"
+    doc = check_dry_run(env, fake, "ovh", "--ports", "2222", secrets=(fake.application_secret,))
     assert _ruleset(doc["user_data"]) == ["tcp dport 2222", "tcp dport 8123"]
-    assert fake.requests == [], "a dry run asks the API nothing"
-    assert fake.application_secret not in shown.stdout + shown.stderr
 
 
 def test_create_json_then_get_then_list_then_delete_by_id_leaves_nothing(env, fake) -> None:
@@ -132,11 +125,7 @@ def test_a_vm_inletsctl_did_not_make_is_not_seen_and_deleted_only_with_force(env
     vm, ip = fake.foreign_vm()
     listed = inletsctl(env, "list", "-p", "ovh", "--remote", "-o", "json")
     assert json.loads(listed.stdout) == []
-    refused = inletsctl(env, "delete", "-p", "ovh", "--id", vm)
-    assert refused.returncode == 1 and "was not made by inletsctl" in refused.stderr
-    assert "--force" in refused.stderr
-    by_ip = inletsctl(env, "delete", "-p", "ovh", "--ip", ip)
-    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr
+    check_foreign_vm_refused(env, fake, "ovh", vm, ip)
     assert fake.resources() == {f"instance:{vm}"}, "refused means untouched"
     forced = inletsctl(env, "delete", "-p", "ovh", "--id", vm, "--force")
     assert forced.returncode == 0, forced.stderr

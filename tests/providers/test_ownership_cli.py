@@ -15,7 +15,8 @@ import pytest
 
 from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.hetzner import FakeHetzner
-from tests.providers.test_digitalocean_hetzner_cli import CLOUDS, inletsctl
+from tests.providers.cli import inletsctl
+from tests.providers.test_digitalocean_hetzner_cli import CLOUDS
 
 pytestmark = pytest.mark.network
 

@@ -16,7 +16,7 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.scaleway import FakeScaleway
-from tests.providers.test_digitalocean_hetzner_cli import NO_PROBE, inletsctl
+from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
 
 pytestmark = pytest.mark.network
 
@@ -45,25 +45,7 @@ def env(fake: FakeScaleway, tmp_path: Path) -> dict[str, str]:
 
 
 def test_dry_run_renders_the_user_data_and_calls_nothing(fake, env) -> None:
-    made = inletsctl(
-        env,
-        "create",
-        "--provider",
-        "scaleway",
-        "--tcp",
-        "--ports",
-        "8080",
-        "--dry-run",
-        "-o",
-        "json",
-    )
-    assert made.returncode == 0, made.stderr
-    plan = json.loads(made.stdout)
-    assert plan["provider"] == "scaleway"
-    assert plan["user_data"].startswith("#cloud-config\n")
-    assert fake.requests == [], "a dry run makes no API call"
-    listed = inletsctl(env, "list", "--all", "-o", "json")
-    assert json.loads(listed.stdout) == [], "and records nothing"
+    check_dry_run(env, fake, "scaleway", "--ports", "8080")
 
 
 def test_create_json_then_get_then_delete_by_id_leaves_nothing(fake, env) -> None:
@@ -131,16 +113,9 @@ def test_a_refused_key_is_one_line_with_a_hint(fake, env) -> None:
 
 def test_a_vm_inletsctl_did_not_make_is_not_seen_and_deleted_only_with_force(fake, env) -> None:
     vm, ip = fake.foreign_vm()
-    before = fake.resources()
     listed = inletsctl(env, "list", "-p", "scaleway", "--remote", "-o", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], "not ours: not listed"
-    refused = inletsctl(env, "delete", "-p", "scaleway", "--id", vm)
-    assert refused.returncode == 1, refused.stderr
-    assert "was not made by inletsctl" in refused.stderr and "--force" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    by_ip = inletsctl(env, "delete", "-p", "scaleway", "--ip", ip)
-    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
-    assert fake.resources() == before, "refused means untouched"
+    check_foreign_vm_refused(env, fake, "scaleway", vm, ip)
 
     forced = inletsctl(env, "delete", "-p", "scaleway", "--id", vm, "--force")
     assert forced.returncode == 0, forced.stderr

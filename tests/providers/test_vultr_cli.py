@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +17,15 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.vultr import FakeVultr
+from tests.providers.cli import (
+    NO_PROBE,
+    check_dry_run,
+    check_foreign_vm_refused,
+    check_refused_credential,
+    inletsctl,
+)
 
 pytestmark = pytest.mark.network
-
-#: The fake hands out public-looking IPs: a readiness probe must never aim at one.
-NO_PROBE = ("--wait", "running")
-
-
-def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inletsctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
@@ -55,15 +47,7 @@ def env(fake: FakeVultr, tmp_path: Path) -> dict[str, str]:
 def test_dry_run_renders_the_user_data_and_calls_no_api(
     env: dict[str, str], fake: FakeVultr
 ) -> None:
-    shown = inletsctl(env, "create", "--provider", "vultr", "--dry-run", "--tcp", "-o", "json")
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
-    assert doc["provider"] == "vultr"
-    assert doc["user_data"].startswith("#cloud-config\n")
-    assert fake.requests == [], "a dry run asks the API nothing"
-    assert fake.token not in shown.stdout + shown.stderr
-    listed = inletsctl(env, "list", "--all", "-o", "json")
-    assert json.loads(listed.stdout) == [], "and records nothing"
+    check_dry_run(env, fake, "vultr", secrets=(fake.token,))
 
 
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(
@@ -103,13 +87,7 @@ def test_an_instance_inletsctl_did_not_make_is_deleted_only_with_force(
     vm, ip = fake.foreign_vm()
     listed = inletsctl(env, "list", "-p", "vultr", "--remote", "-o", "json")
     assert json.loads(listed.stdout) == [], "not among ours"
-    refused = inletsctl(env, "delete", "-p", "vultr", "--id", vm)
-    assert refused.returncode == 1, refused.stderr
-    assert "was not made by inletsctl" in refused.stderr
-    assert "Hint: " in refused.stderr and "--force" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    by_ip = inletsctl(env, "delete", "-p", "vultr", "--ip", ip)
-    assert by_ip.returncode == 1 and "Traceback" not in by_ip.stderr, "IPs: among ours only"
+    check_foreign_vm_refused(env, fake, "vultr", vm, ip)
     assert fake.resources() == {f"instance:{vm}"}, "refused means untouched"
 
     forced = inletsctl(env, "delete", "-p", "vultr", "--id", vm, "--force")
@@ -121,15 +99,7 @@ def test_an_instance_inletsctl_did_not_make_is_deleted_only_with_force(
 def test_a_rejected_key_is_one_line_naming_the_variable(
     env: dict[str, str], fake: FakeVultr
 ) -> None:
-    wrong = {**env, "VULTR_API_KEY": "an-old-key"}
-    failed = inletsctl(wrong, "create", "-p", "vultr", "--tcp", "--ports", "8080", *NO_PROBE)
-    assert failed.returncode == 1, failed.stderr
-    lines = failed.stderr.strip().splitlines()
-    error = next(line for line in lines if line.startswith("Error: "))
-    assert "VULTR_API_KEY" in error and "401" in error
-    assert any(line.startswith("Hint: ") and "VULTR_API_KEY" in line for line in lines)
-    assert "Traceback" not in failed.stderr and "an-old-key" not in failed.stderr
-    assert fake.resources() == set()
+    check_refused_credential(env, fake, "vultr", "VULTR_API_KEY", "an-old-key", "401")
 
 
 def test_key_file_and_endpoint_flag_and_a_delete_command_that_needs_no_state(
