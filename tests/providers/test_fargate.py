@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -413,3 +414,17 @@ def test_the_container_command_refuses_an_engine_with_another_hash(tmp_path: Pat
     assert done.returncode != 0
     assert "is not the pinned" in done.stderr
     assert not (tmp_path / "engine" / "tunnel-core.pyz").exists()
+
+
+def test_logs_come_from_the_tasks_log_group(provider: FargateProvider, cloud: FargateKit) -> None:
+    spec = fargate_spec(provider)
+    host = kit.create_host(provider, spec)
+    group = fargate.Names(spec.host_id).log_group
+    cloud.logs.create_log_stream(logGroupName=group, logStreamName="inletsctl/tunnel-core/1")
+    cloud.logs.put_log_events(
+        logGroupName=group,
+        logStreamName="inletsctl/tunnel-core/1",
+        # now: AWS (and moto) refuse events older than 14 days
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": "control port 8123 ready"}],
+    )
+    assert "control port 8123 ready" in provider.console_output(host.id)
