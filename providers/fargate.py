@@ -51,9 +51,6 @@ from providers.models import (
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagTypeDef
     from mypy_boto3_ecs import ECSClient
-    from mypy_boto3_iam import IAMClient
-    from mypy_boto3_logs import CloudWatchLogsClient
-    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 #: A public image with python3 (3.10+ is all tunnel-core.pyz needs); no registry login.
 IMAGE = "public.ecr.aws/docker/library/python:3.12-slim"
@@ -243,21 +240,6 @@ class FargateProvider(EC2Provider):
     def ecs(self) -> ECSClient:
         """The boto3 ECS client of the configured region (register event hooks here)."""
         client: ECSClient = self._aws("ecs", self.region)
-        return client
-
-    @property
-    def secrets(self) -> SecretsManagerClient:
-        client: SecretsManagerClient = self._aws("secretsmanager", self.region)
-        return client
-
-    @property
-    def logs(self) -> CloudWatchLogsClient:
-        client: CloudWatchLogsClient = self._aws("logs", self.region)
-        return client
-
-    @property
-    def iam(self) -> IAMClient:
-        client: IAMClient = self._aws("iam", self.region)
         return client
 
     # -- create ---------------------------------------------------------------------------
