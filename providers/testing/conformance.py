@@ -53,7 +53,14 @@ from providers.models import Host, HostSpec, HostStatus, ServerSpec, TunnelMode
 from providers.testing.faults import IN_PROCESS, Fault
 from tunnel_core.tls import self_signed
 
-__all__ = ["FakeCloud", "ProviderConformance", "make_server_spec", "spec_for", "wait_active"]
+__all__ = [
+    "FakeCloud",
+    "ProviderConformance",
+    "check_deleted_host_is_gone",
+    "make_server_spec",
+    "spec_for",
+    "wait_active",
+]
 
 #: polls allowed before a fake host must be active; fakes should need one or two.
 MAX_POLLS = 20
@@ -136,6 +143,17 @@ _RAISES: dict[Fault, type[BaseException]] = {
     Fault.INTERRUPT: KeyboardInterrupt,
     Fault.TERMINATE: kit.Terminated,
 }
+
+
+def check_deleted_host_is_gone(provider: Provider) -> None:
+    """A host deleted by its id is no longer found by it (``status``) nor by its IP
+    (``delete --ip``), even while the cloud may still be tearing the VM down."""
+    host = wait_active(provider, provider.create(spec_for(provider)))
+    provider.delete(host_id=host.id)
+    with pytest.raises(HostNotFound):
+        provider.status(host.id)
+    with pytest.raises(HostNotFound):
+        provider.delete(ip=host.ip)
 
 
 class ProviderConformance:

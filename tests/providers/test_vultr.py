@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -12,14 +10,18 @@ import pytest
 
 from providers import kit
 from providers.errors import (
-    HostNotFound,
     InvalidSpec,
     ProviderAPIError,
     ProviderError,
     UndoFailed,
 )
 from providers.models import ProviderConfig, TunnelMode
-from providers.testing.conformance import ProviderConformance, spec_for, wait_active
+from providers.testing.conformance import (
+    ProviderConformance,
+    check_deleted_host_is_gone,
+    spec_for,
+    wait_active,
+)
 from providers.testing.jsonapi import serving
 from providers.vultr import VultrProvider
 from tests.conftest import free_port
@@ -270,17 +272,7 @@ def test_failed_undo_says_how_to_finish_it(vultr, vultr_fake) -> None:
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(vultr) -> None:
-    host = wait_active(vultr, vultr.create(spec_for(vultr)))
-    vultr.delete(host_id=host.id)
-    with pytest.raises(HostNotFound):
-        vultr.status(host.id)
-    with pytest.raises(HostNotFound):
-        vultr.delete(ip=host.ip)
-
-
-def test_importing_the_module_does_not_import_requests() -> None:
-    code = "import sys, providers.vultr; sys.exit('requests' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    check_deleted_host_is_gone(vultr)
 
 
 def test_known_regions_are_the_apis_region_ids(vultr, vultr_fake) -> None:
