@@ -262,6 +262,7 @@ def echo_server() -> Iterator[int]:
         yield int(srv.getsockname()[1])
     finally:
         stop.set()
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept(); close() alone would not
         srv.close()
         thread.join(timeout=10)
 

@@ -543,9 +543,10 @@ def test_iperf3_runs_in_a_row_all_pass_through_one_tunnel(engine, tmp_path):
     """The benchmark that found the session drop: iperf3 ends every test by closing
     its connections while data is still in flight through the tunnel."""
     upstream_port, public = free_port(), free_port()
-    with (tmp_path / "iperf3-server.log").open("wb") as log:
+    iperf_log = tmp_path / "iperf3-server.log"
+    with iperf_log.open("wb") as log:
         iperf = subprocess.Popen(
-            ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(upstream_port)],
+            ["iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", str(upstream_port)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -557,6 +558,12 @@ def test_iperf3_runs_in_a_row_all_pass_through_one_tunnel(engine, tmp_path):
         server = tunnel(engine, f"{public}:{upstream_port}")
         wait_for(lambda: listening(public), what=f"the tunnel's public port {public}")
         for run in range(8):
+            # iperf3 takes one test at a time and says so once it is free for the next
+            # (it finishes the last one after its client has already gone).
+            wait_for(
+                lambda run=run: iperf_log.read_text().count("Server listening") > run,
+                what=f"iperf3 free for test {run}",
+            )
             result = subprocess.run(
                 ["iperf3", "-c", "127.0.0.1", "-p", str(public), "-t", "1"],
                 capture_output=True,
