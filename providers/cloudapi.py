@@ -10,30 +10,31 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from providers.credentials import INLETS_TOKEN_ENV
 from providers.errors import InvalidSpec, ProviderAPIError
 from providers.models import ProviderConfig
 
-if TYPE_CHECKING:
-    import requests
-
 __all__ = [
     "TIMEOUT",
-    "Refused",
+    "JsonApi",
+    "Missing",
     "network_cause",
     "no_usable_answer",
     "not_api_json",
     "require_known",
     "token_rejected",
-    "send_json",
     "token_source",
 ]
 
-#: (connect, read) seconds for one request of a JSON API called through requests
+#: (connect, read) seconds for one request of a :class:`JsonApi`
 TIMEOUT = (10.0, 60.0)
+#: 429s a :class:`JsonApi` waits out before the call fails
+MAX_RETRIES = 5
 
 
 def require_known(provider: str, kind: str, value: str, known: Iterable[str]) -> None:
@@ -126,11 +127,17 @@ def not_api_json(provider: str, endpoint: str, status: int, fix: str) -> Provide
     )
 
 
-class Refused(Exception):
-    """A non-2xx answer from :func:`send_json`, for the caller's error boundary to translate.
+def _backoff(retry: int) -> float:
+    """Seconds before retry ``retry`` (0-based) of a 429: 1, 2, 4, 8, 16."""
+    return min(2.0**retry, 16.0)
 
-    ``body`` is the decoded JSON, or None when the answer was not JSON.
-    """
+
+class Missing(ProviderAPIError):
+    """The API's 404: callers turn it into a HostNotFound, or "already gone"."""
+
+
+class _Refused(Exception):
+    """A non-2xx answer, raised inside the error boundary and translated there."""
 
     def __init__(self, status: int, body: object) -> None:
         super().__init__(status)
@@ -138,33 +145,120 @@ class Refused(Exception):
         self.body = body
 
 
-def send_json(
-    session: requests.Session,
-    method: str,
-    url: str,
-    *,
-    params: Mapping[str, str] | None,
-    body: Any,
-    max_retries: int,
-    wait: Callable[[int], None],
-) -> dict[str, Any]:
-    """One request; a 429 was refused, not done, so even a POST is sent again after
-    ``wait(retry)``, up to ``max_retries`` times. Raises :class:`Refused` for a status >= 400.
+class JsonApi:
+    """A token-authenticated JSON REST API called through one requests session: 429s
+    waited out, and the one boundary where requests' exceptions and the API's error
+    bodies become ``providers.errors``."""
 
-    requests' own exceptions pass through: the caller's boundary knows its endpoint.
-    """
-    retry = 0
-    while True:
-        response = session.request(method, url, params=params, json=body, timeout=TIMEOUT)
-        if response.status_code != 429 or retry >= max_retries:
-            break
-        wait(retry)
-        retry += 1
-    if response.status_code >= 400:
+    def __init__(
+        self,
+        provider: str,
+        endpoint: str,
+        endpoint_env: str,
+        headers: Mapping[str, str],
+        token_source: str,
+        message_of: Callable[[object], str],
+        *,
+        hints: Mapping[int, str] | None = None,
+        not_json_fix: str = "",
+        retry_interval: Callable[[int], float] = _backoff,
+        max_retries: int = MAX_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``message_of(body)`` is the API's own words in an error body ("" if none);
+        ``hints`` adds the API's own advice for a status below 500 (403, 429);
+        ``not_json_fix`` is what an answer without the API's JSON tells the user to
+        check (``endpoint_env`` unless given)."""
+        import requests
+
+        self.provider = provider
+        self.endpoint = endpoint.rstrip("/")
+        self._endpoint_env = endpoint_env
+        self._token_source = token_source
+        self._message_of = message_of
+        self._hints = dict(hints or {})
+        self._not_json_fix = not_json_fix or endpoint_env
+        self._retry_interval = retry_interval
+        self._max_retries = max_retries
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.headers.update(
+            {**headers, "Accept": "application/json", "User-Agent": "inletsctl"}
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        """One request; a 429 was refused, not done, so even a POST is sent again."""
+        with self._errors():
+            retry = 0
+            while True:
+                response = self._session.request(
+                    method, self.endpoint + path, params=params, json=body, timeout=TIMEOUT
+                )
+                if response.status_code != 429 or retry >= self._max_retries:
+                    break
+                self._sleep(self._retry_interval(retry))
+                retry += 1
+            if response.status_code >= 400:
+                try:
+                    answer: object = response.json()
+                except ValueError:
+                    answer = None
+                raise _Refused(response.status_code, answer)
+            result: dict[str, Any] = response.json() if response.content else {}
+            return result
+
+    def pages(
+        self,
+        path: str,
+        key: str,
+        query: Mapping[str, str],
+        per_page: int,
+        more: Callable[[dict[str, Any], int], bool],
+    ) -> list[dict[str, Any]]:
+        """Every item under ``key`` of every numbered page; ``more(answer, page)`` says,
+        in the API's own terms, whether another page follows."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            params = {**query, "page": str(page), "per_page": str(per_page)}
+            answer = self.call("GET", path, params=params)
+            items += answer.get(key) or []
+            if not more(answer, page):
+                return items
+            page += 1
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        import requests
+
         try:
-            answer: object = response.json()
-        except ValueError:
-            answer = None
-        raise Refused(response.status_code, answer)
-    result: dict[str, Any] = response.json() if response.content else {}
-    return result
+            yield
+        except _Refused as exc:
+            raise self._translate(exc.status, exc.body) from exc
+        except requests.RequestException as exc:  # includes a 2xx body that is not JSON
+            raise no_usable_answer(self.provider, self.endpoint, exc, self._endpoint_env) from exc
+
+    def _translate(self, status: int, body: object) -> ProviderAPIError:
+        if status == 401:
+            return token_rejected(self.provider, self._token_source)
+        message = self._message_of(body)
+        if not message:
+            return not_api_json(self.provider, self.endpoint, status, self._not_json_fix)
+        if status == 404:
+            return Missing(self.provider, message, code="404")
+        hint = self._hints.get(status)
+        if hint is None and status >= 500:
+            hint = (
+                f"The API or a proxy before it failed: retry shortly, and check "
+                f"{self._endpoint_env}."
+            )
+        return ProviderAPIError(
+            self.provider, f"{message} (HTTP {status})", hint=hint, code=str(status)
+        )

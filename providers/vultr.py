@@ -1,8 +1,8 @@
 """Vultr: an instance booted from our user-data, in a firewall group of its own.
 
 No maintained Python SDK speaks Vultr's API v2, so this module calls its documented
-REST API (``https://api.vultr.com/v2``, the API key as a bearer token) with
-requests, imported lazily.
+REST API (``https://api.vultr.com/v2``, the API key as a bearer token) through
+``providers.cloudapi.JsonApi`` (requests, imported lazily), as the DNS providers do.
 
 The firewall group and its rules are made first and the instance is created with
 ``firewall_group_id``, so it is never reachable on a port we did not mean to open.
@@ -25,25 +25,15 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
-from providers.cloudapi import (
-    Refused,
-    no_usable_answer,
-    not_api_json,
-    require_known,
-    send_json,
-    token_rejected,
-    token_source,
-)
+from providers.cloudapi import JsonApi, Missing, require_known, token_source
 from providers.credentials import resolve_token
-from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
+from providers.errors import HostNotFound, InvalidSpec
 from providers.kit import is_ours, remove_leftovers, require_ours
 from providers.models import (
     HOST_ID_TAG,
@@ -83,10 +73,6 @@ def _backoff(retry: int) -> float:
     return min(0.5 * 2.0**retry, 8.0)
 
 
-class _Missing(ProviderAPIError):
-    """The API's 404; callers turn it into a HostNotFound naming what is missing."""
-
-
 class VultrProvider:
     """Instance + firewall group per host; found again by tag and description."""
 
@@ -107,21 +93,19 @@ class VultrProvider:
         max_retries: int = MAX_RETRIES,
     ) -> None:
         """``retry_interval(n)`` is the wait in seconds before retry n of a 429."""
-        import requests
-
         token = resolve_token(NAME, config, TOKEN_ENV)
-        self._token_source = token_source(config, TOKEN_ENV)
         endpoint = config.endpoint_url or os.environ.get(ENDPOINT_ENV, "") or DEFAULT_ENDPOINT
-        self._endpoint = endpoint.rstrip("/")
-        self._retry_interval = retry_interval
-        self._max_retries = max_retries
-        self._session = requests.Session()
-        self._session.headers.update(
-            {
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/json",
-                "User-Agent": "inletsctl",
-            }
+        self._api = JsonApi(
+            NAME,
+            endpoint,
+            ENDPOINT_ENV,
+            {"Authorization": f"Bearer {token}"},
+            token_source(config, TOKEN_ENV),
+            _message,
+            hints={429: "Vultr allows about 30 requests a second per address: retry in a minute."},
+            not_json_fix=f"{ENDPOINT_ENV} / --endpoint-url",
+            retry_interval=retry_interval,
+            max_retries=max_retries,
         )
 
     # -- the Provider contract ------------------------------------------------
@@ -139,11 +123,13 @@ class VultrProvider:
         offered = (p["id"] for p in plans if spec.region in (p.get("locations") or []))
         require_known(NAME, f"plan in {spec.region}", spec.plan, offered)
         os_id = self._os_id(spec.image)
-        group = self._call("POST", "/firewalls", body={"description": _description(spec.host_id)})
+        group = self._api.call(
+            "POST", "/firewalls", body={"description": _description(spec.host_id)}
+        )
         group_id = str(group["firewall_group"]["id"])
         for rule in rules:
-            self._call("POST", f"/firewalls/{group_id}/rules", body=rule)
-        made = self._call(
+            self._api.call("POST", f"/firewalls/{group_id}/rules", body=rule)
+        made = self._api.call(
             "POST",
             "/instances",
             body={
@@ -227,8 +213,8 @@ class VultrProvider:
         except ValueError:
             raise HostNotFound(f"{NAME}: no instance with id {host_id!r}") from None
         try:
-            instance: JSON = self._call("GET", f"/instances/{host_id}")["instance"]
-        except _Missing as exc:
+            instance: JSON = self._api.call("GET", f"/instances/{host_id}")["instance"]
+        except Missing as exc:
             raise HostNotFound(f"{NAME}: no instance with id {host_id}") from exc
         return instance
 
@@ -240,8 +226,8 @@ class VultrProvider:
 
     def _delete(self, path: str) -> None:
         try:
-            self._call("DELETE", path)
-        except _Missing:
+            self._api.call("DELETE", path)
+        except Missing:
             pass  # already gone: what we wanted
 
     def _to_host(self, instance: JSON) -> Host:
@@ -271,55 +257,17 @@ class VultrProvider:
             query = {**(params or {}), "per_page": str(PER_PAGE)}
             if cursor:
                 query["cursor"] = cursor
-            answer = self._call("GET", path, params=query)
+            answer = self._api.call("GET", path, params=query)
             items += answer.get(key) or []
             cursor = str(((answer.get("meta") or {}).get("links") or {}).get("next") or "")
             if not cursor:
                 return items
 
-    def _call(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-        body: JSON | None = None,
-    ) -> JSON:  # fmt: skip
-        """One request; a 429 is waited out and sent again, up to ``max_retries`` times."""
-        with self._errors():
-            return send_json(
-                self._session,
-                method,
-                self._endpoint + path,
-                params=params,
-                body=body,
-                max_retries=self._max_retries,
-                wait=lambda retry: time.sleep(self._retry_interval(retry)),
-            )
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """The one place where requests' exceptions and the API's errors become ours."""
-        import requests
-
-        try:
-            yield
-        except Refused as exc:
-            raise self._translate(exc.status, exc.body) from exc
-        except requests.RequestException as exc:  # includes a 2xx body that is not JSON
-            raise no_usable_answer(NAME, self._endpoint, exc, ENDPOINT_ENV) from exc
-
-    def _translate(self, status: int, body: object) -> ProviderAPIError:
-        message = body.get("error") if isinstance(body, dict) else None
-        if status == 401:
-            return token_rejected(NAME, self._token_source)
-        if not isinstance(message, str) or not message:
-            return not_api_json(NAME, self._endpoint, status, f"{ENDPOINT_ENV} / --endpoint-url")
-        if status == 404:
-            return _Missing(NAME, message, code="404")
-        if status == 429:
-            hint = "Vultr allows about 30 requests a second per address: retry in a minute."
-        elif status >= 500:
-            hint = f"The API or a proxy before it failed: retry shortly, and check {ENDPOINT_ENV}."
-        else:
-            hint = None
-        return ProviderAPIError(NAME, f"{message} (HTTP {status})", hint=hint, code=str(status))
+def _message(body: object) -> str:
+    """The API's error body: ``{"error": "...", "status": 404}``."""
+    message = body.get("error") if isinstance(body, dict) else None
+    return message if isinstance(message, str) else ""
 
 
 def _rules(server: ServerSpec) -> list[JSON]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from providers.dns.base import DnsConfig, Record, Zone
-from providers.dns.rest import JSON, JsonApi, delete_all, record_of, relative, resolve
+from providers.dns.rest import JSON, delete_all, dns_api, record_of, relative, resolve
 
 __all__ = ["HetznerDns"]
 
@@ -42,7 +42,7 @@ class HetznerDns:
     def __init__(self, config: DnsConfig) -> None:
         token, source = resolve(NAME, config.token, TOKEN_ENV)
         endpoint = config.endpoint_url or os.environ.get(ENDPOINT_ENV, "") or DEFAULT_ENDPOINT
-        self._api = JsonApi(
+        self._api = dns_api(
             NAME, endpoint, ENDPOINT_ENV, {"Auth-API-Token": token}, source, _message
         )
 

@@ -1,6 +1,5 @@
-"""The token-authenticated JSON APIs (DigitalOcean Domains, Hetzner DNS): one session,
-429s waited out, and the one boundary where requests' exceptions and the API's error
-bodies become ``providers.errors``.
+"""What the token-authenticated DNS APIs (DigitalOcean Domains, Hetzner DNS) share: the
+token, a :class:`providers.cloudapi.JsonApi` with DNS's hints, and records.
 
 Tokens come from the flag, else the API's own variables. ``INLETS_ACCESS_TOKEN`` is
 not read here: it is the VM cloud's token, and a DNS API is often another account's.
@@ -9,17 +8,14 @@ not read here: it is the VM cloud's token, and a DNS API is often another accoun
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from providers.cloudapi import Refused, no_usable_answer, not_api_json, send_json, token_rejected
+from providers.cloudapi import JsonApi, Missing
 from providers.dns.base import Record, Zone
-from providers.errors import CredentialsMissing, ProviderAPIError
+from providers.errors import CredentialsMissing
 
 JSON = dict[str, Any]
-MAX_RETRIES = 5
 
 
 def resolve(
@@ -42,118 +38,20 @@ def resolve(
     )
 
 
-def _backoff(retry: int) -> float:
-    """Seconds before retry ``retry`` (0-based) of a 429: 1, 2, 4, 8, 16."""
-    return min(2.0**retry, 16.0)
-
-
-class Missing(ProviderAPIError):
-    """The API's 404: a record or zone that is not (or no longer) there."""
-
-
-class JsonApi:
-    """One JSON REST API as a DNS provider calls it."""
-
-    def __init__(
-        self,
-        provider: str,
-        endpoint: str,
-        endpoint_env: str,
-        headers: Mapping[str, str],
-        token_source: str,
-        message_of: Callable[[object], str],
-        *,
-        retry_interval: Callable[[int], float] = _backoff,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        """``message_of(body)`` is the API's own words in an error body ("" if none)."""
-        import requests
-
-        self.provider = provider
-        self.endpoint = endpoint.rstrip("/")
-        self._endpoint_env = endpoint_env
-        self._token_source = token_source
-        self._message_of = message_of
-        self._retry_interval = retry_interval
-        self._sleep = sleep
-        self._session = requests.Session()
-        self._session.headers.update(
-            {**headers, "Accept": "application/json", "User-Agent": "inletsctl"}
-        )
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: JSON | None = None,
-    ) -> JSON:
-        """One request; a 429 was refused, not done, so even a POST is sent again."""
-        with self._errors():
-            return send_json(
-                self._session,
-                method,
-                self.endpoint + path,
-                params=params,
-                body=body,
-                max_retries=MAX_RETRIES,
-                wait=lambda retry: self._sleep(self._retry_interval(retry)),
-            )
-
-    def pages(
-        self,
-        path: str,
-        key: str,
-        query: Mapping[str, str],
-        per_page: int,
-        more: Callable[[JSON, int], bool],
-    ) -> list[JSON]:
-        """Every item under ``key`` of every page; ``more(answer, page)`` says, in the
-        API's own terms, whether another page follows."""
-        items: list[JSON] = []
-        page = 1
-        while True:
-            params = {**query, "page": str(page), "per_page": str(per_page)}
-            answer = self.call("GET", path, params=params)
-            items += answer.get(key) or []
-            if not more(answer, page):
-                return items
-            page += 1
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        import requests
-
-        try:
-            yield
-        except Refused as exc:
-            raise self._translate(exc.status, exc.body) from exc
-        except requests.RequestException as exc:  # includes a 2xx body that is not JSON
-            raise no_usable_answer(self.provider, self.endpoint, exc, self._endpoint_env) from exc
-
-    def _translate(self, status: int, body: object) -> ProviderAPIError:
-        if status == 401:
-            return token_rejected(self.provider, self._token_source)
-        message = self._message_of(body)
-        if not message:
-            return not_api_json(self.provider, self.endpoint, status, self._endpoint_env)
-        if status == 404:
-            return Missing(self.provider, message, code="404")
-        if status == 403:
-            hint = f"Give the token from {self._token_source} write access to DNS."
-        elif status == 429:
-            hint = "The API kept refusing with 429 (too many requests): retry in a minute."
-        elif status >= 500:
-            hint = (
-                f"The API or a proxy before it failed: retry shortly, and check "
-                f"{self._endpoint_env}."
-            )
-        else:
-            hint = None
-        return ProviderAPIError(
-            self.provider, f"{message} (HTTP {status})", hint=hint, code=str(status)
-        )
+def dns_api(
+    provider: str,
+    endpoint: str,
+    endpoint_env: str,
+    headers: Mapping[str, str],
+    token_source: str,
+    message_of: Callable[[object], str],
+) -> JsonApi:
+    """The API as a DNS provider calls it: a 403 means a token without DNS write access."""
+    hints = {
+        403: f"Give the token from {token_source} write access to DNS.",
+        429: "The API kept refusing with 429 (too many requests): retry in a minute.",
+    }
+    return JsonApi(provider, endpoint, endpoint_env, headers, token_source, message_of, hints=hints)
 
 
 def delete_all(api: JsonApi, paths: Iterable[str]) -> str:
