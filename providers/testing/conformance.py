@@ -58,6 +58,7 @@ __all__ = [
     "ProviderConformance",
     "check_deleted_host_is_gone",
     "make_server_spec",
+    "run_cli",
     "spec_for",
     "wait_active",
 ]
@@ -266,9 +267,9 @@ class ProviderConformance:
             started.set()
             assert proc.wait(CLI_TIMEOUT_S) == -9, "killed at the step"
         assert fake.struck(step)
-        hosts = json.loads(_run_cli(env, "list", "--all", "-o", "json").stdout)
+        hosts = json.loads(run_cli(env, "list", "--all", "-o", "json").stdout)
         assert len(hosts) == 1, hosts
-        gone = _run_cli(env, "delete", "--id", hosts[0]["id"])
+        gone = run_cli(env, "delete", "--id", hosts[0]["id"])
         assert gone.returncode == 0, gone.stderr
         assert fake.resources() == before, f"left after kill -9 at {step} and one delete"
 
@@ -304,7 +305,8 @@ class ProviderConformance:
             provider.delete(host_id=other[0])
 
 
-def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``inletsctl *args`` as a shell script runs it: a child process with ``env`` alone."""
     return subprocess.run(
         [sys.executable, "-m", "inletsctl", *args],
         env=env,

@@ -9,23 +9,21 @@ every create here stops at ``running`` (:data:`NO_PROBE`).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterable
 from typing import Any
 
+from providers.testing.conformance import run_cli as inletsctl
+
+__all__ = [
+    "NO_PROBE",
+    "check_dry_run",
+    "check_foreign_vm_refused",
+    "check_refused_credential",
+    "inletsctl",
+]
+
 #: create's flags that stop at the cloud's "running" and never probe the fake's IP
 NO_PROBE = ("--wait", "running")
-
-
-def inletsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inletsctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def check_dry_run(
