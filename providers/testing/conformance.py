@@ -48,15 +48,17 @@ import pytest
 
 from providers import kit
 from providers.base import Provider
-from providers.errors import HostNotFound, NotOurs, ProviderError
+from providers.errors import HostNotFound, NotOurs, ProviderError, UndoFailed
 from providers.models import Host, HostSpec, HostStatus, ServerSpec, TunnelMode
 from providers.testing.faults import IN_PROCESS, Fault
+from providers.testing.jsonapi import JsonApiFake
 from tunnel_core.tls import self_signed
 
 __all__ = [
     "FakeCloud",
     "ProviderConformance",
     "check_deleted_host_is_gone",
+    "check_failed_undo",
     "make_server_spec",
     "run_cli",
     "spec_for",
@@ -155,6 +157,22 @@ def check_deleted_host_is_gone(provider: Provider) -> None:
         provider.status(host.id)
     with pytest.raises(HostNotFound):
         provider.delete(ip=host.ip)
+
+
+def check_failed_undo(
+    provider: Provider, fake: JsonApiFake, step: str, refusal: tuple[int, str, str]
+) -> tuple[HostSpec, str]:
+    """``create`` fails at ``step`` and the undo too, every DELETE refused with
+    ``refusal`` (status, code, message): the error's hint names the ``inletsctl delete
+    --id`` that finishes the job. Returns the spec and the error's message, for the
+    provider's own check that it names what is left."""
+    fake.fail_at(step)
+    fake.refuse("DELETE .*", *refusal)
+    spec = spec_for(provider)
+    with pytest.raises(UndoFailed) as info:
+        kit.create_host(provider, spec)
+    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
+    return spec, str(info.value)
 
 
 class ProviderConformance:

@@ -9,11 +9,12 @@ import pytest
 
 from providers import kit
 from providers.digitalocean import DigitalOceanProvider
-from providers.errors import InvalidSpec, ProviderAPIError, UndoFailed
+from providers.errors import InvalidSpec, ProviderAPIError
 from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import (
     ProviderConformance,
     check_deleted_host_is_gone,
+    check_failed_undo,
     wait_active,
 )
 from providers.testing.jsonapi import serving
@@ -206,13 +207,9 @@ def test_list_follows_pagination_links(do, do_fake) -> None:
 
 
 def test_failed_undo_names_the_command_that_finishes_it(do, do_fake) -> None:
-    do_fake.fail_at("create_firewall")
-    do_fake.refuse("DELETE .*", 500, "server_error", "Unexpected server-side error")
-    spec = spec_for(do)
-    with pytest.raises(UndoFailed) as info:
-        kit.create_host(do, spec)
+    refusal = (500, "server_error", "Unexpected server-side error")
+    check_failed_undo(do, do_fake, "create_firewall", refusal)
     assert len(do_fake.droplets) == 1
-    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
 
 
 def test_droplet_is_deleted_before_its_firewall(do, do_fake) -> None:

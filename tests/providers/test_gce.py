@@ -23,13 +23,13 @@ from providers.errors import (
     ProviderAPIError,
     ProviderError,
     ProvisionTimeout,
-    UndoFailed,
 )
 from providers.gce import GceProvider, endpoint_url, host_label
 from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import (
     ProviderConformance,
     check_deleted_host_is_gone,
+    check_failed_undo,
     spec_for,
     wait_active,
 )
@@ -292,13 +292,9 @@ def test_list_follows_pages_and_sees_every_zone(gce, gce_fake) -> None:
 
 
 def test_failed_undo_names_the_rule_and_how_to_finish(gce, gce_fake) -> None:
-    gce_fake.fail_at("create_instance")
-    gce_fake.refuse("DELETE .*", 500, "backendError", "Internal error")
-    spec = spec_for(gce)
-    with pytest.raises(UndoFailed) as info:
-        kit.create_host(gce, spec)
-    assert f"firewall rule inletsctl-{spec.host_id}-deny" in str(info.value)
-    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
+    refusal = (500, "backendError", "Internal error")
+    spec, message = check_failed_undo(gce, gce_fake, "create_instance", refusal)
+    assert f"firewall rule inletsctl-{spec.host_id}-deny" in message
 
 
 def test_a_deleted_host_is_not_found_by_id_or_ip(gce) -> None:

@@ -8,12 +8,13 @@ from dataclasses import replace
 import pytest
 
 from providers import kit
-from providers.errors import InvalidSpec, ProviderAPIError, ProviderError, UndoFailed
+from providers.errors import InvalidSpec, ProviderAPIError, ProviderError
 from providers.hetzner import HetznerProvider
 from providers.models import ProviderConfig, TunnelMode
 from providers.testing.conformance import (
     ProviderConformance,
     check_deleted_host_is_gone,
+    check_failed_undo,
     spec_for,
     wait_active,
 )
@@ -177,14 +178,10 @@ def test_list_follows_pagination(hz, hz_fake) -> None:
 
 
 def test_failed_undo_says_how_to_finish_it(hz, hz_fake) -> None:
-    hz_fake.fail_at("create_server")
-    hz_fake.refuse("DELETE .*", 503, "unavailable", "service unavailable")
-    spec = spec_for(hz)
-    with pytest.raises(UndoFailed) as info:
-        kit.create_host(hz, spec)
+    refusal = (503, "unavailable", "service unavailable")
+    _, message = check_failed_undo(hz, hz_fake, "create_server", refusal)
     (firewall_id,) = hz_fake.firewalls
-    assert f"firewall {firewall_id}" in str(info.value)
-    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
+    assert f"firewall {firewall_id}" in message
 
 
 def test_a_502_after_the_server_was_made_is_retried_and_still_leaves_nothing(

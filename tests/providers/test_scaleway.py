@@ -16,13 +16,13 @@ from providers.errors import (
     InvalidSpec,
     ProviderAPIError,
     ProviderError,
-    UndoFailed,
 )
 from providers.models import ProviderConfig, TunnelMode
 from providers.scaleway import ScalewayProvider
 from providers.testing.conformance import (
     ProviderConformance,
     check_deleted_host_is_gone,
+    check_failed_undo,
     spec_for,
     wait_active,
 )
@@ -334,14 +334,10 @@ def test_list_follows_pagination(scw, scw_fake) -> None:
 
 
 def test_failed_undo_says_how_to_finish_it(scw, scw_fake) -> None:
-    scw_fake.fail_at("create_server")
-    scw_fake.refuse("DELETE .*", 503, "unavailable", "service unavailable")
-    spec = spec_for(scw)
-    with pytest.raises(UndoFailed) as info:
-        kit.create_host(scw, spec)
+    refusal = (503, "unavailable", "service unavailable")
+    _, message = check_failed_undo(scw, scw_fake, "create_server", refusal)
     (ip,) = scw_fake.ips.values()
-    assert f"not ip {ip['address']}" in str(info.value)
-    assert f"inletsctl delete --id {spec.host_id}" in info.value.hint
+    assert f"not ip {ip['address']}" in message
 
 
 def test_a_lost_poweron_answer_leaves_nothing_once_the_boot_settles(scw, scw_fake, sleeps) -> None:
