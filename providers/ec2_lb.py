@@ -180,11 +180,13 @@ def forward(
     target_type: str,
     health_port: int,
     tags: Sequence[Mapping[str, Any]],
-) -> None:
+) -> dict[int, str]:
     """Per route a target group (health: HTTPS ``/readyz`` on ``health_port``), its
     targets, and the listener that forwards to it; ``targets`` must be running, or empty
-    when an ECS service registers its own (ECS needs the listener first)."""
+    when an ECS service registers its own (ECS needs the listener first). Returns each
+    public port's target group ARN."""
     tag_list: Any = list(tags)
+    made: dict[int, str] = {}
     for route in routes:
         with aws_errors(f"create the target group of port {route.port}"):
             group = elb.create_target_group(
@@ -214,6 +216,8 @@ def forward(
                 DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
                 Tags=tag_list,
             )
+        made[route.port] = group["TargetGroupArn"]
+    return made
 
 
 # -- finding by tag -------------------------------------------------------------------------

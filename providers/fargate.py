@@ -341,12 +341,10 @@ class FargateProvider(EC2Provider):
             security_group=lb_group,
             tags=tags,
         )
-        ec2_lb.forward(
+        target_groups = ec2_lb.forward(
             elb, lb, host_id=spec.host_id, vpc_id=vpc_id, routes=routes, targets=[],
             target_type="ip", health_port=spec.server.control_port, tags=tags,
         )  # fmt: skip
-        target_groups = ec2_lb.find(elb, [spec.host_id]).target_groups
-        by_name = {tg["TargetGroupName"]: tg["TargetGroupArn"] for tg in target_groups}
         with aws_errors("create the service"):
             service = ecs.create_service(
                 cluster=cluster,
@@ -365,7 +363,7 @@ class FargateProvider(EC2Provider):
                 },
                 loadBalancers=[
                     {
-                        "targetGroupArn": by_name[ec2_lb.target_group_name(spec.host_id, r.port)],
+                        "targetGroupArn": target_groups[r.port],
                         "containerName": CONTAINER,
                         "containerPort": r.target_port,
                     }
