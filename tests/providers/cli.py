@@ -9,6 +9,7 @@ every create here stops at ``running`` (:data:`NO_PROBE`).
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,12 +19,51 @@ __all__ = [
     "NO_PROBE",
     "check_dry_run",
     "check_foreign_vm_refused",
+    "check_get_list_delete",
     "check_refused_credential",
+    "create_json",
     "inletsctl",
 ]
 
 #: create's flags that stop at the cloud's "running" and never probe the fake's IP
 NO_PROBE = ("--wait", "running")
+
+
+def create_json(
+    env: dict[str, str], provider: str, *flags: str, secrets: Iterable[str] = ()
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """``create --tcp --ports 8080 *flags -o json``, stopped at running: the host is
+    active, never probed, has its URL, and none of ``secrets`` is printed. Returns the
+    host's JSON and the process, for the cloud's own checks."""
+    made = inletsctl(
+        env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s", *flags,
+        *NO_PROBE, "-o", "json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    host: dict[str, Any] = json.loads(made.stdout)
+    assert host["status"] == "active" and host["provider"] == provider
+    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
+    assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
+    for secret in secrets:
+        assert secret not in made.stdout + made.stderr
+    return host, made
+
+
+def check_get_list_delete(
+    env: dict[str, str], fake: Any, provider: str, host: dict[str, Any], left: Iterable[str] = ()
+) -> None:
+    """``get`` shows the host as made, ``list --remote`` finds it alone at the API, and
+    ``delete --id`` leaves nothing at the fake but ``left`` (what was there before)."""
+    got = inletsctl(env, "get", host["id"], "-o", "json")
+    assert got.returncode == 0, got.stderr
+    shown = json.loads(got.stdout)
+    assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
+    listed = inletsctl(env, "list", "-p", provider, "--remote", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
+    gone = inletsctl(env, "delete", "--id", host["id"])
+    assert gone.returncode == 0, gone.stderr
+    assert fake.resources() == set(left)
 
 
 def check_dry_run(

@@ -22,7 +22,9 @@ from tests.providers.cli import (
     NO_PROBE,
     check_dry_run,
     check_foreign_vm_refused,
+    check_get_list_delete,
     check_refused_credential,
+    create_json,
     inletsctl,
 )
 
@@ -52,15 +54,7 @@ def test_dry_run_renders_the_user_data_and_calls_no_api(env: dict[str, str], fak
 
 
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(env: dict[str, str], fake) -> None:
-    made = inletsctl(
-        env, "create", "-p", "azure", "--tcp", "--ports", "8080", "--poll", "0s",
-        *NO_PROBE, "-o", "json",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    host = json.loads(made.stdout)
-    assert host["status"] == "active" and host["provider"] == "azure"
-    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
-    assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
+    host, _ = create_json(env, "azure", secrets=(fake.client_secret, fake.token))
     assert host["provider_id"].startswith("inletsctl-")
     kinds = sorted(r.split(":")[0] for r in fake.resources())
     assert kinds == [
@@ -69,21 +63,7 @@ def test_create_json_get_list_then_delete_by_id_leaves_nothing(env: dict[str, st
         "Microsoft.Network/publicIPAddresses", "Microsoft.Network/virtualNetworks",
         "resourceGroup",
     ]  # fmt: skip
-    secrets = (fake.client_secret, fake.token)
-    assert not any(s in made.stdout + made.stderr for s in secrets)
-
-    got = inletsctl(env, "get", host["id"], "-o", "json")
-    assert got.returncode == 0, got.stderr
-    shown = json.loads(got.stdout)
-    assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
-
-    listed = inletsctl(env, "list", "-p", "azure", "--remote", "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert len(json.loads(listed.stdout)) == 1 and host["provider_id"] in listed.stdout
-
-    gone = inletsctl(env, "delete", "--id", host["id"])
-    assert gone.returncode == 0, gone.stderr
-    assert fake.resources() == set()
+    check_get_list_delete(env, fake, "azure", host)
 
 
 def test_a_go_users_sdk_auth_file_and_the_printed_delete_command(

@@ -18,7 +18,13 @@ from providers.testing.jsonapi import JsonApiFake
 from tests.fakes.digitalocean import FakeDigitalOcean
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.linode import FakeLinode
-from tests.providers.cli import NO_PROBE, check_foreign_vm_refused, inletsctl
+from tests.providers.cli import (
+    NO_PROBE,
+    check_foreign_vm_refused,
+    check_get_list_delete,
+    create_json,
+    inletsctl,
+)
 
 CLOUDS = {
     "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
@@ -42,32 +48,11 @@ def test_create_json_then_delete_by_id_leaves_nothing(provider: str, tmp_path: P
             endpoint_env: fake.base_url,
             "NO_COLOR": "1",
         }
-        made = inletsctl(
-            env, "create", "-p", provider, "--tcp", "--ports", "8080", "--poll", "0s",
-            *NO_PROBE, "-o", "json",
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        host = json.loads(made.stdout)
-        assert host["status"] == "active" and host["provider"] == provider
-        assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
-        assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
+        host, made = create_json(env, provider, secrets=(fake.token,))
         assert len(fake.resources()) == 2, "a VM and its firewall"
-        assert fake.token not in made.stdout + made.stderr
         if provider == "digitalocean":  # the droplet's own states, as the Go original shows
             assert "status: new" in made.stderr and "status: active" in made.stderr
-
-        got = inletsctl(env, "get", host["id"], "-o", "json")
-        assert got.returncode == 0, got.stderr
-        shown = json.loads(got.stdout)
-        assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
-
-        listed = inletsctl(env, "list", "-p", provider, "--remote", "-o", "json")
-        assert listed.returncode == 0, listed.stderr
-        assert host["provider_id"] in listed.stdout
-
-        gone = inletsctl(env, "delete", "--id", host["id"])
-        assert gone.returncode == 0, gone.stderr
-        assert fake.resources() == set()
+        check_get_list_delete(env, fake, provider, host)
     finally:
         fake.stop()
 

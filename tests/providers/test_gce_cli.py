@@ -19,7 +19,14 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.gce import FakeGce
-from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
+from tests.providers.cli import (
+    NO_PROBE,
+    check_dry_run,
+    check_foreign_vm_refused,
+    check_get_list_delete,
+    create_json,
+    inletsctl,
+)
 from tests.providers.test_gce import GOOGLE_ENV
 
 pytestmark = pytest.mark.network
@@ -52,29 +59,12 @@ def test_dry_run_renders_the_user_data_and_calls_no_api(env, fake) -> None:
 
 
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(env, fake, key_file) -> None:
-    made = inletsctl(
-        env, "create", "-p", "gce", "--tcp", "--ports", "8080", "--poll", "0s", *NO_PROBE,
-        "-o", "json",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    host = json.loads(made.stdout)
-    assert (host["status"], host["provider"], host["ready"]) == ("active", "gce", False)
-    assert host["url"] == f"wss://{host['ip']}:8123"
+    secret = json.loads(key_file.read_text())["private_key"]
+    host, _ = create_json(env, "gce", secrets=(secret.splitlines()[1],))
     assert host["provider_id"] == f"us-central1-a/{host['name']}"
     assert len(fake.resources()) == 3, "an instance, its deny rule and its allow rule"
-    secret = json.loads(key_file.read_text())["private_key"]
-    assert secret.splitlines()[1] not in made.stdout + made.stderr
-
-    got = inletsctl(env, "get", host["id"], "-o", "json")
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["ip"] == host["ip"]
-    listed = inletsctl(env, "list", "-p", "gce", "--remote", "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
-
-    gone = inletsctl(env, "delete", "--id", host["id"])
-    assert gone.returncode == 0, gone.stderr
-    assert fake.resources() == set() and fake.unguarded == []
+    check_get_list_delete(env, fake, "gce", host)
+    assert fake.unguarded == []
 
 
 def test_a_key_in_access_token_file_and_the_printed_delete_command_need_no_state(

@@ -18,7 +18,14 @@ import yaml
 
 from providers.testing.jsonapi import serving
 from tests.fakes.ovh import FakeOVH
-from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
+from tests.providers.cli import (
+    NO_PROBE,
+    check_dry_run,
+    check_foreign_vm_refused,
+    check_get_list_delete,
+    create_json,
+    inletsctl,
+)
 
 pytestmark = pytest.mark.network
 
@@ -53,32 +60,12 @@ def test_dry_run_renders_the_host_firewall_and_calls_no_api(env, fake) -> None:
 
 
 def test_create_json_then_get_then_list_then_delete_by_id_leaves_nothing(env, fake) -> None:
-    made = inletsctl(
-        env, "create", "-p", "ovh", "--tcp", "--ports", "8080", "--poll", "0s",
-        "--allow-ips", "203.0.113.0/24", *NO_PROBE, "-o", "json",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    host = json.loads(made.stdout)
-    assert host["status"] == "active" and host["provider"] == "ovh"
-    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
-    assert host["url"] == f"wss://{host['ip']}:8123"
+    secrets = (fake.application_secret, fake.consumer_key)
+    host, _ = create_json(env, "ovh", "--allow-ips", "203.0.113.0/24", secrets=secrets)
     assert fake.resources() == {f"instance:{host['provider_id']}"}, "one instance, nothing else"
     (user_data,) = fake.user_data.values()
     assert _ruleset(user_data) == ["tcp dport 8123", "ip saddr { 203.0.113.0/24 } tcp dport 8080"]
-    secrets = (fake.application_secret, fake.consumer_key)
-    assert not any(s in made.stdout + made.stderr for s in secrets)
-
-    got = inletsctl(env, "get", host["id"], "-o", "json")
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["provider_id"] == host["provider_id"]
-
-    listed = inletsctl(env, "list", "-p", "ovh", "--remote", "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
-
-    gone = inletsctl(env, "delete", "--id", host["id"])
-    assert gone.returncode == 0, gone.stderr
-    assert fake.resources() == set()
+    check_get_list_delete(env, fake, "ovh", host)
 
 
 def test_an_ovh_conf_as_access_token_file(env, fake, tmp_path) -> None:

@@ -16,7 +16,14 @@ import pytest
 
 from providers.testing.jsonapi import serving
 from tests.fakes.scaleway import FakeScaleway
-from tests.providers.cli import NO_PROBE, check_dry_run, check_foreign_vm_refused, inletsctl
+from tests.providers.cli import (
+    NO_PROBE,
+    check_dry_run,
+    check_foreign_vm_refused,
+    check_get_list_delete,
+    create_json,
+    inletsctl,
+)
 
 pytestmark = pytest.mark.network
 
@@ -50,30 +57,12 @@ def test_dry_run_renders_the_user_data_and_calls_nothing(fake, env) -> None:
 
 def test_create_json_then_get_then_delete_by_id_leaves_nothing(fake, env) -> None:
     before = fake.resources()
-    made = inletsctl(
-        env, "create", "-p", "scaleway", "--tcp", "--ports", "8080", "--poll", "0s",
-        *NO_PROBE, "-o", "json",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    host = json.loads(made.stdout)
-    assert host["status"] == "active" and host["provider"] == "scaleway"
+    host, _ = create_json(env, "scaleway", secrets=(fake.token,))
     assert host["region"] == "fr-par-1"
-    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
-    assert host["ip"] and host["url"] == f"wss://{host['ip']}:8123"
     assert len(fake.resources() - before) == 4, "a server, its volume, an IP, a group"
-    assert fake.token not in made.stdout + made.stderr
     server = fake.servers[host["provider_id"]]
     assert fake.user_data[server["id"]]["cloud-init"].startswith("#cloud-config\n")
-
-    got = inletsctl(env, "get", host["id"], "-o", "json")
-    assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout)["provider_id"] == host["provider_id"]
-    listed = inletsctl(env, "list", "-p", "scaleway", "--remote", "-o", "json")
-    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
-
-    gone = inletsctl(env, "delete", "--id", host["id"])
-    assert gone.returncode == 0, gone.stderr
-    assert fake.resources() == before
+    check_get_list_delete(env, fake, "scaleway", host, left=before)
 
 
 def test_endpoint_url_flag_and_secret_key_file(fake, env, tmp_path) -> None:

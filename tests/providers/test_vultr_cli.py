@@ -18,10 +18,11 @@ import pytest
 from providers.testing.jsonapi import serving
 from tests.fakes.vultr import FakeVultr
 from tests.providers.cli import (
-    NO_PROBE,
     check_dry_run,
     check_foreign_vm_refused,
+    check_get_list_delete,
     check_refused_credential,
+    create_json,
     inletsctl,
 )
 
@@ -53,32 +54,12 @@ def test_dry_run_renders_the_user_data_and_calls_no_api(
 def test_create_json_get_list_then_delete_by_id_leaves_nothing(
     env: dict[str, str], fake: FakeVultr
 ) -> None:
-    made = inletsctl(
-        env, "create", "-p", "vultr", "--tcp", "--ports", "8080", "--poll", "0s",
-        *NO_PROBE, "-o", "json",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    host = json.loads(made.stdout)
-    assert host["status"] == "active" and host["provider"] == "vultr"
+    host, _ = create_json(env, "vultr", secrets=(fake.token,))
     assert host["region"] == "lhr"
-    assert host["ready"] is False and "tunnel:" not in made.stderr, "never probed"
-    assert host["ip"].startswith("192.0.2.") and host["url"] == f"wss://{host['ip']}:8123"
+    assert host["ip"].startswith("192.0.2.")
     assert len(fake.resources()) == 2, "an instance and its firewall group"
-    assert fake.token not in made.stdout + made.stderr
-
-    got = inletsctl(env, "get", host["id"], "-o", "json")
-    assert got.returncode == 0, got.stderr
-    shown = json.loads(got.stdout)
-    assert (shown["provider_id"], shown["ip"]) == (host["provider_id"], host["ip"])
-    assert shown["provider_id"] in fake.instances
-
-    listed = inletsctl(env, "list", "-p", "vultr", "--remote", "-o", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert [h["id"] for h in json.loads(listed.stdout)] == [host["provider_id"]]
-
-    gone = inletsctl(env, "delete", "--id", host["id"])
-    assert gone.returncode == 0, gone.stderr
-    assert fake.resources() == set()
+    assert host["provider_id"] in fake.instances
+    check_get_list_delete(env, fake, "vultr", host)
 
 
 def test_an_instance_inletsctl_did_not_make_is_deleted_only_with_force(
