@@ -36,7 +36,7 @@ from providers.ec2_errors import aws_errors
 from providers.ec2_placement import zone_subnets
 from providers.ec2_rules import load_balancer_permissions, member_permissions
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
-from providers.kit import is_ours
+from providers.kit import is_ours, require_ours
 from providers.models import (
     HOST_ID_TAG,
     Engine,
@@ -568,7 +568,8 @@ class FargateProvider(EC2Provider):
     ) -> None:
         """By the service's ARN, our host id, or any task's public IP: the whole group.
 
-        Only services with our tag are seen, so ``force`` changes nothing here.
+        A service ARN without our tag raises NotOurs; forced, that service alone is
+        scaled to 0 and deleted (its cluster, task definition and the rest stay).
         """
         if not host_id and not ip:
             raise InvalidSpec("ecs-fargate: delete needs a service ARN, host id or IP")
@@ -577,9 +578,27 @@ class FargateProvider(EC2Provider):
             if (host_id and host_id in (host.id, host.additional["host_id"])) or (ip and ip in ips):
                 self.purge(host.additional["host_id"])
                 return
+        if host_id and host_id.startswith("arn:") and ":service/" in host_id:
+            self._delete_unowned_service(host_id, force)
+            return
         if host_id and self.purge(host_id):
             return
         raise HostNotFound(f"ecs-fargate: no inletsctl host {host_id or ip} in {self.region}")
+
+    def _delete_unowned_service(self, arn: str, force: bool) -> None:
+        """A service ARN that is not one of ours: someone else's, or none."""
+        path = arn.split(":service/", 1)[1].split("/")
+        if len(path) != 2:  # the old ARN format names no cluster
+            raise HostNotFound(f"ecs-fargate: no inletsctl service {arn}")
+        cluster, name = path
+        ecs = self._aws("ecs", self.region)
+        with aws_errors("find the service"):
+            found = ecs.describe_services(cluster=cluster, services=[name], include=["TAGS"])
+        live = [s for s in found["services"] if s.get("status") in _LIVE]
+        if not live:
+            raise HostNotFound(f"ecs-fargate: no service {arn} in {self.region}")
+        require_ours(self.name, f"service {arn}", _ecs_tags(live[0].get("tags", [])), force)
+        self._remove_service(self.region, live[0]["clusterArn"], live[0])
 
     def purge(self, host_id: str) -> builtins.list[str]:
         """Everything tagged ``host_id``: the service (scaled to 0, its tasks stopped, then

@@ -197,6 +197,46 @@ class FargateKit:
     def struck(self, step: str) -> bool:
         return any(strike.step == step for strike in self.plan.struck)
 
-    def foreign_vm(self) -> None:
-        """Services without our tag are invisible to the provider: it has no forced delete."""
-        return None
+    def foreign_vm(self) -> tuple[str, str]:
+        """A service the user made by hand (no tags of ours), its first task's public IP."""
+        cluster = self.ecs.create_cluster(clusterName="users")["cluster"]["clusterArn"]
+        definition = self.ecs.register_task_definition(
+            family="users-app",
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="512",
+            containerDefinitions=[{"name": "app", "image": "nginx", "memory": 512}],
+        )["taskDefinition"]["taskDefinitionArn"]
+        subnet = self.ec2.describe_subnets()["Subnets"][0]
+        (default,) = self.ec2.describe_security_groups(
+            Filters=[
+                {"Name": "vpc-id", "Values": [subnet["VpcId"]]},
+                {"Name": "group-name", "Values": ["default"]},
+            ]
+        )["SecurityGroups"]
+        name = f"app-{len(self.ecs.list_services(cluster=cluster)['serviceArns'])}"
+        # through the proxy's scheduler, so its task runs as a service's does
+        users = plain_client(self.endpoint, service="ecs")
+        service = users.create_service(
+            cluster=cluster,
+            serviceName=name,
+            taskDefinition=definition,
+            desiredCount=1,
+            launchType="FARGATE",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [subnet["SubnetId"]],
+                    "securityGroups": [default["GroupId"]],
+                    "assignPublicIp": "ENABLED",
+                }
+            },
+            tags=[{"key": "env", "value": "prod"}],
+        )["service"]
+        arns = self.ecs.list_tasks(cluster=cluster)["taskArns"]
+        tasks = self.ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+        (task,) = [t for t in tasks if t["group"] == f"service:{name}"]
+        (eni,) = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[_eni(task)])[
+            "NetworkInterfaces"
+        ]
+        return service["serviceArn"], eni["Association"]["PublicIp"]
