@@ -14,8 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from providers.testing.conformance import run_cli as inletsctl
+from providers.testing.jsonapi import JsonApiFake
+from tests.fakes.digitalocean import FakeDigitalOcean
+from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.linode import FakeLinode
 
 __all__ = [
+    "CLOUDS",
     "NO_PROBE",
     "check_dry_run",
     "check_foreign_vm_refused",
@@ -25,6 +30,13 @@ __all__ = [
     "inletsctl",
 ]
 
+#: the clouds whose CLI needs only a token and an endpoint variable:
+#: name -> (fake, token variable, endpoint variable); the ``token_cloud`` fixture serves each
+CLOUDS: dict[str, tuple[type[JsonApiFake], str, str]] = {
+    "digitalocean": (FakeDigitalOcean, "DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_END_POINT"),
+    "hetzner": (FakeHetzner, "HCLOUD_TOKEN", "HCLOUD_ENDPOINT"),
+    "linode": (FakeLinode, "LINODE_TOKEN", "LINODE_URL"),
+}
 #: create's flags that stop at the cloud's "running" and never probe the fake's IP
 NO_PROBE = ("--wait", "running")
 
