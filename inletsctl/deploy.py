@@ -227,7 +227,7 @@ def registered(record: HostRecord) -> bool:
 
 
 #: providers whose credential flags are AWS's: ``delete`` passes them on to ECS
-_AWS = ("ec2", "aws")
+_AWS = ("ec2", "aws", "ecs-fargate")
 
 
 def open_ecs(access: Access, state_dir: Path, record: HostRecord | None = None) -> EcsAnywhere:
