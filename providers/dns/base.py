@@ -46,6 +46,8 @@ class Record:
     value: str
     ttl: int = 60
     id: str = ""
+    #: Route 53's alias records: the target's hosted zone; ``value`` is ``alias <dns name>``
+    alias_zone: str = ""
 
 
 @runtime_checkable

@@ -64,22 +64,33 @@ def claim_name(domain: str) -> str:
     return f"{CLAIM_LABEL}.{normalise(domain)}"
 
 
-def claim_text(host_id: str, addresses: Iterable[str]) -> str:
-    """``heritage=inletsctl,inletsctl-host=<id>,ip=<address>...``: all a purge needs."""
+def claim_text(host_id: str, addresses: Iterable[str], targets: Iterable[str] = ()) -> str:
+    """``heritage=inletsctl,inletsctl-host=<id>,ip=<address>...,target=<name>...``: all a
+    purge needs. A target is what a CNAME or an alias of ours points at."""
     return ",".join([f"heritage={TAG_KEY}", f"{HOST_ID_TAG}={host_id}"] + [
         f"ip={a}" for a in addresses
-    ])  # fmt: skip
+    ] + [f"target={normalise(t)}" for t in targets])  # fmt: skip
 
 
 def _claimed(record: Record, host_id: str) -> list[str] | None:
-    """The addresses a claim of ``host_id`` lists; None if it is no claim of that host."""
+    """The values a claim of ``host_id`` lists (addresses, ``target:`` names); None if it
+    is no claim of that host."""
     if record.type != "TXT" or not record.name.startswith(f"{CLAIM_LABEL}."):
         return None
     words = [w.partition("=") for w in record.value.strip('"').split(",")]
     pairs = [(k.strip(), v.strip()) for k, _, v in words]
     if ("heritage", TAG_KEY) not in pairs or (HOST_ID_TAG, host_id) not in pairs:
         return None
-    return [_address(v) for k, v in pairs if k == "ip"]
+    return [_address(v) for k, v in pairs if k == "ip"] + [
+        f"target:{normalise(v)}" for k, v in pairs if k == "target"
+    ]
+
+
+def _value(record: Record) -> str:
+    """What a claim lists for ``record``: its address, or the name it points at."""
+    if record.type == "CNAME" or record.alias_zone:
+        return f"target:{normalise(record.value.removeprefix('alias '))}"
+    return _address(record.value)
 
 
 def _address(text: str) -> str:
@@ -154,9 +165,8 @@ class Placement:
                 points = [
                     r
                     for r in everything
-                    if r.name == domain and r.type in ("A", "AAAA")
-                    and _address(r.value) in addresses
-                ]  # fmt: skip
+                    if r.name == domain and r.type in _TAKEN and _value(r) in addresses
+                ]
                 self.dns.delete(zone, [*points, claim])
                 removed += [f"{r.type} {r.name} {r.value}" for r in (*points, claim)]
         return removed

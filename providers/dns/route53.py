@@ -10,7 +10,8 @@ A record set is one name and type with all its values. Ours have one value each,
 made with ``CREATE`` (never ``UPSERT``, which would overwrite the user's) in one
 change batch per zone, so a claim and its addresses exist together or not at all.
 A set with several values, or an alias, is listed as one ``Record`` whose value is
-not an address: it never matches ours, so it is never deleted. ``wait`` polls
+not an address: it never matches an address of ours. An alias we made (a load
+balancer's name, ``Record.alias_zone`` set) is matched by its target instead. ``wait`` polls
 ``GetChange`` until the change is ``INSYNC`` (served by all of Route 53's name
 servers), every ``poll_interval`` seconds.
 """
@@ -101,6 +102,7 @@ def _to_record(rrset: ResourceRecordSetOutputTypeDef) -> Record:
         type=rrset["Type"],
         value=value,
         ttl=int(rrset.get("TTL", 0)),
+        alias_zone=rrset.get("AliasTarget", {}).get("HostedZoneId", ""),
     )
 
 
@@ -191,9 +193,16 @@ class Route53Dns:
             rrset: ResourceRecordSetTypeDef = {
                 "Name": f"{r.name}.",
                 "Type": r.type,  # type: ignore[typeddict-item]
-                "TTL": r.ttl,
-                "ResourceRecords": [{"Value": _quoted(r)}],
             }
+            if r.alias_zone:  # an alias has no TTL of its own: the target's counts
+                rrset["AliasTarget"] = {
+                    "HostedZoneId": r.alias_zone,
+                    "DNSName": r.value.removeprefix("alias "),
+                    "EvaluateTargetHealth": True,
+                }
+            else:
+                rrset["TTL"] = r.ttl
+                rrset["ResourceRecords"] = [{"Value": _quoted(r)}]
             changes.append({"Action": action, "ResourceRecordSet": rrset})  # type: ignore[typeddict-item]
         with _errors(what):
             answer = self.client.change_resource_record_sets(
