@@ -25,10 +25,11 @@ import builtins
 import functools
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from providers import ec2_lb
+from providers import ec2_https, ec2_lb
+from providers.dns.base import DnsConfig
 from providers.ec2_errors import PROVIDER, aws_errors
 from providers.ec2_placement import Placement, resolve, spread
 from providers.ec2_rules import ip_permissions, load_balancer_permissions, member_permissions
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client as ELBClient
     from mypy_boto3_elbv2.type_defs import LoadBalancerTypeDef
+
+    from providers.dns.kit import Placement as DnsPlacement
+    from providers.dns.route53 import Route53Dns
 
 Backoff = Callable[[int], float]
 
@@ -147,6 +151,7 @@ class EC2Provider:
         #: instance id -> region, for hosts this object created outside ``self.region``
         #: (the CLI may pass a spec region without a config region).
         self._regions: dict[str, str] = {}
+        self._config = config
 
     @property
     def client(self) -> EC2Client:
@@ -180,16 +185,32 @@ class EC2Provider:
             )
         return self._elbs[region]
 
-    def aws_client(self, service: str) -> Any:
-        """A boto3 client of another AWS service in the configured region, with this
-        provider's credentials, retries and endpoint (ECS Anywhere's ecs, secretsmanager
-        and iam: one account, one set of flags)."""
-        self._check_region(self.region)
+    def aws_client(self, service: str, region: str = "") -> Any:
+        """A boto3 client of another AWS service (in the configured region unless given),
+        with this provider's credentials, retries and endpoint (ECS Anywhere's ecs,
+        secretsmanager and iam, a group's acm: one account, one set of flags)."""
+        self._check_region(region or self.region)
         return self._session.client(
             service,  # type: ignore[call-overload]
-            region_name=self.region,
+            region_name=region or self.region,
             endpoint_url=self._endpoint_url,
             config=self._botocore_config,
+        )
+
+    def route53(self) -> Route53Dns:
+        """Route 53 with this provider's credentials and endpoint (``--domain``'s records)."""
+        from providers.dns.route53 import Route53Dns
+
+        c = self._config
+        return Route53Dns(
+            DnsConfig(
+                token=c.access_token,
+                secret_key=c.secret_key,
+                session_token=c.session_token,
+                profile=c.profile,
+                endpoint_url=c.endpoint_url,
+            ),
+            sleep=self._sleep,
         )
 
     def known_regions(self) -> builtins.list[str]:
@@ -246,6 +267,7 @@ class EC2Provider:
         certificate serve every member.
         """
         routes = ec2_lb.routes(spec.server, group.kind)
+        https = ec2_https.https_of(spec.extra, group.kind)
         if spec.zone or spec.extra.get("zone") or spec.extra.get("subnet_id"):
             raise InvalidSpec(
                 "ec2: a load-balanced group spreads over the zones itself",
@@ -253,6 +275,7 @@ class EC2Provider:
             )
         region = spec.region or self.region
         client = self._client(region)
+        where = ec2_https.placement(self.route53(), https) if https else None
         plan = spec.plan or self.facts.default_plan
         with aws_errors("choose the image, subnets and zones"):
             places = spread(client, spec.image or self.facts.default_image, plan, spec.extra)
@@ -262,7 +285,7 @@ class EC2Provider:
             *self._tags(spec),
             {"Key": ec2_lb.GROUP_TAG, "Value": group.kind},
         ]
-        ports = [r.port for r in routes]
+        ports = [r.port for r in routes] + ([ec2_https.PORT] if https else [])
         lb_group = self._security_group(
             client, spec, places[0].vpc_id, "-lb",
             load_balancer_permissions(spec.server, ports), tags,
@@ -297,7 +320,7 @@ class EC2Provider:
         running = self._wait_for(
             client, ids, "running", "Try again, or another --plan or --region."
         )
-        ec2_lb.forward(
+        target_groups = ec2_lb.forward(
             elb,
             lb,
             host_id=spec.host_id,
@@ -308,7 +331,33 @@ class EC2Provider:
             health_port=spec.server.control_port,
             tags=tags,
         )
+        if where is not None:
+            self.secure(where, lb, spec.host_id, target_groups[routes[0].port], tags, region)
         return self._group_host(lb, running, region, spec.host_id)
+
+    def secure(
+        self,
+        where: DnsPlacement,
+        lb: LoadBalancerTypeDef,
+        host_id: str,
+        target_group: str,
+        tags: Sequence[Mapping[str, Any]],
+        region: str,
+    ) -> str:
+        """``--domain``: certificate, records and the 443 listener, polled with this
+        provider's bounds; the certificate's ARN."""
+        return ec2_https.secure(
+            self.aws_client("acm", region),
+            self._elb(region),
+            where,
+            lb,
+            host_id=host_id,
+            target_group=target_group,
+            tags=tags,
+            backoff=self._backoff,
+            max_polls=self._max_polls,
+            sleep=self._sleep,
+        )
 
     @staticmethod
     def _tags(spec: HostSpec) -> builtins.list[TagTypeDef]:
@@ -513,6 +562,10 @@ class EC2Provider:
             host_ids = {_tag(r, HOST_ID_TAG) for r in [*instances, *groups]} - {""}
             elb = self._elb(client.meta.region_name)
             removed += ec2_lb.remove(elb, ec2_lb.find(elb, host_ids), self._retry)
+            if any(_tag(r, ec2_lb.GROUP_TAG) == "alb" for r in [*instances, *groups]):
+                # only an ALB holds a certificate: NLB groups need no acm:* permission
+                acm = self.aws_client("acm", client.meta.region_name)
+                removed += ec2_https.remove(acm, self.route53, host_ids, self._retry)
         removed += self._terminate(client, instances)
         named = {
             pair["GroupId"]

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from providers import ec2_lb
+from providers import ec2_https, ec2_lb
 from providers.ec2 import EC2Provider
 from providers.ec2_errors import aws_errors
 from providers.ec2_placement import zone_subnets
@@ -256,6 +256,7 @@ class FargateProvider(EC2Provider):
         group = ec2_lb.group_of(spec.extra)
         assert group is not None  # a load balancer was given
         routes = ec2_lb.routes(spec.server, group.kind)
+        https = ec2_https.https_of(spec.extra, group.kind)
         if spec.server.engine is not Engine.TUNNEL_CORE:
             raise InvalidSpec("ecs-fargate runs the tunnel-core engine only", hint="Drop --engine.")
         if not spec.server.release_url or not spec.server.artifact_sha256:
@@ -270,6 +271,7 @@ class FargateProvider(EC2Provider):
             )
         region = spec.region or self.region
         client = self._client(region)
+        where = ec2_https.placement(self.route53(), https) if https else None
         names = Names(spec.host_id)
         # The group tag (the kind) on all but the security groups, which EC2's own
         # removal would otherwise take for an instance group's.
@@ -285,7 +287,10 @@ class FargateProvider(EC2Provider):
         vpc_id = subnets[0]["VpcId"]
         lb_group = self._security_group(
             client, spec, vpc_id, "-lb",
-            load_balancer_permissions(spec.server, [r.port for r in routes]), self._tags(spec),
+            load_balancer_permissions(
+                spec.server, [r.port for r in routes] + ([ec2_https.PORT] if https else [])
+            ),
+            self._tags(spec),
         )  # fmt: skip
         task_group = self._security_group(
             client, spec, vpc_id, "",
@@ -345,6 +350,8 @@ class FargateProvider(EC2Provider):
             elb, lb, host_id=spec.host_id, vpc_id=vpc_id, routes=routes, targets=[],
             target_type="ip", health_port=spec.server.control_port, tags=tags,
         )  # fmt: skip
+        if where is not None:
+            self.secure(where, lb, spec.host_id, target_groups[routes[0].port], tags, region)
         with aws_errors("create the service"):
             service = ecs.create_service(
                 cluster=cluster,
@@ -613,6 +620,8 @@ class FargateProvider(EC2Provider):
                 removed += self._remove_service(region, cluster, service)
         elb = self._elb(region)
         removed += ec2_lb.remove(elb, ec2_lb.find(elb, [host_id]), self._retry)
+        acm = self._aws("acm", region)
+        removed += ec2_https.remove(acm, self.route53, {host_id}, self._retry)
         names = Names(host_id)
         with aws_errors("list the task definitions"):
             pages = ecs.get_paginator("list_task_definitions").paginate(

@@ -172,10 +172,20 @@ class LoadBalancer(str, enum.Enum):
 
 
 def _group_options(
-    provider: str, count: int | None, load_balancer: LoadBalancer | None
+    provider: str,
+    count: int | None,
+    load_balancer: LoadBalancer | None,
+    domain: str = "",
+    hosted_zone: str = "",
 ) -> tuple[tuple[str, str], ...]:
     """``--count N --load-balancer alb|nlb``: aws and ecs-fargate only, and never a count
-    without a balancer."""
+    without a balancer; ``--domain``/``--hosted-zone`` only on an ALB (the provider checks
+    the rest before any call)."""
+    if (domain or hosted_zone) and load_balancer is not LoadBalancer.alb:
+        raise UsageError(
+            "--domain and --hosted-zone need --load-balancer alb: the ALB holds the certificate",
+            hint="Pass --provider aws --http --load-balancer alb, or drop --domain.",
+        )
     if count is None and load_balancer is None:
         return ()
     if provider not in ("aws", "ec2", "ecs-fargate"):
@@ -191,6 +201,7 @@ def _group_options(
     return (
         ("count", str(count) if count is not None else ""),
         ("load_balancer", load_balancer.value),
+        *((("domain", domain), ("hosted_zone", hosted_zone)) if domain or hosted_zone else ()),
     )
 
 
@@ -317,6 +328,17 @@ def create(
             show_default=False,
         ),
     ] = None,
+    domain: Annotated[
+        str,
+        typer.Option(
+            help="--load-balancer alb: serve HTTPS on 443 for this name, with an ACM "
+            "certificate and an alias record in --hosted-zone.",
+        ),
+    ] = "",
+    hosted_zone: Annotated[
+        str,
+        typer.Option(help="--domain: the Route 53 hosted zone (id or name) that holds it."),
+    ] = "",
     host: Annotated[
         str, typer.Option("--host", help="ssh: the server to install on (name or IP).")
     ] = "",
@@ -380,7 +402,7 @@ def create(
     ssh_extra = _ssh_options(
         provider, host, ssh_user, ssh_port, ssh_key, known_hosts, accept_new_host_key
     )
-    group_extra = _group_options(provider, count, load_balancer)
+    group_extra = _group_options(provider, count, load_balancer, domain, hosted_zone)
     interval = parse_duration(poll)
     until = wait_level(wait, engine)
     _check_dns(dns, dns_zone, letsencrypt_domain, until)
