@@ -83,8 +83,33 @@ def encode_chunks(opcode: Opcode, chunks: list[bytes], size: int, *, mask: bool)
         header = bytes((first, bit | 127)) + _U64.pack(size)
     if not mask:
         return [header, *chunks]
-    key = os.urandom(4)
+    key = _mask_keys.next()
     return [header + key, apply_mask(b"".join(chunks), key)]
+
+
+class _MaskKeys:
+    """Masking keys from the kernel's CSPRNG, fetched 4 KiB at a time.
+
+    RFC 6455 wants each key unpredictable, from a strong source of entropy; that is what
+    ``os.urandom`` is, but one call per message was a ``getrandom`` syscall per message
+    on the client. Slices of one larger read are just as unpredictable.
+    """
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        if self._pos >= len(self._pool):
+            self._pool, self._pos = os.urandom(4096), 0
+        key = self._pool[self._pos : self._pos + 4]
+        self._pos += 4
+        return key
+
+
+_mask_keys = _MaskKeys()
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

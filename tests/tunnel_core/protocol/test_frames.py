@@ -157,3 +157,13 @@ def test_the_fast_open_and_eof_frames_are_the_frames_a_frame_object_makes():
     assert eof_frame(5) == Frame(FrameType.EOF, 5).serialize()
     with pytest.raises(LocalProtocolError, match="larger than"):
         open_frame(5, {"x": "y" * MAX_JSON})
+
+
+def test_masking_keys_come_fresh_from_the_pool_and_it_refills():
+    from tunnel_core.protocol.ws import _MaskKeys
+
+    keys = _MaskKeys()
+    drawn = [keys.next() for _ in range(3 * 1024)]  # three 4 KiB pools
+    assert all(len(k) == 4 for k in drawn)
+    assert len(set(drawn)) > 3000  # 32-bit keys from the CSPRNG: collisions are rare
+    assert drawn[:1024] != drawn[1024:2048]
