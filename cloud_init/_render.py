@@ -249,6 +249,12 @@ def host_firewall_rules(server: ServerSpec) -> str:
     )
 
 
+def fetch_script() -> str:
+    """The download-and-verify step of an exit server (a Python script: URL, SHA-256,
+    destination), for whatever else starts the engine: a container, a systemd unit."""
+    return _environment().get_template("fetch.py.j2").render()
+
+
 def render(server: ServerSpec, host_firewall: bool = False) -> str:
     """The user-data that makes a fresh Debian/Ubuntu VM an exit server for ``server``.
 
@@ -282,7 +288,7 @@ def render(server: ServerSpec, host_firewall: bool = False) -> str:
         "caddyfile": env.get_template("Caddyfile.j2").render(context)
         if server.letsencrypt_domains
         else "",
-        "fetch": env.get_template("fetch.py.j2").render(),
+        "fetch": fetch_script(),
         "nftables": host_firewall_rules(server) if host_firewall else "",
         "firewalled_unit": "inlets-pro.service"
         if server.engine is Engine.INLETS_PRO

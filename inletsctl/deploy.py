@@ -140,7 +140,7 @@ WantedBy=multi-user.target
     return [
         File(f"{name}.service", unit, 0o644, f"/etc/systemd/system/{name}.service"),
         File("token.env", f"{TOKEN_ENV}={token}\n", 0o600, env),
-        File("fetch.py", resources.fetch_script(), 0o644, fetch),
+        File("fetch.py", cloud_init.fetch_script(), 0o644, fetch),
     ]
 
 
@@ -197,7 +197,7 @@ def task_definition(
         "image": image,
         "essential": True,
         "command": resources.client_command(argv, artifact.url, artifact.sha256),
-        "environment": [{"name": "FETCH_PY", "value": resources.fetch_script()}],
+        "environment": [{"name": "FETCH_PY", "value": cloud_init.fetch_script()}],
         "secrets": [{"name": TOKEN_ENV, "valueFrom": secret_arn}],
         "memoryReservation": 32,
         "readonlyRootFilesystem": True,

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import builtins
 import functools
-import importlib.resources
 import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cloud_init import fetch_script
 from providers import ec2_https, ec2_lb
 from providers.ec2 import EC2Provider
 from providers.ec2_errors import aws_errors
@@ -96,11 +96,6 @@ class Names:
 
     def secret(self, what: str) -> str:
         return f"inletsctl/{self.host_id}/{what}"
-
-
-def fetch_script() -> str:
-    """The download-and-verify step the cloud-init runs on a VM, word for word."""
-    return (importlib.resources.files("cloud_init") / "templates" / "fetch.py.j2").read_text()
 
 
 def server_argv(server: ServerSpec, workdir: str = WORKDIR) -> list[str]:

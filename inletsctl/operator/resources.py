@@ -9,11 +9,11 @@ operator writes against the same definitions.
 
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_init import fetch_script
 from inletsctl.errors import UsageError
 from inletsctl.store import HostRecord
 from inletsctl.summary import client_argv
@@ -175,11 +175,6 @@ def token_secret(metadata: JSON, token: str) -> JSON:
         "type": "Opaque",
         "stringData": {TOKEN_KEY: token},
     }
-
-
-def fetch_script() -> str:
-    """The same download-and-verify step the cloud-init runs on an exit server."""
-    return (importlib.resources.files("cloud_init") / "templates" / "fetch.py.j2").read_text()
 
 
 def client_command(argv: Sequence[str], pyz_url: str, pyz_sha256: str) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+import cloud_init
 from inletsctl import release
 from providers import ec2_lb, fargate, kit
 from providers.errors import InvalidSpec
@@ -357,7 +358,7 @@ def test_the_container_command_fetches_the_pinned_engine_and_serves_a_client(
             fargate.TOKEN_ENV: server.token,
             fargate.KEY_ENV: server.tls_key_pem,
             fargate.CERT_ENV: server.tls_cert_pem,
-            fargate.FETCH_ENV: fargate.fetch_script(),
+            fargate.FETCH_ENV: cloud_init.fetch_script(),
         }
         client_argv = [
             sys.executable, "-m", "tunnel_core", "tcp", "client",
@@ -408,7 +409,7 @@ def test_the_container_command_refuses_an_engine_with_another_hash(tmp_path: Pat
         command = fargate.container_command(server, str(tmp_path / "engine"))
         env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            fargate.FETCH_ENV: fargate.fetch_script(),
+            fargate.FETCH_ENV: cloud_init.fetch_script(),
         }
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
