@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := cloud-init nginx-light dnsmasq-base openssh-server iproute2 iperf3 haproxy
 export PYTHONASYNCIODEBUG := 1
 
-.PHONY: install system-deps demo fmt lint types test test-vm cov bench dist vm-image docs clean
+.PHONY: install system-deps demo fmt lint types test test-kit test-vm cov bench dist vm-image docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -55,6 +55,12 @@ cov: install system-deps
 
 # pebble: the ACME server (and its mock DNS, pebble-challtestsrv) that Caddy in the VM
 # gets its certificates from in the HTTPS test; installed for test-vm only.
+# The provider kit's whole fault matrix for the AWS load-balanced groups (ec2 --count,
+# ecs-fargate, --domain): every create step under every fault against moto, several
+# minutes; the rest of those providers' tests are in `make test`.
+test-kit: install system-deps
+	$(OFFLINE) $(BIN)/pytest -q -m kit tests/providers
+
 test-vm: DEBIAN_PACKAGES += pebble
 test-vm: install system-deps vm-image
 	$(BIN)/pytest -q -m vm -o addopts='' -p no:kmock tests/vm

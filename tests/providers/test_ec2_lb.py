@@ -58,6 +58,7 @@ def group_spec(provider: EC2Provider, extra: dict[str, str] = NLB, **server: Any
     return replace(spec, extra=extra, server=replace(spec.server, **server))
 
 
+@pytest.mark.kit  # the whole fault matrix: `make test-kit`
 class TestEC2GroupConformance(ProviderConformance):
     """The kit's whole suite, each create step of a group a fault point."""
 

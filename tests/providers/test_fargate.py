@@ -83,6 +83,7 @@ def provider(cloud: FargateKit, sleeps: list[float]) -> FargateProvider:
     return make_provider(cloud.endpoint, sleeps)
 
 
+@pytest.mark.kit  # the whole fault matrix: `make test-kit`
 class TestFargateConformance(ProviderConformance):
     """The kit's whole suite, each create step a fault point."""
 
