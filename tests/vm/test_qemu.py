@@ -213,8 +213,9 @@ class _Site(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def http_upstream() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Site)
+def http_upstream(handler: type[BaseHTTPRequestHandler] = _Site) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 answering with ``handler``; yields its port."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()

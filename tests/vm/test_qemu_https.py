@@ -23,11 +23,10 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from tests.vm.conftest import serial_tail, wait_for
 from tests.vm.test_qemu import (
     create,
     delete_and_check_gone,
+    http_upstream,
     provider_host,
     tunnel_client,
     wait_client_connected,
@@ -245,19 +245,6 @@ class _NamesItsHost(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@contextmanager
-def upstream() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NamesItsHost)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield int(httpd.server_address[1])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 class _To(http.client.HTTPSConnection):
     """HTTPS to ``host`` (SNI, Host header, the name checked) at 127.0.0.1:``port``.
 
@@ -308,7 +295,7 @@ def test_https_with_certificates_from_pebble_for_two_names_through_a_vm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(FORWARDS_ENV, f"{pebble.http_port}:80,{pebble.tls_port}:443")
-    with upstream() as site:
+    with http_upstream(_NamesItsHost) as site:
         summary = create(
             *(arg for d in DOMAINS for arg in ("--letsencrypt-domain", d)),
             "--letsencrypt-email", "ops@example.test",
