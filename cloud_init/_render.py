@@ -264,10 +264,16 @@ def render(server: ServerSpec, host_firewall: bool = False) -> str:
     the server never serves unless the ruleset is loaded.
     """
     if server.engine is Engine.TUNNEL_CORE:
-        if not server.release_url.startswith(("https://", "http://")):
+        if not server.release_url:
             raise UnsafeValue(
                 "no release URL for tunnel-core.pyz",
                 hint="Pass --release-url or set INLETSCTL_RELEASE_URL.",
+            )
+        if not server.release_url.startswith(("https://", "http://")):
+            # the VM fetches it with no credentials: an s3:// object is ecs-fargate's only
+            raise UnsafeValue(
+                f"a VM downloads tunnel-core.pyz over http(s), not {server.release_url!r}",
+                hint="Pass an https:// --release-url (s3:// is for --provider ecs-fargate).",
             )
         if not _SHA256.match(server.artifact_sha256):
             raise UnsafeValue("the release's SHA-256 is not 64 lowercase hex digits")

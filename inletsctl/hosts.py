@@ -136,7 +136,10 @@ def build_spec(
     """Everything the provider gets, user-data rendered and size-checked: no API call yet.
 
     A provider that boots no VM (``consumes_user_data = False``, as ``local``) gets no
-    user-data unless it is a dry run, which saves building the release artifact.
+    user-data unless it is a dry run, which saves building the release artifact; one
+    whose exit servers download the engine themselves (``fetches_artifact``, as
+    ``ecs-fargate``) still gets the release URL and SHA-256, and is the only kind that
+    may take an ``s3://`` object URL.
     ``warn`` hears of what works but is probably not what the user wants.
     """
     _check_engine_options(req)
@@ -157,15 +160,25 @@ def build_spec(
             "client asks for, and the firewall opens all of them; pass --ports to narrow it."
         )
     boots_a_vm = getattr(provider, "consumes_user_data", True)
-    wants_user_data = dry_run or boots_a_vm
+    fetches = bool(getattr(provider, "fetches_artifact", False))
+    object_url = release.is_object_url(req.release_url)
+    if object_url and not fetches:
+        raise UsageError(
+            f"--release-url {req.release_url}: an s3:// object is read by ecs-fargate's task "
+            "role; a VM downloads tunnel-core.pyz over https",
+            hint="Pass --provider ecs-fargate, or an https:// release base.",
+        )
+    # an s3:// URL cannot go into user-data (no VM has the role that reads it)
+    wants_user_data = boots_a_vm or (dry_run and not object_url)
     artifact = (
         release.artifact(req.release_url or None)
-        if wants_user_data and req.engine is Engine.TUNNEL_CORE
+        if (wants_user_data or fetches) and req.engine is Engine.TUNNEL_CORE
         else None
     )
     uploads = bool(getattr(provider, "uploads_artifact", False))
     if (
-        boots_a_vm
+        (boots_a_vm or fetches)
+        and not object_url
         and not uploads
         and artifact
         and artifact.local_build

@@ -50,6 +50,8 @@ PYZ_NAME = "tunnel-core.pyz"
 SUMS_NAME = "SHA256SUMS"
 #: Written by ``make dist`` into the wheel and sdist; absent in a source checkout.
 PIN_FILE = "_artifact.json"
+#: ``--release-url s3://BUCKET/KEY``: the object is the pyz (see :func:`is_object_url`).
+S3_SCHEME = "s3://"
 
 #: Packages inside the pyz: the engine and its pure-Python runtime dependencies. Not
 #: websockets: the engine only uses its C ``apply_mask``, which a zipapp cannot carry.
@@ -112,11 +114,24 @@ def asset_url(name: str, ver: str | None = None, release_url: str | None = None)
     return f"{release_base(release_url)}/download/{tag(ver)}/{name}"
 
 
+def is_object_url(release_url: str | None) -> bool:
+    """``s3://BUCKET/KEY`` names the pyz itself, not a base of GitHub-style releases:
+    an object in the user's own bucket, which only ``ecs-fargate``'s task role reads."""
+    return bool(release_url and release_url.startswith(S3_SCHEME))
+
+
 def artifact(release_url: str | None = None) -> Artifact:
-    """The pyz of this version: the pinned digest of a release install, else a local build."""
+    """The pyz of this version: the pinned digest of a release install, else a local build.
+
+    Its URL is ``release_url`` itself when that is an object URL (:func:`is_object_url`);
+    the digest is the same either way: an object there must be this version's pyz.
+    """
     ver = version()
     pinned = pinned_sha256(ver)
     digest = pinned if pinned else sha256_file(local_pyz())
+    if is_object_url(release_url):
+        assert release_url is not None
+        return Artifact(url=release_url, sha256=digest, version=ver, local_build=not pinned)
     url = asset_url(PYZ_NAME, ver, release_url)
     return Artifact(url=url, sha256=digest, version=ver, local_build=not pinned)
 

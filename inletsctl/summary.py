@@ -92,7 +92,11 @@ def url(record: HostRecord) -> str:
 
 
 def addresses(record: HostRecord) -> list[str]:
-    """Every exit server's IP: a load-balanced group's members, else the one host's."""
+    """Every exit server's IP: a load-balanced group's members, else the one host's; the
+    host's ``ip`` alone (a load balancer's name) when clients reach the control port
+    through it (``control``: ``load_balancer``; the members' IPs are then private)."""
+    if record.additional.get("control") == "load_balancer":
+        return [record.ip]
     members = [ip for ip in record.additional.get("member_ips", "").split(",") if ip]
     return members or [record.ip]
 

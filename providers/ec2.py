@@ -91,6 +91,32 @@ def _tag(instance: Mapping[str, Any], key: str) -> str:
     return next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == key), "")
 
 
+#: ``_security_group``'s suffixes -> what an error calls the group
+_GROUP_NAMES = {
+    "-lb": "the load balancer's security group",
+    "-endpoints": "the VPC endpoints' security group",
+}
+
+
+def _unnamed_first(groups: Iterable[SecurityGroupTypeDef]) -> list[SecurityGroupTypeDef]:
+    """Groups in an order AWS deletes them in: one that no remaining group's rules name
+    first (the endpoints' names the tasks', which name the load balancer's)."""
+    left = list(groups)
+    ordered: list[SecurityGroupTypeDef] = []
+    while left:
+        named = {
+            pair["GroupId"]
+            for g in left
+            for permission in g.get("IpPermissions", [])
+            for pair in permission.get("UserIdGroupPairs", [])
+            if "GroupId" in pair and pair["GroupId"] != g["GroupId"]
+        }
+        free = [g for g in left if g["GroupId"] not in named] or left[:1]  # a cycle: any
+        ordered += free
+        left = [g for g in left if g not in free]
+    return ordered
+
+
 def _grouped(resources: Iterable[Mapping[str, Any]]) -> bool:
     """Whether these instances or security groups belong to a load-balanced group."""
     return any(_tag(r, ec2_lb.GROUP_TAG) for r in resources)
@@ -376,7 +402,7 @@ class EC2Provider:
         permissions: builtins.list[dict[str, Any]],
         tags: builtins.list[TagTypeDef],
     ) -> str:
-        what = "the load balancer's security group" if suffix else "the security group"
+        what = _GROUP_NAMES.get(suffix, "the security group")
         with aws_errors(f"create {what}"):
             group_id = client.create_security_group(
                 GroupName=f"inletsctl-{spec.host_id}{suffix}",
@@ -567,14 +593,7 @@ class EC2Provider:
                 acm = self.aws_client("acm", client.meta.region_name)
                 removed += ec2_https.remove(acm, self.route53, host_ids, self._retry)
         removed += self._terminate(client, instances)
-        named = {
-            pair["GroupId"]
-            for g in groups
-            for permission in g.get("IpPermissions", [])
-            for pair in permission.get("UserIdGroupPairs", [])
-            if "GroupId" in pair
-        }
-        for group in sorted(groups, key=lambda g: g["GroupId"] in named):
+        for group in _unnamed_first(groups):
             self._retry(
                 "delete the security group",
                 functools.partial(client.delete_security_group, GroupId=group["GroupId"]),

@@ -36,10 +36,13 @@ MAX_COUNT = 20
 DEFAULT_COUNT = 2
 #: An NLB takes at most 50 listeners.
 MAX_LISTENERS = 50
-#: The engine's health answer on its TLS control port (``tunnel_core.server``): 200 with
-#: JSON while the server runs, whether or not a client is connected.
+#: The data ports' health check on the engine's TLS control port (``tunnel_core.server``):
 #: 503 while no tunnel client is connected, so a member without one leaves the rotation
 HEALTH_PATH = "/readyz"
+#: 200 with JSON while the server runs, whether or not a client is connected: the check
+#: of a listener that forwards the control port itself, which a client can only reach
+#: through a target that is already healthy (``/readyz`` would keep it out for ever)
+LIVE_PATH = "/healthz"
 #: Two failed checks 10 s apart take a member out; AWS's defaults take up to 5 minutes.
 HEALTH_CHECK: Mapping[str, int] = {
     "HealthCheckIntervalSeconds": 10,
@@ -67,6 +70,7 @@ class Route:
     port: int
     target_port: int
     protocol: str  # "HTTP" (ALB) or "TCP" (NLB)
+    health_path: str = HEALTH_PATH
 
 
 @dataclass
@@ -181,7 +185,7 @@ def forward(
     health_port: int,
     tags: Sequence[Mapping[str, Any]],
 ) -> dict[int, str]:
-    """Per route a target group (health: HTTPS ``/readyz`` on ``health_port``), its
+    """Per route a target group (health: HTTPS ``route.health_path`` on ``health_port``), its
     targets, and the listener that forwards to it; ``targets`` must be running, or empty
     when an ECS service registers its own (ECS needs the listener first). Returns each
     public port's target group ARN."""
@@ -198,7 +202,7 @@ def forward(
                 HealthCheckEnabled=True,
                 HealthCheckProtocol="HTTPS",
                 HealthCheckPort=str(health_port),
-                HealthCheckPath=HEALTH_PATH,
+                HealthCheckPath=route.health_path,
                 Matcher={"HttpCode": "200"},
                 Tags=tag_list,
                 **HEALTH_CHECK,  # type: ignore[arg-type]

@@ -17,6 +17,8 @@ only as ``valueFrom`` references that ECS resolves: never in the task definition
 
 The user-data inletsctl renders is not used (no VM boots); its release URL and
 SHA-256 are. EC2's session, clients, security groups and retries are inherited.
+Tasks without public IPs (and their VPC endpoints) are ``providers.fargate_network``'s;
+an engine in the user's S3 bucket (and the task role that reads it) ``fargate_s3``'s.
 """
 
 from __future__ import annotations
@@ -30,10 +32,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cloud_init import fetch_script
-from providers import ec2_https, ec2_lb
+from providers import ec2_https, ec2_lb, fargate_network as net, fargate_s3
 from providers.ec2 import EC2Provider
 from providers.ec2_errors import aws_errors
-from providers.ec2_placement import zone_subnets
 from providers.ec2_rules import load_balancer_permissions, member_permissions
 from providers.errors import HostNotFound, InvalidSpec, ProviderAPIError
 from providers.kit import is_ours, require_ours
@@ -62,6 +63,8 @@ WORKDIR = "/tmp/tunnel-core"
 #: Environment variables of the container: the engine's token, and the key the command
 #: writes to a file (both from secrets), the certificate and the fetch script (public).
 TOKEN_ENV, KEY_ENV, CERT_ENV, FETCH_ENV = "INLETS_TOKEN", "TLS_KEY", "TLS_CERT", "FETCH_PY"
+#: The region the fetch script signs an ``s3://`` GET for (the task's, the bucket's).
+REGION_ENV = "AWS_REGION"
 #: Seconds the service ignores failed health checks while a task downloads the engine.
 GRACE_S = 60
 _PATH = "/inletsctl/"
@@ -89,6 +92,12 @@ class Names:
     @property
     def base(self) -> str:
         return f"inletsctl-{self.host_id}"
+
+    @property
+    def task_role(self) -> str:
+        """The role the container itself runs as (``--release-url s3://``): it reads the
+        engine; the execution role (``base``) is ECS's, for the secrets and the logs."""
+        return f"{self.base}-task"
 
     @property
     def log_group(self) -> str:
@@ -137,17 +146,29 @@ def task_definition(
     region: str,
     data_ports: Sequence[int],
     tags: Sequence[Mapping[str, str]],
+    task_role: str = "",
 ) -> dict[str, Any]:
-    """RegisterTaskDefinition's arguments; ``secrets`` maps env name -> secret ARN."""
+    """RegisterTaskDefinition's arguments; ``secrets`` maps env name -> secret ARN.
+
+    With a ``task_role`` (the engine is an S3 object), the container gets its region:
+    the fetch script signs for it."""
     server = spec.server
     ports = sorted({server.control_port, *data_ports})
+    environment = [
+        {"name": CERT_ENV, "value": server.tls_cert_pem},
+        {"name": FETCH_ENV, "value": fetch_script()},
+    ]
+    roles = {"executionRoleArn": execution_role}
+    if task_role:
+        roles["taskRoleArn"] = task_role
+        environment.append({"name": REGION_ENV, "value": region})
     return {
         "family": Names(spec.host_id).base,
         "requiresCompatibilities": ["FARGATE"],
         "networkMode": "awsvpc",
         "cpu": CPU,
         "memory": MEMORY,
-        "executionRoleArn": execution_role,
+        **roles,
         "runtimePlatform": {"operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"},
         "containerDefinitions": [
             {
@@ -156,10 +177,7 @@ def task_definition(
                 "essential": True,
                 "memory": int(MEMORY),  # all of the task's: it is the only container
                 "command": container_command(server),
-                "environment": [
-                    {"name": CERT_ENV, "value": server.tls_cert_pem},
-                    {"name": FETCH_ENV, "value": fetch_script()},
-                ],
+                "environment": environment,
                 "secrets": [{"name": name, "valueFrom": arn} for name, arn in secrets.items()],
                 "portMappings": [
                     {"containerPort": p, "hostPort": p, "protocol": "tcp"} for p in ports
@@ -178,8 +196,21 @@ def task_definition(
     }
 
 
-def execution_policy(secret_arns: Sequence[str], log_group_arn: str) -> dict[str, Any]:
-    """Read these secrets and write to this log group; nothing else."""
+def execution_policy(
+    secret_arns: Sequence[str], log_group_arn: str, repository: net.Repository | None = None
+) -> dict[str, Any]:
+    """Read these secrets and write to this log group; nothing else, but pull the image
+    from its private ``repository`` (a login token is never scoped to a repository)."""
+    pull: list[dict[str, Any]] = []
+    if repository is not None:
+        pull = [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": repository.arn,
+            },
+        ]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -193,6 +224,7 @@ def execution_policy(secret_arns: Sequence[str], log_group_arn: str) -> dict[str
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": f"{log_group_arn}:*",
             },
+            *pull,
         ],
     }
 
@@ -213,6 +245,10 @@ class FargateProvider(EC2Provider):
         user_data_limit=1 << 20,
         plans=(f"{CPU}/{MEMORY}",),
     )
+    #: No VM boots: the user-data is not rendered (an ``s3://`` release could not be);
+    #: the tasks download the engine themselves, so the release URL and pin still come.
+    consumes_user_data: ClassVar[bool] = False
+    fetches_artifact: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -240,9 +276,10 @@ class FargateProvider(EC2Provider):
     # -- create ---------------------------------------------------------------------------
 
     def create(self, spec: HostSpec) -> Host:
-        """Security groups, secrets, log group, role, cluster, task definition, load
-        balancer with target groups and listeners, then the service that starts the
-        tasks and registers them (ECS needs the listeners first)."""
+        """Security groups (and VPC endpoints), secrets, log group, roles, cluster, task
+        definition, load balancer with target groups and listeners, then the service that
+        starts the tasks and registers them (ECS needs the listeners first). Every check,
+        the subnets, the image and an ``s3://`` engine's hash, comes before the first."""
         if not spec.extra.get("load_balancer"):
             raise InvalidSpec(
                 "ecs-fargate: the tasks need a load balancer in front",
@@ -262,12 +299,32 @@ class FargateProvider(EC2Provider):
         if spec.zone or spec.extra.get("subnet_id"):
             raise InvalidSpec(
                 "ecs-fargate: the tasks spread over the zones themselves",
-                hint="Drop --zone and --subnet-id; --vpc-id picks the network.",
+                hint="Drop --zone and --subnet-id; --vpc-id (or --private-subnets) picks "
+                "the network.",
             )
+        opts = net.options(spec.extra)
+        net.check(opts, group)
+        # without public IPs, clients reach the control port through the NLB as well
+        forwarded = routes if opts.public_ip else [*routes, net.control_route(spec.server)]
+        net.check_target_groups(forwarded)
+        engine_object = fargate_s3.parse(spec.server.release_url)
         region = spec.region or self.region
         client = self._client(region)
         where = ec2_https.placement(self.route53(), https) if https else None
         names = Names(spec.host_id)
+        image = spec.image or IMAGE
+        network = net.resolve(client, spec.extra, opts)
+        if not network.internet:
+            with aws_errors("find the account"):
+                account = self._aws("sts", region).get_caller_identity()["Account"]
+            net.check_image(image, network, region, account)
+        endpoints = (
+            net.missing_services(client, network.vpc_id, region) if opts.create_endpoints else []
+        )
+        if engine_object is not None:
+            fargate_s3.check_object(
+                self._aws("s3", region), engine_object, spec.server.artifact_sha256
+            )
         # The group tag (the kind) on all but the security groups, which EC2's own
         # removal would otherwise take for an instance group's.
         tags: builtins.list[TagTypeDef] = [
@@ -277,21 +334,41 @@ class FargateProvider(EC2Provider):
         ecs_tags: builtins.list[dict[str, str]] = [
             {"key": t["Key"], "value": t["Value"]} for t in tags
         ]
-        with aws_errors("choose the subnets"):
-            subnets = zone_subnets(client, spec.extra)
-        vpc_id = subnets[0]["VpcId"]
+        vpc_id = network.vpc_id
+        data_ports = [r.target_port for r in routes]
+        lb_rules = load_balancer_permissions(
+            spec.server, [r.port for r in routes] + ([ec2_https.PORT] if https else [])
+        )
         lb_group = self._security_group(
             client, spec, vpc_id, "-lb",
-            load_balancer_permissions(
-                spec.server, [r.port for r in routes] + ([ec2_https.PORT] if https else [])
-            ),
+            lb_rules if opts.public_ip else [*lb_rules, net.control_permission(spec.server)],
             self._tags(spec),
         )  # fmt: skip
         task_group = self._security_group(
             client, spec, vpc_id, "",
-            member_permissions(spec.server, [r.target_port for r in routes], lb_group),
+            member_permissions(spec.server, data_ports, lb_group)
+            if opts.public_ip
+            else net.private_member_permissions(spec.server, data_ports, lb_group),
             self._tags(spec),
         )  # fmt: skip
+        if endpoints:
+            interface = [s for s in endpoints if s != net.GATEWAY_SERVICE]
+            endpoint_group = (
+                self._security_group(
+                    client,
+                    spec,
+                    vpc_id,
+                    "-endpoints",
+                    net.endpoint_permissions(task_group),
+                    self._tags(spec),
+                )
+                if interface
+                else ""
+            )
+            net.create_endpoints(
+                client, network=network, region=region, host_id=spec.host_id,
+                services=endpoints, security_group=endpoint_group, tags=tags,
+            )  # fmt: skip
         secrets = self._aws("secretsmanager", region)
         arns: dict[str, str] = {}
         for env, what, value in (
@@ -316,7 +393,23 @@ class FargateProvider(EC2Provider):
                 if g["logGroupName"] == names.log_group
             ]
         log_arn = found["arn"].removesuffix(":*")
-        role = self._role(region, names, tags, list(arns.values()), log_arn)
+        policy = execution_policy(list(arns.values()), log_arn, net.repository(image))
+        role = self._role(
+            region, names.base, tags, policy,
+            f"inletsctl exit server {names.host_id}: reads its secrets",
+        )  # fmt: skip
+        task_role = (
+            self._role(
+                region,
+                names.task_role,
+                tags,
+                fargate_s3.read_policy(engine_object),
+                f"inletsctl exit server {names.host_id}: reads {engine_object.url}",
+                policy_name=fargate_s3.POLICY,
+            )
+            if engine_object is not None
+            else ""
+        )
         cluster = self._cluster(region, spec, names, ecs_tags)
         ecs = self._aws("ecs", region)
         definition = task_definition(
@@ -325,8 +418,9 @@ class FargateProvider(EC2Provider):
             secrets=arns,
             log_group=names.log_group,
             region=region,
-            data_ports=[r.target_port for r in routes],
+            data_ports=data_ports,
             tags=ecs_tags,
+            task_role=task_role,
         )
         with aws_errors("register the task definition"):
             task_arn = ecs.register_task_definition(**definition)["taskDefinition"][
@@ -337,12 +431,12 @@ class FargateProvider(EC2Provider):
             elb,
             host_id=spec.host_id,
             kind=group.kind,
-            subnets=[s["SubnetId"] for s in subnets],
+            subnets=list(network.lb_subnets),
             security_group=lb_group,
             tags=tags,
         )
         target_groups = ec2_lb.forward(
-            elb, lb, host_id=spec.host_id, vpc_id=vpc_id, routes=routes, targets=[],
+            elb, lb, host_id=spec.host_id, vpc_id=vpc_id, routes=forwarded, targets=[],
             target_type="ip", health_port=spec.server.control_port, tags=tags,
         )  # fmt: skip
         if where is not None:
@@ -356,11 +450,11 @@ class FargateProvider(EC2Provider):
                 launchType="FARGATE",
                 networkConfiguration={
                     "awsvpcConfiguration": {
-                        "subnets": [s["SubnetId"] for s in subnets],
+                        "subnets": list(network.task_subnets),
                         "securityGroups": [task_group],
-                        # the image and the engine come from the internet, and every
-                        # tunnel client connects to every task's control port
-                        "assignPublicIp": "ENABLED",
+                        # with one: the image and the engine come from the internet, and
+                        # every tunnel client connects to every task's control port
+                        "assignPublicIp": "ENABLED" if opts.public_ip else "DISABLED",
                     }
                 },
                 loadBalancers=[
@@ -369,7 +463,7 @@ class FargateProvider(EC2Provider):
                         "containerName": CONTAINER,
                         "containerPort": r.target_port,
                     }
-                    for r in routes
+                    for r in forwarded
                 ],
                 healthCheckGracePeriodSeconds=GRACE_S,
                 propagateTags="SERVICE",
@@ -383,25 +477,26 @@ class FargateProvider(EC2Provider):
     def _role(
         self,
         region: str,
-        names: Names,
+        name: str,
         tags: builtins.list[Any],
-        secret_arns: builtins.list[str],
-        log_arn: str,
+        policy: Mapping[str, Any],
+        description: str,
+        policy_name: str = _POLICY,
     ) -> str:
+        """A role ECS tasks may assume, with its one inline ``policy``; its ARN."""
         iam = self._aws("iam", region)
-        with aws_errors("create the task execution role"):
+        what = "task role" if name.endswith("-task") else "task execution role"
+        with aws_errors(f"create the {what}"):
             arn: str = iam.create_role(
-                RoleName=names.base,
+                RoleName=name,
                 Path=_PATH,
                 AssumeRolePolicyDocument=json.dumps(_ASSUME),
-                Description=f"inletsctl exit server {names.host_id}: reads its secrets",
+                Description=description,
                 Tags=tags,
             )["Role"]["Arn"]
-        with aws_errors("allow the role to read the secrets"):
+        with aws_errors(f"give the {what} its policy"):
             iam.put_role_policy(
-                RoleName=names.base,
-                PolicyName=_POLICY,
-                PolicyDocument=json.dumps(execution_policy(secret_arns, log_arn)),
+                RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(policy)
             )
         return arn
 
@@ -449,7 +544,8 @@ class FargateProvider(EC2Provider):
         return found
 
     def _tasks(self, region: str, cluster: str, service: Any) -> builtins.list[dict[str, str]]:
-        """The service's tasks that have not stopped: id, public IP (where known), zone."""
+        """The service's tasks that have not stopped: id, public and private IP (where
+        known), zone."""
         ecs = self._aws("ecs", region)
         with aws_errors("list the tasks"):
             arns = ecs.list_tasks(cluster=cluster, serviceName=service["serviceName"])["taskArns"]
@@ -469,16 +565,19 @@ class FargateProvider(EC2Provider):
             if d["name"] == "networkInterfaceId"
         }
         ips: dict[str, str] = {}
+        private: dict[str, str] = {}
         if enis:
             with aws_errors("find the tasks' addresses"):
                 for eni in self._client(region).describe_network_interfaces(
                     NetworkInterfaceIds=sorted(enis.values())
                 )["NetworkInterfaces"]:
                     ips[eni["NetworkInterfaceId"]] = eni.get("Association", {}).get("PublicIp", "")
+                    private[eni["NetworkInterfaceId"]] = eni.get("PrivateIpAddress", "")
         return [
             {
                 "id": t["taskArn"].rsplit("/", 1)[-1],
                 "ip": ips.get(enis.get(t["taskArn"], ""), ""),
+                "private_ip": private.get(enis.get(t["taskArn"], ""), ""),
                 "zone": t.get("availabilityZone", ""),
                 "status": t.get("lastStatus", ""),
             }
@@ -486,11 +585,16 @@ class FargateProvider(EC2Provider):
         ]
 
     def _service_host(self, region: str, service: Any, lb: Any) -> Host:
-        """The service as one host: ``id`` its ARN, ``ip`` the first task's."""
+        """The service as one host: ``id`` its ARN, ``ip`` the first task's, or the load
+        balancer's DNS name when the tasks have no public IP (``control``: clients reach
+        the control port through it; ``member_ips`` are then the tasks' private IPs)."""
         cluster = service["clusterArn"]
         tags = _ecs_tags(service.get("tags", []))
         tasks = self._tasks(region, cluster, service)
-        ready = [t for t in tasks if t["status"] == "RUNNING" and t["ip"]]
+        network = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
+        private = network.get("assignPublicIp") == "DISABLED"
+        address = "private_ip" if private else "ip"
+        ready = [t for t in tasks if t["status"] == "RUNNING" and t[address]]
         state = service.get("status", "")
         lb_state = lb["State"]["Code"] if lb else ""
         if state == "INACTIVE":
@@ -506,21 +610,23 @@ class FargateProvider(EC2Provider):
             status = HostStatus.ACTIVE
         else:
             status = HostStatus.CREATING
-        network = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
+        dns_name = lb.get("DNSName", "") if lb else ""
+        ip = (dns_name if ready else "") if private else next((t["ip"] for t in ready), "")
         return Host(
             id=service["serviceArn"],
             name=tags.get("Name", service["serviceName"]),
             provider=self.name,
             region=region,
             status=status,
-            ip=next((t["ip"] for t in ready), ""),
+            ip=ip,
             additional={
                 "host_id": tags.get(HOST_ID_TAG, ""),
                 "load_balancer": tags.get(ec2_lb.GROUP_TAG, ""),
-                "dns_name": lb.get("DNSName", "") if lb else "",
+                "dns_name": dns_name,
+                "control": "load_balancer" if private else "",
                 "provider_status": f"service {state}, load balancer {lb_state or 'none'}",
                 "members": ",".join(t["id"] for t in tasks),
-                "member_ips": ",".join(t["ip"] for t in tasks),
+                "member_ips": ",".join(t[address] for t in tasks),
                 "zones": ",".join(t["zone"] for t in tasks),
                 "cluster": cluster,
                 "task_definition": service.get("taskDefinition", ""),
@@ -568,7 +674,8 @@ class FargateProvider(EC2Provider):
     def delete(
         self, host_id: str | None = None, ip: str | None = None, force: bool = False
     ) -> None:
-        """By the service's ARN, our host id, or any task's public IP: the whole group.
+        """By the service's ARN, our host id, any task's IP (or the load balancer's name
+        when clients reach the tasks through it): the whole group.
 
         A service ARN without our tag raises NotOurs; forced, that service alone is
         scaled to 0 and deleted (its cluster, task definition and the rest stay).
@@ -576,7 +683,7 @@ class FargateProvider(EC2Provider):
         if not host_id and not ip:
             raise InvalidSpec("ecs-fargate: delete needs a service ARN, host id or IP")
         for host in self._hosts(self.region):
-            ips = host.additional["member_ips"].split(",")
+            ips = [*host.additional["member_ips"].split(","), host.ip]
             if (host_id and host_id in (host.id, host.additional["host_id"])) or (ip and ip in ips):
                 self.purge(host.additional["host_id"])
                 return
@@ -605,8 +712,9 @@ class FargateProvider(EC2Provider):
     def purge(self, host_id: str) -> builtins.list[str]:
         """Everything tagged ``host_id``: the service (scaled to 0, its tasks stopped, then
         deleted) while the balancer still sends to it, the load balancer's parts, the
-        task definitions, the security groups (once the tasks' interfaces are gone), the
-        secrets, the log group, the role, and our cluster last."""
+        task definitions, our VPC endpoints, the security groups (once the tasks' and the
+        endpoints' interfaces are gone), the secrets, the log group, the roles, and our
+        cluster last."""
         region = self.region
         ecs = self._aws("ecs", region)
         removed: builtins.list[str] = []
@@ -630,12 +738,15 @@ class FargateProvider(EC2Provider):
                     ecs.deregister_task_definition(taskDefinition=arn)
                     removed.append(f"task definition {arn}")
         client = self._client(region)
+        # their interfaces hold the endpoints' group, which names the tasks'
+        removed += net.remove_endpoints(client, host_id, self._retry)
         with aws_errors("find the security groups"):
             groups = self._groups(client, {host_id})
         removed += self._remove(client, [], groups)
         removed += self._remove_secrets(region, host_id)
         removed += self._remove_log_group(region, names)
-        removed += self._remove_role(region, names)
+        for role in (names.task_role, names.base):
+            removed += self._remove_role(region, names.host_id, role)
         removed += self._remove_cluster(region, names)
         return removed
 
@@ -705,34 +816,35 @@ class FargateProvider(EC2Provider):
             )
         return [f"log group {g['logGroupName']}" for g in ours]
 
-    def _remove_role(self, region: str, names: Names) -> builtins.list[str]:
+    def _remove_role(self, region: str, host_id: str, name: str) -> builtins.list[str]:
+        """The role ``name`` (IAM lists no tags: found by name), if its tags are ours."""
         iam = self._aws("iam", region)
         try:
-            with aws_errors("find the task execution role"):
-                role = iam.get_role(RoleName=names.base)["Role"]
+            with aws_errors("find the role"):
+                role = iam.get_role(RoleName=name)["Role"]
         except ProviderAPIError as exc:
             if exc.code == "NoSuchEntity":
                 return []
             raise
         tags = {t["Key"]: t["Value"] for t in role.get("Tags", [])}
-        if not is_ours(tags) or tags.get(HOST_ID_TAG) != names.host_id:
+        if not is_ours(tags) or tags.get(HOST_ID_TAG) != host_id:
             return []
         with aws_errors("list the role's policies"):
-            policies = iam.list_role_policies(RoleName=names.base)["PolicyNames"]
+            policies = iam.list_role_policies(RoleName=name)["PolicyNames"]
         for policy in policies:
             self._retry(
                 "delete the role's policy",
-                functools.partial(iam.delete_role_policy, RoleName=names.base, PolicyName=policy),
+                functools.partial(iam.delete_role_policy, RoleName=name, PolicyName=policy),
                 set(),
                 {"NoSuchEntity"},
             )
         self._retry(
-            "delete the task execution role",
-            functools.partial(iam.delete_role, RoleName=names.base),
+            "delete the role",
+            functools.partial(iam.delete_role, RoleName=name),
             {"DeleteConflict"},
             {"NoSuchEntity"},
         )
-        return [f"role {names.base}"]
+        return [f"role {name}"]
 
     def _remove_cluster(self, region: str, names: Names) -> builtins.list[str]:
         """Our own cluster only: one ``--cluster`` named carries no tag of ours."""

@@ -205,6 +205,32 @@ def _group_options(
     )
 
 
+def _fargate_network_options(
+    provider: str, private_subnets: str, no_public_ip: bool, create_endpoints: bool
+) -> tuple[tuple[str, str], ...]:
+    """``--private-subnets``, ``--no-public-ip``, ``--create-endpoints``: ecs-fargate's only
+    (the provider checks how they combine, before any call)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--private-subnets", private_subnets),
+            ("--no-public-ip", no_public_ip),
+            ("--create-endpoints", create_endpoints),
+        )
+        if value
+    ]
+    if given and provider != "ecs-fargate":
+        raise UsageError(
+            f"{', '.join(given)}: only for --provider ecs-fargate",
+            hint="Drop them, or pass --provider ecs-fargate.",
+        )
+    return (
+        ("private_subnets", private_subnets),
+        ("no_public_ip", "1" if no_public_ip else ""),
+        ("create_endpoints", "1" if create_endpoints else ""),
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(create)
 
@@ -284,7 +310,13 @@ def create(
     plan: Annotated[
         str, typer.Option("--plan", "-s", help="VM size; the provider's default if empty.")
     ] = "",
-    image: Annotated[str, typer.Option(help="OS image; the provider's default if empty.")] = "",
+    image: Annotated[
+        str,
+        typer.Option(
+            help="OS image; the provider's default if empty (ecs-fargate: a container "
+            "image with python3)."
+        ),
+    ] = "",
     inlets_token: Annotated[
         str, typer.Option("--inlets-token", "-t", help="Tunnel token instead of a random one.")
     ] = "",
@@ -299,7 +331,11 @@ def create(
         ),
     ] = "",
     release_url: Annotated[
-        str, typer.Option(help="Base URL of the releases (or INLETSCTL_RELEASE_URL).")
+        str,
+        typer.Option(
+            help="Base URL of the releases (or INLETSCTL_RELEASE_URL); ecs-fargate also "
+            "takes s3://BUCKET/KEY of the tunnel-core.pyz itself (read by a task role)."
+        ),
     ] = "",
     zone: Annotated[str, typer.Option(help="Availability zone (ec2).")] = "",
     vpc_id: Annotated[str, typer.Option(help="VPC to launch in (ec2).")] = "",
@@ -312,6 +348,31 @@ def create(
             "default: a cluster of their own."
         ),
     ] = "",
+    private_subnets: Annotated[
+        str,
+        typer.Option(
+            metavar="SUBNET,...",
+            help="ecs-fargate: run the tasks in these subnets (one VPC; needs --no-public-ip); "
+            "the load balancer goes in that VPC's public subnets, one per zone of them.",
+        ),
+    ] = "",
+    no_public_ip: Annotated[
+        bool,
+        typer.Option(
+            "--no-public-ip",
+            help="ecs-fargate: tasks without public IPs; clients reach the control port "
+            "through the NLB too (--load-balancer nlb --count 1).",
+        ),
+    ] = False,
+    create_endpoints: Annotated[
+        bool,
+        typer.Option(
+            "--create-endpoints",
+            help="ecs-fargate --no-public-ip: make the VPC endpoints the tasks need (S3 "
+            "gateway; ECR, Logs, Secrets Manager interfaces) that the VPC lacks; delete "
+            "removes them.",
+        ),
+    ] = False,
     count: Annotated[
         int | None,
         typer.Option(
@@ -403,6 +464,9 @@ def create(
         provider, host, ssh_user, ssh_port, ssh_key, known_hosts, accept_new_host_key
     )
     group_extra = _group_options(provider, count, load_balancer, domain, hosted_zone)
+    group_extra += _fargate_network_options(
+        provider, private_subnets, no_public_ip, create_endpoints
+    )
     interval = parse_duration(poll)
     until = wait_level(wait, engine)
     _check_dns(dns, dns_zone, letsencrypt_domain, until)
