@@ -239,6 +239,39 @@ def test_a_read_full_of_tiny_frames_is_parsed_over_several_loop_turns(loop):
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_what_a_read_leaves_for_later_turns_survives_the_next_read_into_the_buffer(loop):
+    """The transport decrypts every read into the session's one buffer (get_buffer);
+    frames left for later turns must not be views of it, or the next read rewrites them.
+    A client's session: what it receives is unmasked, so its payloads are such views."""
+
+    async def main() -> None:
+        transport = FakeTransport()
+        s = Session(
+            Role.CLIENT,
+            transport,  # type: ignore[arg-type]
+            on_stream=lambda stream: None,
+            on_event=lambda event: None,
+            limits=SessionLimits(frames_per_turn=1000),
+        )
+        s.mux.send_hello({})
+        welcome = Frame(FrameType.WELCOME, 0, b'{"ok": true}').serialize()
+        s.data_received(message(welcome, masked=False))
+        # two messages, so both wait: the rest of the first in the mux, the second here
+        read = message(PING * 1500, masked=False) + message(PING * 1500, masked=False)
+        buffer = s.get_buffer(len(read))
+        buffer[: len(read)] = read
+        s.buffer_updated(len(read))
+        assert not transport.reading  # 2,000 PINGs wait for later turns
+        buffer[: len(read)] = b"\xff" * len(read)  # what the next read does to it
+        while not transport.reading and not transport.aborted:
+            await asyncio.sleep(0)
+        assert not transport.aborted, s.close_reason
+        assert sum(f.type is FrameType.PONG for f in transport.frames(masked=True)) == 3000
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_a_peer_over_its_frame_rate_is_dropped(loop):
     async def main() -> None:
         s, transport = session(max_frame_rate=5000)

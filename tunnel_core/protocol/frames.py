@@ -150,7 +150,7 @@ class FrameDecoder:
         self._data_left = 0  # payload bytes of the current DATA frame still to come
         self._data_stream = 0
         self._error: FrameError | None = None
-        self._rest: bytes | memoryview = b""  # input left over by a feed that hit max_frames
+        self._rest = b""  # input left over by a feed that hit max_frames
         #: Frame headers parsed so far (a DATA frame counts once, however it is split).
         self.frames_parsed = 0
 
@@ -174,7 +174,7 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         if self._rest:
-            data = bytes(self._rest) + bytes(data) if data else self._rest
+            data = self._rest + bytes(data) if data else self._rest
             self._rest = b""
         try:
             return self._feed(data, max_frames)
@@ -206,7 +206,7 @@ class FrameDecoder:
                     self._control_buf.clear()
             else:
                 if self.frames_parsed == limit:
-                    self._rest = data[pos:]
+                    self._rest = bytes(data[pos:])  # data may be a reused read buffer
                     break
                 if not header and end - pos >= HEADER_SIZE:
                     code, stream_id, length = HEADER.unpack_from(data, pos)

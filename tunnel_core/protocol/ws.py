@@ -156,7 +156,9 @@ class WsDecoder:
         self._in_message = False  # a fragmented data message awaits its CONTINUATIONs
         self._error: FrameError | None = None
 
-    def feed(self, data: bytes) -> tuple[list[bytes | memoryview], list[tuple[Opcode, bytes]]]:
+    def feed(
+        self, data: bytes | memoryview
+    ) -> tuple[list[bytes | memoryview], list[tuple[Opcode, bytes]]]:
         """Return the data payload pieces and the control frames of ``data``.
 
         Data and control frames are returned separately; that loses nothing because
