@@ -349,7 +349,31 @@ def missing_services(client: EC2Client, vpc_id: str, region: str) -> list[str]:
             if str(e.get("State", "")).lower() not in _GONE
         }
     wanted = (GATEWAY_SERVICE, *INTERFACE_SERVICES)
-    return [s for s in wanted if service_name(region, s) not in have]
+    missing = [s for s in wanted if service_name(region, s) not in have]
+    if any(s in INTERFACE_SERVICES for s in missing):
+        _require_dns(client, vpc_id)
+    return missing
+
+
+def _require_dns(client: EC2Client, vpc_id: str) -> None:
+    """An interface endpoint's private DNS name (what lets the tasks' SDK calls reach it
+    unchanged) needs both of the VPC's DNS attributes; AWS would refuse the endpoint."""
+    off = []
+    with aws_errors("read the VPC's DNS settings"):
+        for attribute, key in (
+            ("enableDnsSupport", "EnableDnsSupport"),
+            ("enableDnsHostnames", "EnableDnsHostnames"),
+        ):
+            answer: Any = client.describe_vpc_attribute(VpcId=vpc_id, Attribute=attribute)  # type: ignore[arg-type]
+            if not answer.get(key, {}).get("Value"):
+                off.append(attribute)
+    if off:
+        raise InvalidSpec(
+            f"ecs-fargate: VPC {vpc_id} has {' and '.join(off)} off; the interface endpoints' "
+            "private DNS names need them",
+            hint=f"aws ec2 modify-vpc-attribute --vpc-id {vpc_id} --enable-dns-hostnames "
+            "(and --enable-dns-support), or make the endpoints yourself.",
+        )
 
 
 def create_endpoints(

@@ -15,10 +15,17 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from providers.testing.faults import Fault, FaultPlan, FaultProxy
-from tests.fakes.aws.server import GROUP_STEPS, INTERNAL_ERROR, live_resources, plain_client
+from tests.fakes.aws.server import (
+    GROUP_STEPS,
+    INTERNAL_ERROR,
+    REGION,
+    live_resources,
+    plain_client,
+)
 
 #: the operations after which ECS's scheduler acts (``X-Amz-Target`` suffixes)
 _SCHEDULED = (".CreateService", ".UpdateService", ".DeleteService", ".StopTask")
@@ -47,6 +54,32 @@ STEPS = {
         for name in ("CreateLoadBalancer", "CreateTargetGroup", "CreateListener")
     },
     "CreateService": r'^POST / (?=.*"serviceName": )(?=.*"desiredCount")',
+}
+_ENDPOINT = (
+    r"^POST / (?=.*\bAction=CreateVpcEndpoint\b)(?=.*ServiceName=com\.amazonaws\.[\w-]+\.{}(&|$))"
+)
+#: what ``--no-public-ip --private-subnets --create-endpoints --release-url s3://`` adds,
+#: in order: the endpoints' security group and the endpoints, the task role and its
+#: policy, the control port's target group and listener
+PRIVATE_STEPS = {
+    "CreateSecurityGroup.endpoints": (
+        r"^POST / .*\bAction=CreateSecurityGroup\b.*GroupName=inletsctl-\w+-endpoints\b"
+    ),
+    "AuthorizeSecurityGroupIngress.endpoints": (
+        r"^POST / (?=.*\bAction=AuthorizeSecurityGroupIngress\b)(?=.*inletsctl-vpc-endpoints)"
+    ),
+    **{
+        f"CreateVpcEndpoint.{name}": _ENDPOINT.format(name.replace(".", r"\."))
+        for name in ("s3", "ecr.api", "ecr.dkr", "logs", "secretsmanager")
+    },
+    "CreateRole.task": r"^POST / (?=.*\bAction=CreateRole\b)(?=.*RoleName=inletsctl-\w+-task(&|$))",
+    "PutRolePolicy.task": (
+        r"^POST / (?=.*\bAction=PutRolePolicy\b)(?=.*RoleName=inletsctl-\w+-task(&|$))"
+    ),
+    "CreateTargetGroup.control": (
+        r"^POST / (?=.*\bAction=CreateTargetGroup\b)(?=.*HealthCheckPath=%2Fhealthz)"
+    ),
+    "CreateListener.control": r"^POST / (?=.*\bAction=CreateListener\b)(?=.*\bPort=8123(&|$))",
 }
 
 
@@ -90,7 +123,8 @@ class Scheduler:
                 startedBy="ecs-svc/0000000000000000000",
                 tags=service.get("tags", []),
             )["tasks"]
-            for task in started:
+            network = service["networkConfiguration"]["awsvpcConfiguration"]
+            for task in started if network.get("assignPublicIp") != "DISABLED" else []:
                 address = self.ec2.allocate_address(Domain="vpc")["AllocationId"]
                 self.ec2.associate_address(AllocationId=address, NetworkInterfaceId=_eni(task))
 
@@ -162,13 +196,20 @@ class FargateKit:
         self.secrets = plain_client(url, service="secretsmanager")
         self.logs = plain_client(url, service="logs")
         self.iam = plain_client(url, service="iam")
-        self.plan = FaultPlan(STEPS)
+        self.s3 = plain_client(url, service="s3")
+        self.plan = FaultPlan({**STEPS, **PRIVATE_STEPS})
         self.proxy = SchedulingProxy(url, self.plan, Scheduler(url))
         self.endpoint = self.proxy.url
 
     def resources(self) -> set[str]:
-        """EC2's and ELBv2's live resources, and ECS's, Secrets Manager's, Logs' and IAM's."""
+        """EC2's (VPC endpoints too) and ELBv2's live resources, and ECS's, Secrets
+        Manager's, Logs' and IAM's."""
         found = live_resources(self.ec2, self.elb)
+        found |= {
+            e["VpcEndpointId"]
+            for e in self.ec2.describe_vpc_endpoints()["VpcEndpoints"]
+            if e["State"].lower() != "deleted"
+        }
         clusters = self.ecs.list_clusters()["clusterArns"]
         for cluster in (
             self.ecs.describe_clusters(clusters=clusters)["clusters"] if clusters else []
@@ -240,3 +281,59 @@ class FargateKit:
             "NetworkInterfaces"
         ]
         return service["serviceArn"], eni["Association"]["PublicIp"]
+
+
+@dataclass(frozen=True)
+class PrivateVpc:
+    """A VPC as a private deployment has it: per zone a public subnet (0.0.0.0/0 to an
+    internet gateway: in zone a by its own route table, in zone b by the main table's)
+    and a private one (a table without 0.0.0.0/0, or with a NAT gateway's)."""
+
+    vpc_id: str
+    public: dict[str, str]  # zone -> subnet
+    private: dict[str, str]
+    private_table: str
+
+    @property
+    def private_subnets(self) -> str:
+        return ",".join(self.private[z] for z in sorted(self.private))
+
+
+def private_vpc(ec2: Any, nat: bool = False, zones: tuple[str, ...] = ("a", "b")) -> PrivateVpc:
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    # what private DNS names of interface endpoints need (DNS support is on by default)
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    (main,) = ec2.describe_route_tables(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc]},
+            {"Name": "association.main", "Values": ["true"]},
+        ]
+    )["RouteTables"]
+    ec2.create_route(
+        RouteTableId=main["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=igw
+    )
+    public_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    private_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    public, private = {}, {}
+    for n, zone in enumerate(f"{REGION}{z}" for z in zones):
+        public[zone] = ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.20.{n}.0/24", AvailabilityZone=zone
+        )["Subnet"]["SubnetId"]
+        private[zone] = ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.20.{100 + n}.0/24", AvailabilityZone=zone
+        )["Subnet"]["SubnetId"]
+        ec2.associate_route_table(RouteTableId=private_table, SubnetId=private[zone])
+        if n == 0:  # the others are public by the main table
+            ec2.associate_route_table(RouteTableId=public_table, SubnetId=public[zone])
+    if nat:
+        address = ec2.allocate_address(Domain="vpc")["AllocationId"]
+        gateway = ec2.create_nat_gateway(SubnetId=next(iter(public.values())), AllocationId=address)
+        ec2.create_route(
+            RouteTableId=private_table,
+            DestinationCidrBlock="0.0.0.0/0",
+            NatGatewayId=gateway["NatGateway"]["NatGatewayId"],
+        )
+    return PrivateVpc(vpc, public, private, private_table)
