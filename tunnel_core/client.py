@@ -208,7 +208,8 @@ class _Handshake(asyncio.Protocol):
             if headers.get(b"sec-websocket-accept") != ws.accept_key(self.key).encode():
                 self._fail(ProtocolError("the server's WebSocket accept key is wrong"))
                 return
-            self._switch()
+            name, value = ws.ZERO_KEY_HEADER
+            self._switch(zero_key=headers.get(name.encode()) == value.encode())
         elif isinstance(event, h11.Response) and event.status_code == 401:
             self._fail(AuthRejected(f"{self.config.url} rejected the token (HTTP 401)"))
         elif isinstance(event, h11.Response | h11.InformationalResponse):
@@ -224,7 +225,7 @@ class _Handshake(asyncio.Protocol):
         assert self.transport is not None
         self.transport.abort()
 
-    def _switch(self) -> None:
+    def _switch(self, zero_key: bool) -> None:
         assert self.transport is not None
         leftover = self.conn.trailing_data[0]
         session = Session(
@@ -235,6 +236,7 @@ class _Handshake(asyncio.Protocol):
             initial_window=self.config.initial_window,
             peer=self.config.url,
             limits=self.config.limits,
+            zero_key=zero_key,
         )
         self.transport.set_protocol(session)
         self.upgraded.set_result(session)

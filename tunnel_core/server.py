@@ -328,6 +328,7 @@ class _Handshake(asyncio.Protocol):
                     ("upgrade", "websocket"),
                     ("connection", "Upgrade"),
                     ("sec-websocket-accept", ws.accept_key(key)),
+                    ws.ZERO_KEY_HEADER,
                 ],
             )
         )

@@ -365,7 +365,9 @@ class Session(asyncio.BufferedProtocol):
         initial_window: int | None = None,
         peer: str = "",
         limits: SessionLimits | None = None,
+        zero_key: bool = False,
     ) -> None:
+        """``zero_key``: the server asked for frames masked with the zero key (client)."""
         self.role = role
         self.limits = limits = limits or SessionLimits()
         self.max_pending = limits.max_pending
@@ -380,6 +382,7 @@ class Session(asyncio.BufferedProtocol):
         self._on_event = on_event
         self._ws = ws.WsDecoder(expect_mask=role is Role.SERVER)
         self._mask = role is Role.CLIENT
+        self._zero_key = zero_key and self._mask
         self.streams: dict[int, Stream] = {}
         self.write_paused = False
         self._flush_handle: asyncio.Handle | None = None
@@ -420,7 +423,7 @@ class Session(asyncio.BufferedProtocol):
         self.mux.go_away(reason)
         self._flush()
         self._close_sent = True
-        self.transport.write(ws.encode(ws.Opcode.CLOSE, ws.close_payload(code), mask=self._mask))
+        self.transport.write(self._ws_encode(ws.Opcode.CLOSE, ws.close_payload(code)))
         # After our GOAWAY the mux sends nothing more, so the streams end here, not later.
         streams, self.streams = self.streams, {}
         for stream in streams.values():
@@ -459,7 +462,7 @@ class Session(asyncio.BufferedProtocol):
                 if self._close_received is None:
                     self._close_received = payload  # answered once what came before it is in
             elif opcode is ws.Opcode.PING:
-                pong = ws.encode(ws.Opcode.PONG, payload, mask=self._mask)
+                pong = self._ws_encode(ws.Opcode.PONG, payload)
                 self._ws_replies += len(pong)
                 self.transport.write(pong)
         self._backlog.extend(payloads)
@@ -535,7 +538,7 @@ class Session(asyncio.BufferedProtocol):
         if not self._close_sent and not self.transport.is_closing():
             self._close_sent = True
             self._flush()
-            self.transport.write(ws.encode(ws.Opcode.CLOSE, payload[:2], mask=self._mask))
+            self.transport.write(self._ws_encode(ws.Opcode.CLOSE, payload[:2]))
         self.transport.close()
 
     def drop(self, reason: str) -> None:
@@ -586,6 +589,9 @@ class Session(asyncio.BufferedProtocol):
 
     # Internals ----------------------------------------------------------------------------
 
+    def _ws_encode(self, opcode: ws.Opcode, payload: bytes) -> bytes:
+        return ws.encode(opcode, payload, mask=self._mask, zero_key=self._zero_key)
+
     def _dispatch(self) -> None:
         streams = self.streams
         for event in self.mux.events_received():
@@ -621,17 +627,17 @@ class Session(asyncio.BufferedProtocol):
         chunks = self.mux.data_to_send()
         if not chunks or self.transport.is_closing():
             return
-        mask, binary = self._mask, ws.Opcode.BINARY
+        mask, zero_key, binary = self._mask, self._zero_key, ws.Opcode.BINARY
         out: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for chunk in chunks:
             if size + len(chunk) > MAX_WS_MESSAGE and batch:
-                out += ws.encode_chunks(binary, batch, size, mask=mask)
+                out += ws.encode_chunks(binary, batch, size, mask=mask, zero_key=zero_key)
                 batch, size = [], 0
             batch.append(chunk)
             size += len(chunk)
-        out += ws.encode_chunks(binary, batch, size, mask=mask)
+        out += ws.encode_chunks(binary, batch, size, mask=mask, zero_key=zero_key)
         self.transport.writelines(_coalesced(out))
 
 

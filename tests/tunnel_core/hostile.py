@@ -58,6 +58,8 @@ class Peer:
         self.frames = FrameDecoder()
         self.pending: list[Frame] = []
         self.controls: list[tuple[ws.Opcode, bytes]] = []
+        #: the first bytes read, as they came (WebSocket framing included)
+        self.first_read = b""
 
     def send(self, *frames: bytes) -> None:
         self.conn.sendall(ws.encode(ws.Opcode.BINARY, b"".join(frames), mask=self.mask))
@@ -71,6 +73,7 @@ class Peer:
             data = self.conn.recv(1 << 16)
             if not data:
                 raise ConnectionResetError("the peer closed the connection")
+            self.first_read = self.first_read or data
             payloads, controls = self.ws.feed(data)
             self.controls += controls
             for payload in payloads:
@@ -143,6 +146,8 @@ class HostileClient(Peer):
                 raise ConnectionResetError("closed during the upgrade")
             head += chunk
         assert head.startswith(b"HTTP/1.1 101 "), head
+        #: the server's 101 answer, headers included
+        self.upgrade_answer = head
         super().__init__(conn, mask=True)
 
     def register(self, ports: list[int], **extra: Any) -> dict[str, Any]:
@@ -177,9 +182,11 @@ class HostileServer:
         *,
         accept_key: Callable[[str], bytes] | None = None,
         welcome: dict[str, Any] | None = None,
+        zero_key: bool = False,
     ) -> Peer:
         """Accept one client, answer its upgrade (``accept_key`` may forge the key; then
-        nothing more), read its HELLO and, unless ``welcome`` is ``{}``, answer it."""
+        nothing more; ``zero_key`` asks for the zero masking key, as our server does),
+        read its HELLO and, unless ``welcome`` is ``{}``, answer it."""
         raw, _ = self.sock.accept()
         raw.settimeout(IO_TIMEOUT)
         conn = self.ctx.wrap_socket(raw, server_side=True)
@@ -201,8 +208,10 @@ class HostileServer:
         )
         conn.sendall(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+            + (": ".join(ws.ZERO_KEY_HEADER).encode() + b"\r\n" if zero_key else b"")
+            + b"\r\n"
+        )  # fmt: skip
         peer = Peer(conn, mask=False)
         if accept_key is None:
             peer.hello = peer.expect(FrameType.HELLO).json()  # type: ignore[attr-defined]

@@ -541,3 +541,28 @@ def test_a_server_that_opens_streams_before_its_welcome_is_dropped(engine, loop)
         peer.close()
     finally:
         hostile.close()
+
+
+@pytest.mark.parametrize("asks", [True, False], ids=["server-asks", "server-does-not"])
+def test_the_client_masks_with_the_zero_key_only_when_the_server_asks(engine, asks):
+    """Our server asks in its 101 answer; a server that does not (an older one, or any
+    other WebSocket server) gets random keys, as RFC 6455 wants."""
+    hostile = HostileServer(engine)
+    try:
+        hostile.client(engine, "--ports", "9000")
+        peer = hostile.accept(zero_key=asks)
+        first = peer.first_read  # the HELLO message: short, so its key is bytes 2-5
+        assert first[1] & 0x80, "masked either way: a valid client frame"
+        assert (first[2:6] == ws.ZERO_KEY) is asks
+        peer.close()
+    finally:
+        hostile.close()
+
+
+def test_the_server_asks_for_the_zero_key_and_still_takes_random_ones(engine):
+    server = engine.tcp_server()
+    client = HostileClient(server)  # masks with random keys
+    asked = b"\r\n" + ": ".join(ws.ZERO_KEY_HEADER).encode() + b"\r\n"
+    assert asked in client.upgrade_answer.lower()
+    assert client.register([free_port()])["ok"] is True
+    client.close()
