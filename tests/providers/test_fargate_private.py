@@ -10,6 +10,7 @@ packet through a gateway endpoint and pulls no image: those are not shown here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -318,6 +319,11 @@ def test_a_missing_engine_object_is_refused(
     assert ENGINE_URL in error.message and "aws s3 cp" in error.hint
 
 
+@functools.cache
+def _local_pyz() -> bytes:
+    return release.local_pyz().read_bytes()
+
+
 # -- the kit's whole fault matrix for what the private variant adds --------------------------
 
 
@@ -335,7 +341,15 @@ class TestPrivateFargateConformance(ProviderConformance):
     def network(self, cloud: FargateKit) -> None:
         """The VPC and the real engine (the CLI pins this checkout's pyz)."""
         self.vpc = private_vpc(cloud.ec2)  # type: ignore[misc]
-        self.sha = upload(cloud, release.local_pyz().read_bytes())  # type: ignore[misc]
+        self.sha = upload(cloud, _local_pyz())  # type: ignore[misc]
+
+    @pytest.fixture
+    def provider(self, cloud: FargateKit, monkeypatch: pytest.MonkeyPatch) -> FargateProvider:
+        """No SDK retries: a 5xx at a step fails the create, whose undo is then checked
+        (that a retried step goes through is ``TestFargateConformance``'s case), and
+        no retry's backoff is waited for."""
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        return make_provider(cloud.endpoint, [])
 
     def make_spec(self, provider: Any) -> HostSpec:
         return private_spec(provider, self.vpc, self.sha)
