@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,54 @@ def test_the_cli_refuses_an_unknown_loop_with_exit_2() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "TUNNEL_CORE_LOOP" in done.stderr
+
+
+_HEAP_OR_MMAP = """
+import ctypes, sys
+from tunnel_core import runner
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+
+
+def mmapped() -> int:
+    before = mallinfo2().hblks
+    block = bytearray(600_000)  # a read-sized block: 256 KiB and more
+    return mallinfo2().hblks - before
+
+
+async def engine(stop):  # what runner.run runs: an engine's main
+    print(mmapped())
+    return 0
+
+
+if sys.argv[1] == "engine":
+    sys.exit(runner.run(engine, role="client"))
+print(mmapped())
+"""
+
+
+def test_the_engine_on_the_stdlib_loop_keeps_read_sized_blocks_on_the_heap() -> None:
+    """glibc mmaps a block over 128 KiB by default (and unmaps it when freed)."""
+    pytest.importorskip("ctypes")
+
+    def mmapped(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _HEAP_OR_MMAP, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "TUNNEL_CORE_LOOP": "asyncio"},
+        )
+        if "mallinfo2" in done.stderr:  # not glibc, or older than 2.33
+            pytest.skip("no glibc mallinfo2 here")
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert mmapped("default") == 1
+    assert mmapped("engine") == 0
