@@ -377,3 +377,29 @@ class TestPrivateFargateConformance(ProviderConformance):
             "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": REGION,
         }
+
+
+@pytest.mark.parametrize(
+    ("image", "repository"),
+    [
+        (ECR_IMAGE, f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/python"),
+        (f"{ACCOUNT}.dkr.ecr.us-east-2.amazonaws.com/team/py", "repository/team/py"),
+        (f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/py@sha256:{'a' * 64}", "repository/py"),
+        ("public.ecr.aws/docker/library/python:3.12-slim", None),
+        (f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com.evil.example/python", None),
+    ],
+)
+def test_the_ecr_repository_of_an_image(image: str, repository: str | None) -> None:
+    found = fargate_network.repository(image)
+    if repository is None:
+        assert found is None
+    else:
+        assert found is not None and found.arn.endswith(repository)
+
+
+def test_ecs_takes_at_most_five_target_groups_a_service() -> None:
+    routes = [ec2_lb.Route(p, p, "TCP") for p in range(8000, 8005)]
+    fargate_network.check_target_groups(routes)
+    with pytest.raises(InvalidSpec) as refused:
+        fargate_network.check_target_groups([*routes, ec2_lb.Route(9000, 9000, "TCP")])
+    assert "at most 5" in refused.value.message
