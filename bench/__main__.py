@@ -120,7 +120,9 @@ def request_response(
     if missing:
         raise BenchError(f"missing {', '.join(missing)}: run bench/run.sh as root to install them")
     servers = reqresp.start_servers(procs, work)
-    routes = reqresp.start_routes(procs, work, ours, [servers.redis, servers.postgres])
+    routes = reqresp.start_routes(
+        procs, work, ours, [servers.redis, servers.postgres, servers.iperf3]
+    )
     samples: list[loadgen.Sample] = []
     for run in range(1, args.runs + 1):
         run_samples: list[loadgen.Sample] = []

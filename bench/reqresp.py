@@ -1,16 +1,21 @@
-"""Request/response through every path: redis-benchmark SET/GET (c50), pgbench -S (c16).
+"""Request/response through every path: redis-benchmark SET/GET (c50), pgbench -S (c16),
+and bulk both ways, each with the CPU each side of each path spent.
 
 Bulk transfer and a keep-alive HTTP file hide what a tunnel costs per request: a
 round trip through both ends, a frame each way, a loop wake-up per message. A cache
 and a database are what users put behind a tunnel, so these clients are measured
 through direct, socat, `ssh -R`, stunnel and both of our engines in the same run,
-with the CPU each side of each path spent per 10,000 requests.
+with the CPU each side of each path spent per 10,000 requests. Bulk runs here too,
+towards the service (`iperf3 -c`) and from it (`-R`, a download from the machine
+behind the tunnel), because only these paths count sshd's CPU: CPU seconds per GB
+of the exit server against sshd's is what a 1-vCPU VM's throughput depends on.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pwd
 import re
@@ -29,7 +34,12 @@ from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
 REDIS_SET = "redis_set_c50_rps"
 REDIS_GET = "redis_get_c50_rps"
 PGBENCH = "pgbench_select_c16_tps"
-TESTS = (REDIS_SET, REDIS_GET, PGBENCH)
+#: iperf3 through the path towards the service, and from it (``-R``)
+BULK_UP, BULK_DOWN = "bulk_to_service_MBps", "bulk_from_service_MBps"
+TESTS = (REDIS_SET, REDIS_GET, PGBENCH, BULK_UP, BULK_DOWN)
+#: how CPU seconds are reported per test: the field's suffix and what one count is
+_PER_10K = ("per_10k", 1e4)
+_PER_GB = ("per_GB", 1e9)
 #: requests per redis-benchmark test and second of --duration
 REDIS_REQUESTS_PER_S = 10_000
 TOOLS = {
@@ -45,6 +55,7 @@ TOOLS = {
 class Servers:
     redis: int
     postgres: int
+    iperf3: int
 
 
 def _postgres_bin(name: str) -> str:
@@ -58,7 +69,9 @@ def _postgres_bin(name: str) -> str:
 
 
 def start_servers(procs: Procs, work: Path) -> Servers:
-    """redis-server without persistence, and a throwaway PostgreSQL cluster (fsync off)."""
+    """redis-server without persistence, a throwaway PostgreSQL cluster (fsync off), iperf3."""
+    iperf3 = free_port()
+    procs.start("rr-iperf3", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf3)])
     redis = free_port()
     procs.start(
         "redis-server",
@@ -88,10 +101,10 @@ def start_servers(procs: Procs, work: Path) -> Servers:
         + ["-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
         + ["-c", "max_connections=200"],
     )
-    for p in (redis, port):
+    for p in (redis, port, iperf3):
         wait_for(f"a server listening on port {p}", partial(is_listening, p), timeout=60)
     run_tool(["pgbench", "-i", "-q", "-s", "1", *_pg_args(port)], 120)
-    return Servers(redis, port)
+    return Servers(redis, port, iperf3)
 
 
 def _pg_args(port: int) -> list[str]:
@@ -122,12 +135,32 @@ def pgbench(run: int, path: str, port: int, duration: int) -> list[tuple[Sample,
     return [(Sample(run, path, PGBENCH, float(tps.group(1))), int(count.group(1)))]
 
 
+def bulk(
+    run: int, path: str, port: int, duration: int, *, reverse: bool
+) -> list[tuple[Sample, int]]:
+    """MB/s, and the bytes moved (what CPU per GB is counted against)."""
+    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"]
+    out = run_tool([*argv, *(["-R"] if reverse else [])], duration + 30)
+    try:
+        received = json.loads(out)["end"]["sum_received"]
+        moved, bps = int(received["bytes"]), float(received["bits_per_second"])
+    except (ValueError, KeyError) as exc:  # iperf3 -J exits 0 and puts an error in the JSON
+        raise BenchError(f"iperf3 through {path} failed: {out[-300:]}") from exc
+    return [(Sample(run, path, BULK_DOWN if reverse else BULK_UP, round(bps / 8e6)), moved)]
+
+
 Workload = Callable[[int, str, int, int], list[tuple[Sample, int]]]
 
 
 def measure(run: int, route: paths.Route, servers: Servers, duration: int) -> list[Sample]:
-    """Both clients through one route, with each side's CPU seconds per 10k requests."""
-    workloads: list[tuple[Workload, int]] = [(redis, servers.redis), (pgbench, servers.postgres)]
+    """Every workload through one route, with each side's CPU seconds per 10k requests
+    (per GB for bulk)."""
+    workloads: list[tuple[Workload, int]] = [
+        (redis, servers.redis),
+        (pgbench, servers.postgres),
+        (partial(bulk, reverse=False), servers.iperf3),
+        (partial(bulk, reverse=True), servers.iperf3),
+    ]
     samples = []
     for workload, upstream in workloads:
         before = route.cpu()
@@ -138,12 +171,13 @@ def measure(run: int, route: paths.Route, servers: Servers, duration: int) -> li
             before = route.cpu()
             found = workload(run, route.name, route.public[upstream], duration)
         used = [after - b for after, b in zip(route.cpu(), before, strict=True)]
-        requests = sum(n for _, n in found)
+        count = sum(n for _, n in found)
         for sample, _ in found:
+            unit, per = _PER_GB if sample.test in (BULK_UP, BULK_DOWN) else _PER_10K
             extra = dict(sample.extra)
             for side, seconds in zip(("server", "client"), used, strict=True):
                 if getattr(route, f"{side}_pids"):
-                    extra[f"{side}_cpu_s_per_10k"] = f"{seconds / requests * 1e4:.3f}"
+                    extra[f"{side}_cpu_s_{unit}"] = f"{seconds / count * per:.3f}"
             samples.append(replace(sample, extra=tuple(extra.items())))
     return samples
 
