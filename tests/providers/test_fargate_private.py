@@ -333,7 +333,11 @@ class TestPrivateFargateConformance(ProviderConformance):
     each step the private variant adds is a fault point; the shared steps are
     ``TestFargateConformance``'s."""
 
-    failure_points = tuple(PRIVATE_STEPS)
+    #: every step the variant adds, but of the four interface endpoints (one loop) only
+    #: the first and the last: the kit's time is bounded (each step is 6 cases)
+    failure_points = tuple(
+        s for s in PRIVATE_STEPS if s not in ("CreateVpcEndpoint.ecr.dkr", "CreateVpcEndpoint.logs")
+    )
     vpc: ClassVar[PrivateVpc]
     sha: ClassVar[str]
 
