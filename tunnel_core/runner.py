@@ -1,12 +1,13 @@
-"""Run one coroutine until SIGTERM/SIGINT, then exit 0, on the loop measured best for its role.
+"""Run one coroutine until SIGTERM/SIGINT, then exit 0, on the loop measured best.
 
-``TUNNEL_CORE_LOOP`` chooses: ``auto`` (the default) runs servers on uvloop when it is
-installed and clients on the stdlib loop; ``uvloop`` and ``asyncio`` force one. Why per
-role: through a tunnel client on uvloop, every TLS record read allocates (and mmaps and
-unmaps) a 256 KiB buffer; redis-benchmark GET c50 cost the client 0.318 CPU-s per 10k
-requests on uvloop and 0.124 on the stdlib loop (19.6k vs 33.4k req/s), while the server
-spent 0.101 on uvloop and 0.122 on the stdlib loop. The VMs run the pyz, which has no
-uvloop: servers there are on the stdlib loop whatever this says.
+``TUNNEL_CORE_LOOP`` chooses: ``auto`` (the default) runs on uvloop when it is
+installed, ``uvloop`` and ``asyncio`` force one. Clients ran on the stdlib loop while
+uvloop made them allocate (mmap, then unmap) a 256 KiB buffer per TLS record read
+(redis-benchmark GET c50: 0.318 client CPU-s per 10k requests on uvloop, 0.124 on the
+stdlib loop); since the session reads into a buffer of its own, uvloop is the cheaper
+loop for both roles (client 0.084-0.090 on uvloop, 0.107-0.108 on the stdlib loop; 36-43k
+vs 31-33k req/s). The VMs run the pyz, which has no uvloop: servers there are on the
+stdlib loop whatever this says.
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ LOOP_ENV = "TUNNEL_CORE_LOOP"
 LOOPS = ("auto", "uvloop", "asyncio")
 
 
-def wants_uvloop(role: str, choice: str | None = None) -> bool:
-    """Whether ``role`` ("server" or "client") runs on uvloop under ``TUNNEL_CORE_LOOP``."""
+def wants_uvloop(choice: str | None = None) -> bool:
+    """Whether to run on uvloop (where installed) under ``TUNNEL_CORE_LOOP``."""
     choice = (os.environ.get(LOOP_ENV) or "auto") if choice is None else choice
     if choice not in LOOPS:
         raise ConfigError(f"{LOOP_ENV}={choice!r}: choose one of {', '.join(LOOPS)}")
-    return choice == "uvloop" or (choice == "auto" and role == "server")
+    return choice != "asyncio"
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[int]], role: str = "server") -> int:
+def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
     """``main(stop)`` returns an exit code; ``stop`` is set by SIGTERM or SIGINT."""
 
     async def wrapper() -> int:
@@ -55,7 +56,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[int]], role: str = "server") -
 
     _raise_fd_limit()
     try:
-        if wants_uvloop(role):
+        if wants_uvloop():
             try:
                 import uvloop
             except ImportError:

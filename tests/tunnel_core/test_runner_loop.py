@@ -1,4 +1,4 @@
-"""Which event loop each role runs on (the choice is measured; see tunnel_core.runner)."""
+"""Which event loop the engine runs on (the choice is measured; see tunnel_core.runner)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ from tunnel_core.runner import wants_uvloop
 
 
 @pytest.mark.parametrize(
-    ("choice", "server", "client"),
-    [("auto", True, False), ("uvloop", True, True), ("asyncio", False, False)],
+    ("choice", "uvloop"), [("auto", True), ("uvloop", True), ("asyncio", False)]
 )
-def test_the_loop_per_role(choice: str, server: bool, client: bool) -> None:
-    assert (wants_uvloop("server", choice), wants_uvloop("client", choice)) == (server, client)
+def test_the_loop_choice(choice: str, uvloop: bool) -> None:
+    assert wants_uvloop(choice) is uvloop
 
 
 def test_an_unknown_loop_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="TUNNEL_CORE_LOOP"):
-        wants_uvloop("server", "trio")
+        wants_uvloop("trio")
 
 
 def test_the_cli_refuses_an_unknown_loop_with_exit_2() -> None:
@@ -61,7 +60,7 @@ async def engine(stop):  # what runner.run runs: an engine's main
 
 
 if sys.argv[1] == "engine":
-    sys.exit(runner.run(engine, role="client"))
+    sys.exit(runner.run(engine))
 print(mmapped())
 """
 
