@@ -188,6 +188,13 @@ def _generate(
 ) -> None:
     from inletsctl import deploy, release
 
+    if release.is_object_url(release_url):
+        # only an ecs-fargate exit server's task role reads such an object
+        raise UsageError(
+            f"--release-url {release_url}: a generated client downloads tunnel-core.pyz "
+            "over https, without AWS credentials",
+            hint="Pass an https:// release base (s3:// is for create --provider ecs-fargate).",
+        )
     artifact = release.artifact(release_url or None)
     if artifact.local_build and release.is_default_base(release_url):
         stderr().print(

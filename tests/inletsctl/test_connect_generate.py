@@ -216,3 +216,17 @@ def test_ecs_anywhere_prints_an_external_host_network_task_definition(state_dir:
 def test_options_of_another_target_are_refused(state_dir: Path, args: list[str], says: str) -> None:
     res = generate(host(state_dir), *args)
     assert res.returncode == 2 and says in res.stderr
+
+
+def test_an_s3_release_url_is_refused_for_a_generated_client(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    """Only an ecs-fargate task's role reads an s3:// engine; a client has no such role."""
+    record = host(state_dir)
+    done = run_cli(
+        "connect", record.id, "--release-url", "s3://bucket/tunnel-core.pyz",
+        "--generate", "systemd", "--output-dir", str(tmp_path / "unit"),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "s3:// is for create --provider ecs-fargate" in " ".join(done.stderr.split())
+    assert not (tmp_path / "unit").exists()
