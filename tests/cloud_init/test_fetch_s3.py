@@ -232,3 +232,32 @@ def test_a_request_signed_with_another_secret_is_refused_by_s3(
     )
     assert done.returncode != 0
     assert "403" in done.stderr, done.stderr
+
+
+def test_on_ecs_the_credentials_come_from_the_task_metadata_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`` is a path at 169.254.170.2, as ECS sets
+    it (asked through a stand-in for urlopen: that address is not this machine's)."""
+    fetch = fetch_module()
+    asked: list[str] = []
+
+    class Answer:
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def read(self, *_: int) -> bytes:
+            return json.dumps({"AccessKeyId": "A", "SecretAccessKey": "S", "Token": "T"}).encode()
+
+    def urlopen(request: urllib.request.Request, timeout: float) -> Answer:
+        asked.append(request.full_url)
+        return Answer()
+
+    monkeypatch.setitem(fetch["urllib"].request.__dict__, "urlopen", urlopen)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/abc")
+    assert fetch["container_credentials"]() == ("A", "S", "T")
+    assert asked == ["http://169.254.170.2/v2/credentials/abc"]
