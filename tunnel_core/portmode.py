@@ -107,4 +107,4 @@ def client_main(args: argparse.Namespace, make_upstreams: Callable[[], PortUpstr
         await run_clients(configs, upstreams.on_stream, stop, connected)
         return 0
 
-    return run(main)
+    return run(main, role="client")

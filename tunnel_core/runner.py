@@ -1,13 +1,14 @@
-"""Run one coroutine until SIGTERM/SIGINT, then exit 0, on the loop measured best.
+"""Run one coroutine until SIGTERM/SIGINT, then exit 0, on the loop measured best for its role.
 
-``TUNNEL_CORE_LOOP`` chooses: ``auto`` (the default) runs on uvloop when it is
-installed, ``uvloop`` and ``asyncio`` force one. Clients ran on the stdlib loop while
-uvloop made them allocate (mmap, then unmap) a 256 KiB buffer per TLS record read
-(redis-benchmark GET c50: 0.318 client CPU-s per 10k requests on uvloop, 0.124 on the
-stdlib loop); since the session reads into a buffer of its own, uvloop is the cheaper
-loop for both roles (client 0.084-0.090 on uvloop, 0.107-0.108 on the stdlib loop; 36-43k
-vs 31-33k req/s). The VMs run the pyz, which has no uvloop: servers there are on the
-stdlib loop whatever this says.
+``TUNNEL_CORE_LOOP`` chooses: ``auto`` (the default) runs servers on uvloop when it is
+installed and clients on the stdlib loop; ``uvloop`` and ``asyncio`` force one. Why per
+role, measured on a quiet machine with the session reading into its own buffer: a client
+on uvloop spends less CPU but moves less, iperf3 539-668 MB/s towards the service and
+570-613 from it against 750-778 and 737-759 on the stdlib loop, for 5% more
+redis-benchmark GET c50 requests (45.8-47.6k against 43.5-45.3k req/s); a server on
+uvloop spent 0.097-0.103 CPU-s per 10k requests there against 0.121-0.123 on the stdlib
+loop, at the same bulk rates. The VMs run the pyz, which has no uvloop: servers there
+are on the stdlib loop whatever this says.
 """
 
 from __future__ import annotations
@@ -36,15 +37,15 @@ LOOP_ENV = "TUNNEL_CORE_LOOP"
 LOOPS = ("auto", "uvloop", "asyncio")
 
 
-def wants_uvloop(choice: str | None = None) -> bool:
-    """Whether to run on uvloop (where installed) under ``TUNNEL_CORE_LOOP``."""
+def wants_uvloop(role: str, choice: str | None = None) -> bool:
+    """Whether ``role`` ("server" or "client") runs on uvloop under ``TUNNEL_CORE_LOOP``."""
     choice = (os.environ.get(LOOP_ENV) or "auto") if choice is None else choice
     if choice not in LOOPS:
         raise ConfigError(f"{LOOP_ENV}={choice!r}: choose one of {', '.join(LOOPS)}")
-    return choice != "asyncio"
+    return choice == "uvloop" or (choice == "auto" and role == "server")
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+def run(main: Callable[[asyncio.Event], Awaitable[int]], role: str = "server") -> int:
     """``main(stop)`` returns an exit code; ``stop`` is set by SIGTERM or SIGINT."""
 
     async def wrapper() -> int:
@@ -56,7 +57,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[int]]) -> int:
 
     _raise_fd_limit()
     try:
-        if wants_uvloop():
+        if wants_uvloop(role):
             try:
                 import uvloop
             except ImportError:

@@ -1,4 +1,4 @@
-"""Which event loop the engine runs on (the choice is measured; see tunnel_core.runner)."""
+"""Which event loop each role runs on (the choice is measured; see tunnel_core.runner)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from tunnel_core.runner import wants_uvloop
 
 
 @pytest.mark.parametrize(
-    ("choice", "uvloop"), [("auto", True), ("uvloop", True), ("asyncio", False)]
+    ("choice", "server", "client"),
+    [("auto", True, False), ("uvloop", True, True), ("asyncio", False, False)],
 )
-def test_the_loop_choice(choice: str, uvloop: bool) -> None:
-    assert wants_uvloop(choice) is uvloop
+def test_the_loop_per_role(choice: str, server: bool, client: bool) -> None:
+    assert (wants_uvloop("server", choice), wants_uvloop("client", choice)) == (server, client)
 
 
 def test_an_unknown_loop_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="TUNNEL_CORE_LOOP"):
-        wants_uvloop("trio")
+        wants_uvloop("server", "trio")
 
 
 def test_the_cli_refuses_an_unknown_loop_with_exit_2() -> None:
@@ -60,7 +61,7 @@ async def engine(stop):  # what runner.run runs: an engine's main
 
 
 if sys.argv[1] == "engine":
-    sys.exit(runner.run(engine))
+    sys.exit(runner.run(engine, role="client"))
 print(mmapped())
 """
 

@@ -227,7 +227,7 @@ def client_main(args: argparse.Namespace) -> int:
         await run_clients(configs, plane.on_stream, stop, connected)
         return 0
 
-    return run(main)
+    return run(main, role="client")
 
 
 def fileserver_main(args: argparse.Namespace) -> int:
