@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.procs import BenchError, Procs
+from inletsctl.summary import TOKEN_ENV
 
 INLETSCTL = Path(sys.executable).with_name("inletsctl")
 
@@ -118,7 +119,9 @@ def _one_create(
     )
     created = time.monotonic() - started
     argv = shlex.split(str(host["client_command"]))
-    client = procs.start(f"create-client-{host['id']}", [*engine, *argv[1:]])
+    # the printed command reads the token from the environment, as `create` tells the user
+    client_env = env | {TOKEN_ENV: str(host["token"])}
+    client = procs.start(f"create-client-{host['id']}", [*engine, *argv[1:]], env=client_env)
     try:
         deadline = time.monotonic() + 30
         while not _first_byte(int(str(host["data_port"])), deadline):
