@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from providers.ec2_errors import aws_errors, error_code
 from providers.errors import InvalidSpec
+from providers.fargate import TASKS_ASSUME_ROLE
 from providers.kit import require_ours
 from providers.models import HOST_ID_TAG, TAG_KEY, TAG_VALUE, ProviderConfig
 
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 NAME = "ecs-anywhere"
-#: the task execution role's trust: the ECS agent assumes it to read the secret
-_TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
 _POLICY_NAME = "read-tunnel-token"
 #: what is missing when AWS refuses; each names the flag or permission that fixes it
 HINTS: Mapping[str, str] = {
@@ -181,7 +171,7 @@ class EcsAnywhere:
         with self._errors("create the task execution role"):
             role_arn = self.iam.create_role(
                 RoleName=names.role,
-                AssumeRolePolicyDocument=json.dumps(_TRUST),
+                AssumeRolePolicyDocument=json.dumps(TASKS_ASSUME_ROLE),
                 Description=f"inletsctl: reads the tunnel token of host {host_id}",
                 Tags=cast(Any, _tags(host_id)),
             )["Role"]["Arn"]

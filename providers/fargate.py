@@ -68,7 +68,9 @@ REGION_ENV = "AWS_REGION"
 #: Seconds the service ignores failed health checks while a task downloads the engine.
 GRACE_S = 60
 _PATH = "/inletsctl/"
-_ASSUME = {
+#: The trust of a task's roles (Fargate's, and ECS Anywhere's client's): ECS's tasks
+#: assume them.
+TASKS_ASSUME_ROLE = {
     "Version": "2012-10-17",
     "Statement": [
         {
@@ -490,7 +492,7 @@ class FargateProvider(EC2Provider):
             arn: str = iam.create_role(
                 RoleName=name,
                 Path=_PATH,
-                AssumeRolePolicyDocument=json.dumps(_ASSUME),
+                AssumeRolePolicyDocument=json.dumps(TASKS_ASSUME_ROLE),
                 Description=description,
                 Tags=tags,
             )["Role"]["Arn"]
