@@ -52,14 +52,19 @@ def run_tool(argv: list[str], timeout: float) -> str:
     return done.stdout
 
 
-def bulk(run: int, path: str, port: int, duration: int) -> Sample:
-    out = run_tool(
-        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"], duration + 30
-    )
+def iperf3(path: str, port: int, duration: int, *, reverse: bool = False) -> tuple[float, int]:
+    """One iperf3 stream through ``path`` (``-R``: from the server): (bits/s, bytes moved)."""
+    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"]
+    out = run_tool([*argv, *(["-R"] if reverse else [])], duration + 30)
     try:
-        bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+        received = json.loads(out)["end"]["sum_received"]
+        return float(received["bits_per_second"]), int(received["bytes"])
     except (ValueError, KeyError) as exc:  # iperf3 -J exits 0 and puts an error in the JSON
         raise BenchError(f"iperf3 through {path} failed: {out[-300:]}") from exc
+
+
+def bulk(run: int, path: str, port: int, duration: int) -> Sample:
+    bps, _ = iperf3(path, port, duration)
     return Sample(run, path, BULK, round(bps / 8e6))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import pwd
 import re
@@ -28,7 +27,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import paths
-from bench.loadgen import Sample, run_tool
+from bench.loadgen import Sample, iperf3, run_tool
 from bench.procs import BenchError, Procs, free_port, is_listening, wait_for
 
 REDIS_SET = "redis_set_c50_rps"
@@ -139,13 +138,7 @@ def bulk(
     run: int, path: str, port: int, duration: int, *, reverse: bool
 ) -> list[tuple[Sample, int]]:
     """MB/s, and the bytes moved (what CPU per GB is counted against)."""
-    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(duration), "-J"]
-    out = run_tool([*argv, *(["-R"] if reverse else [])], duration + 30)
-    try:
-        received = json.loads(out)["end"]["sum_received"]
-        moved, bps = int(received["bytes"]), float(received["bits_per_second"])
-    except (ValueError, KeyError) as exc:  # iperf3 -J exits 0 and puts an error in the JSON
-        raise BenchError(f"iperf3 through {path} failed: {out[-300:]}") from exc
+    bps, moved = iperf3(path, port, duration, reverse=reverse)
     return [(Sample(run, path, BULK_DOWN if reverse else BULK_UP, round(bps / 8e6)), moved)]
 
 
